@@ -1,0 +1,26 @@
+//! Generates the gRPC code from `proto/` with protox (a pure-Rust protobuf
+//! compiler), so building needs no `protoc` on the machine. The encoded
+//! descriptor set is also written out for server reflection.
+
+use std::{env, fs, path::PathBuf};
+
+use prost::Message as _;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/reprise/v1/pipeline.proto",
+        "proto/reprise/v1/pipeline_service.proto",
+        "proto/reprise/v1/execution.proto",
+        "proto/reprise/v1/execution_service.proto",
+        "proto/reprise/v1/worker_service.proto",
+    ];
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("reprise_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

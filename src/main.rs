@@ -1,0 +1,4 @@
+mod proto {
+    tonic::include_proto!("reprise.v1");
+}
+fn main(){}
