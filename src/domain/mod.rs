@@ -1,0 +1,13 @@
+//! Pure rules of the product: what a valid pipeline is, which state changes
+//! are allowed, and what an execution does next. No I/O, no generated
+//! protobuf or database types: callers convert at their edges.
+
+pub mod condition;
+pub mod error;
+pub mod execution;
+pub mod inputs;
+pub mod machine;
+pub mod pipeline;
+pub mod status;
+
+pub use error::{Refusal, Violation};
