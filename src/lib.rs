@@ -7,3 +7,4 @@
 pub mod proto;
 pub mod worker;
 pub mod domain;
+pub mod store;

@@ -52,6 +52,9 @@ pub struct WorkflowRun {
     pub workflow_index: usize,
     pub name: String,
     pub task_queue: String,
+    /// Copied from the pinned definition so a claim needs no other read.
+    pub command: String,
+    pub timeout_ms: i64,
     pub status: WorkflowStatus,
     pub attempt: i32,
     pub max_attempts: i32,
@@ -62,6 +65,7 @@ pub struct WorkflowRun {
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
     pub lease_token: Option<String>,
+    pub lease_owner: Option<String>,
     pub lease_expires_at: Option<Millis>,
     pub deadline_at: Option<Millis>,
 }

@@ -1,0 +1,15 @@
+//! Schema history. One file per change, never edited once released; no
+//! imports from entity code, so old migrations keep compiling as it evolves.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261126_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,90 @@
+//! Persistence with sea-orm on SQLite (embedded default) or PostgreSQL.
+//! Repository functions take `&impl ConnectionTrait` so the engine owns the
+//! transaction; they speak domain types and keep entities to themselves.
+
+mod entity;
+pub mod executions;
+mod migration;
+pub mod pipelines;
+pub mod tasks;
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use sea_orm::DatabaseConnection as Db;
+
+/// Storage failures, classified once at this edge.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index refused the write: someone else wrote the same key first.
+    #[error("unique constraint violated: {0}")]
+    Duplicate(String),
+    /// A stored value the code cannot read back (a bug or a foreign write).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Db(DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        match e.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(msg)) => StoreError::Duplicate(msg),
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Opens the database (creating a SQLite file if needed) and applies pending migrations.
+pub async fn connect(url: &str) -> Result<DatabaseConnection> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(if url.starts_with("sqlite") { 8 } else { 16 })
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            // WAL lets readers run beside the one writer; the busy timeout
+            // makes writers queue instead of failing at once.
+            o.create_if_missing(true)
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    let db = Database::connect(options).await?;
+    migration::Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Starts a write transaction. On SQLite it is IMMEDIATE: it takes the write
+/// lock up front, so two writers queue on the busy timeout instead of one
+/// failing when it upgrades a read lock.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: (db.get_database_backend() == DbBackend::Sqlite)
+            .then_some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    Ok(db.begin_with_options(options).await?)
+}
+
+/// A cheap round trip, for the health check.
+pub async fn ping(db: &DatabaseConnection) -> Result<()> {
+    Ok(db.ping().await?)
+}
+
+pub(crate) fn is_postgres(c: &impl ConnectionTrait) -> bool {
+    c.get_database_backend() == DbBackend::Postgres
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}

@@ -1,0 +1,139 @@
+//! Pipelines and their immutable versions.
+
+use sea_orm::{
+    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+
+use super::{corrupt, entity::{pipeline, pipeline_version}, Result};
+use crate::domain::{execution::Millis, pipeline::Definition};
+
+/// A pipeline at one version.
+#[derive(Debug, Clone)]
+pub struct PipelineRecord {
+    pub id: String,
+    pub application: String,
+    pub name: String,
+    pub version: i64,
+    pub latest_version: i64,
+    pub definition: Definition,
+    pub created_at: Millis,
+    pub version_created_at: Millis,
+}
+
+pub async fn insert(
+    c: &impl ConnectionTrait,
+    id: &str,
+    application: &str,
+    name: &str,
+    definition: &Definition,
+    now: Millis,
+) -> Result<()> {
+    pipeline::Entity::insert(pipeline::ActiveModel {
+        id: Set(id.into()),
+        application: Set(application.into()),
+        name: Set(name.into()),
+        latest_version: Set(1),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
+    insert_version(c, id, 1, definition, now).await
+}
+
+/// Moves the latest version from `expected` to `expected + 1` and stores the
+/// new definition; false if `expected` was not the latest (a concurrent update).
+pub async fn add_version(
+    c: &impl ConnectionTrait,
+    id: &str,
+    expected: i64,
+    definition: &Definition,
+    now: Millis,
+) -> Result<bool> {
+    let updated = pipeline::Entity::update_many()
+        .col_expr(pipeline::Column::LatestVersion, Expr::value(expected + 1))
+        .col_expr(pipeline::Column::UpdatedAt, Expr::value(now))
+        .filter(pipeline::Column::Id.eq(id))
+        .filter(pipeline::Column::LatestVersion.eq(expected))
+        .exec(c)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Ok(false);
+    }
+    insert_version(c, id, expected + 1, definition, now).await?;
+    Ok(true)
+}
+
+async fn insert_version(c: &impl ConnectionTrait, id: &str, version: i64, definition: &Definition, now: Millis) -> Result<()> {
+    let json = serde_json::to_string(definition).map_err(corrupt)?;
+    pipeline_version::Entity::insert(pipeline_version::ActiveModel {
+        pipeline_id: Set(id.into()),
+        version: Set(version),
+        definition: Set(json),
+        created_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+/// The pipeline at `version`, or at its latest when `version` is None.
+/// `Ok(None)` when the pipeline or that version does not exist.
+pub async fn get(c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Result<Option<PipelineRecord>> {
+    let Some(head) = pipeline::Entity::find_by_id(id.to_owned()).one(c).await? else {
+        return Ok(None);
+    };
+    let version = version.unwrap_or(head.latest_version);
+    let Some(row) = pipeline_version::Entity::find_by_id((id.to_owned(), version)).one(c).await? else {
+        return Ok(None);
+    };
+    record(head, row).map(Some)
+}
+
+/// Whether the pipeline exists at all (to tell "no such pipeline" from "no such version").
+pub async fn latest_version(c: &impl ConnectionTrait, id: &str) -> Result<Option<i64>> {
+    Ok(pipeline::Entity::find_by_id(id.to_owned()).one(c).await?.map(|p| p.latest_version))
+}
+
+/// A page of pipelines at their latest versions, ordered by id after `after`.
+pub async fn list(
+    c: &impl ConnectionTrait,
+    application: Option<&str>,
+    after: Option<&str>,
+    limit: u64,
+) -> Result<Vec<PipelineRecord>> {
+    let mut query = pipeline::Entity::find().order_by_asc(pipeline::Column::Id).limit(limit);
+    if let Some(app) = application {
+        query = query.filter(pipeline::Column::Application.eq(app));
+    }
+    if let Some(after) = after {
+        query = query.filter(pipeline::Column::Id.gt(after));
+    }
+    let heads = query.all(c).await?;
+    let mut out = Vec::with_capacity(heads.len());
+    for head in heads {
+        let key = (head.id.clone(), head.latest_version);
+        let row = pipeline_version::Entity::find_by_id(key)
+            .one(c)
+            .await?
+            .ok_or_else(|| corrupt(format!("pipeline {} has no row for its latest version", head.id)))?;
+        out.push(record(head, row)?);
+    }
+    Ok(out)
+}
+
+fn record(head: pipeline::Model, row: pipeline_version::Model) -> Result<PipelineRecord> {
+    let definition = serde_json::from_str(&row.definition)
+        .map_err(|e| corrupt(format!("pipeline {} v{}: {e}", head.id, row.version)))?;
+    Ok(PipelineRecord {
+        id: head.id,
+        application: head.application,
+        name: head.name,
+        version: row.version,
+        latest_version: head.latest_version,
+        definition,
+        created_at: head.created_at,
+        version_created_at: row.created_at,
+    })
+}
