@@ -8,3 +8,4 @@ pub mod proto;
 pub mod worker;
 pub mod domain;
 pub mod store;
+pub mod engine;

@@ -1,0 +1,117 @@
+//! Use cases. Each one that changes state opens one transaction, asks the
+//! domain what to do, persists the difference and commits; then it wakes
+//! whoever waits on the change (pollers, watchers, timers).
+
+mod control;
+mod error;
+mod notify;
+mod pipelines;
+mod progress;
+mod query;
+mod start;
+mod tasks;
+mod timers;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    domain::execution::{ExecutionDetail, Millis},
+    store::{self, executions, Db},
+};
+
+pub use control::Decision;
+pub use error::{Error, Result};
+pub use notify::Notifier;
+pub use pipelines::{NewPipeline, PipelineUpdate};
+pub use query::Page;
+pub use start::StartRequest;
+pub use tasks::{Beat, ClaimedTask, Completion, Outcome};
+
+/// Tunables of the engine; defaults suit production, tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a task lease lasts without a heartbeat.
+    pub lease: Duration,
+    /// Longest sleep of the timer loop and of watchers between checks, which
+    /// bounds how late a change made by another replica is noticed.
+    pub recheck: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(30), recheck: Duration::from_secs(1) }
+    }
+}
+
+/// The use cases, over one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    settings: Settings,
+    notifier: Notifier,
+}
+
+impl Engine {
+    pub fn new(db: Db, settings: Settings) -> Self {
+        Self { inner: Arc::new(Inner { db, settings, notifier: Notifier::default() }) }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.inner.notifier
+    }
+
+    /// Runs `change` on one execution inside one transaction: lock, load,
+    /// change in memory, save what differs, commit, then announce. An error
+    /// from `change` rolls everything back.
+    async fn change<T>(
+        &self,
+        execution_id: &str,
+        change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
+    ) -> Result<(T, ExecutionDetail)> {
+        let txn = store::begin(self.db()).await?;
+        if !executions::lock(&txn, execution_id).await? {
+            txn.rollback().await.map_err(store::StoreError::from)?;
+            return Err(Error::not_found("execution", execution_id));
+        }
+        let before = executions::load(&txn, execution_id)
+            .await?
+            .ok_or_else(|| Error::not_found("execution", execution_id))?;
+        let mut after = before.clone();
+        let out = match change(&mut after, now()) {
+            Ok(out) => out,
+            Err(e) => {
+                txn.rollback().await.map_err(store::StoreError::from)?;
+                return Err(e);
+            }
+        };
+        executions::save(&txn, &before, &after).await?;
+        txn.commit().await.map_err(store::StoreError::from)?;
+        self.notifier().announce(&before, &after);
+        Ok((out, after))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or_default()
+}
+
+/// Time-ordered ids: keyset pagination by id is then also by age.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,93 @@
+//! Creating, versioning and reading pipelines.
+
+use super::{new_id, now, query::Page, Engine, Error, Result};
+use crate::{
+    domain::pipeline::Definition,
+    store::{self, pipelines, pipelines::PipelineRecord, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct NewPipeline {
+    pub application: String,
+    pub name: String,
+    pub definition: Definition,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineUpdate {
+    pub pipeline_id: String,
+    pub expected_version: i64,
+    pub definition: Definition,
+}
+
+impl Engine {
+    pub async fn create_pipeline(&self, new: NewPipeline) -> Result<PipelineRecord> {
+        let mut violations = Vec::new();
+        for (field, value) in [("application", &new.application), ("name", &new.name)] {
+            if value.trim().is_empty() || value.len() > 128 {
+                violations.push(crate::domain::Violation::new(field, "required, at most 128 characters"));
+            }
+        }
+        if let Err(mut v) = new.definition.validate() {
+            violations.append(&mut v);
+        }
+        if !violations.is_empty() {
+            return Err(Error::Invalid(violations));
+        }
+        let id = new_id();
+        let txn = store::begin(self.db()).await?;
+        match pipelines::insert(&txn, &id, &new.application, &new.name, &new.definition, now()).await {
+            Err(StoreError::Duplicate(_)) => {
+                return Err(Error::AlreadyExists(format!(
+                    "application {:?} already has a pipeline named {:?}; update it with UpdatePipeline or pick another name",
+                    new.application, new.name
+                )));
+            }
+            other => other?,
+        }
+        txn.commit().await?;
+        tracing::info!(pipeline_id = %id, application = %new.application, name = %new.name, "pipeline created");
+        self.pipeline(&id, None).await
+    }
+
+    pub async fn update_pipeline(&self, update: PipelineUpdate) -> Result<PipelineRecord> {
+        if update.expected_version < 1 {
+            return Err(Error::invalid("expected_version", "the version you read, from 1; GetPipeline tells the latest"));
+        }
+        update.definition.validate().map_err(Error::Invalid)?;
+        let txn = store::begin(self.db()).await?;
+        let id = &update.pipeline_id;
+        if !pipelines::add_version(&txn, id, update.expected_version, &update.definition, now()).await? {
+            let latest = pipelines::latest_version(&txn, id).await?;
+            txn.rollback().await?;
+            return Err(match latest {
+                None => Error::not_found("pipeline", id),
+                Some(latest) => Error::Conflict(format!(
+                    "pipeline {id:?} is at version {latest}, not {}: it changed since you read it; read it again and retry",
+                    update.expected_version
+                )),
+            });
+        }
+        txn.commit().await?;
+        tracing::info!(pipeline_id = %id, version = update.expected_version + 1, "pipeline updated");
+        self.pipeline(id, None).await
+    }
+
+    /// The pipeline at `version`, or its latest version.
+    pub async fn pipeline(&self, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
+        if let Some(p) = pipelines::get(self.db(), id, version).await? {
+            return Ok(p);
+        }
+        match (pipelines::latest_version(self.db(), id).await?, version) {
+            (Some(latest), Some(v)) => Err(Error::NotFound(format!(
+                "pipeline {id:?} has no version {v}; its versions are 1 to {latest}"
+            ))),
+            _ => Err(Error::not_found("pipeline", id)),
+        }
+    }
+
+    pub async fn list_pipelines(&self, application: Option<&str>, after: Option<&str>, size: u64) -> Result<Page<PipelineRecord>> {
+        let mut items = pipelines::list(self.db(), application, after, size + 1).await?;
+        Ok(Page::cut(&mut items, size, |p| p.id.clone()))
+    }
+}

@@ -1,0 +1,126 @@
+//! Starting an execution: bind inputs, pin the version, start the first stage.
+
+use std::collections::BTreeMap;
+
+use super::{new_id, now, progress, Engine, Error, Result};
+use crate::{
+    domain::{
+        execution::{Execution, ExecutionDetail, StageRun},
+        inputs,
+        status::{ExecutionStatus, StageStatus},
+    },
+    store::{self, executions, StoreError},
+};
+
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub pipeline_id: String,
+    /// None means the latest version.
+    pub pipeline_version: Option<i64>,
+    pub variables: BTreeMap<String, String>,
+    pub artifacts: BTreeMap<String, String>,
+    /// None means not idempotent (the server picks an id).
+    pub request_id: Option<String>,
+    pub actor: String,
+}
+
+impl StartRequest {
+    /// What makes two starts "the same request" for idempotency.
+    fn fingerprint(&self) -> String {
+        serde_json::json!([self.pipeline_id, self.pipeline_version, self.variables, self.artifacts]).to_string()
+    }
+}
+
+impl Engine {
+    /// Creates the execution and starts its first stage in one transaction.
+    /// A retry with the same request id returns the first call's execution.
+    pub async fn start(&self, request: StartRequest) -> Result<ExecutionDetail> {
+        let fingerprint = request.fingerprint();
+        if let Some(existing) = self.replay(&request, &fingerprint).await? {
+            return Ok(existing);
+        }
+        let pipeline = self.pipeline(&request.pipeline_id, request.pipeline_version).await?;
+        let variables = inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
+        inputs::check_artifacts(&request.artifacts).map_err(Error::Invalid)?;
+
+        let id = new_id();
+        let now = now();
+        let before = ExecutionDetail {
+            execution: Execution {
+                id: id.clone(),
+                pipeline_id: pipeline.id.clone(),
+                pipeline_version: pipeline.version,
+                application: pipeline.application.clone(),
+                status: ExecutionStatus::Queued,
+                status_message: String::new(),
+                variables,
+                artifacts: request.artifacts.clone(),
+                request_id: request.request_id.clone().unwrap_or_else(|| format!("server:{id}")),
+                triggered_by: request.actor.clone(),
+                chain_id: id.clone(),
+                attempt: 1,
+                created_at: now,
+                started_at: None,
+                ended_at: None,
+            },
+            stages: pipeline
+                .definition
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(index, s)| StageRun {
+                    index,
+                    name: s.name.clone(),
+                    status: StageStatus::Pending,
+                    status_message: String::new(),
+                    started_at: None,
+                    ended_at: None,
+                    deadline_at: None,
+                    decided_by: String::new(),
+                    decision_comment: String::new(),
+                })
+                .collect(),
+            workflows: Vec::new(),
+            definition: pipeline.definition,
+        };
+        let mut after = before.clone();
+        progress::advance(&mut after, now);
+
+        let txn = store::begin(self.db()).await?;
+        let inserted = async {
+            executions::insert(&txn, &before, &fingerprint).await?;
+            executions::save(&txn, &before, &after).await
+        }
+        .await;
+        match inserted {
+            Ok(()) => txn.commit().await?,
+            Err(StoreError::Duplicate(_)) => {
+                // A concurrent call with the same request id won the insert.
+                txn.rollback().await?;
+                return self.replay(&request, &fingerprint).await?.ok_or_else(|| {
+                    Error::Conflict("a concurrent start with this request id is in progress; retry".into())
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.notifier().announce(&before, &after);
+        tracing::info!(execution_id = %id, pipeline_id = %after.execution.pipeline_id,
+            version = after.execution.pipeline_version, actor = %request.actor, "execution started");
+        Ok(after)
+    }
+
+    /// The execution an earlier call with this request id created, if any.
+    async fn replay(&self, request: &StartRequest, fingerprint: &str) -> Result<Option<ExecutionDetail>> {
+        let Some(request_id) = &request.request_id else { return Ok(None) };
+        let Some((existing, stored)) = executions::find_by_request_id(self.db(), request_id).await? else {
+            return Ok(None);
+        };
+        if stored != fingerprint {
+            return Err(Error::AlreadyExists(format!(
+                "request_id {request_id:?} was already used by execution {} for a different request; use a new request id",
+                existing.id
+            )));
+        }
+        Ok(Some(self.execution(&existing.id).await?))
+    }
+}
