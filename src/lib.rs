@@ -1,11 +1,23 @@
 //! Reprise runs deployment pipelines durably and resumes failed executions
-//! from any stage they reached.
+//! from any stage they reached. Dependencies point one way:
+//! api → engine → {domain, store}; scheduler → engine; store → domain.
 //!
 //! - [`proto`]: the generated gRPC code (the public contract in `proto/`).
+//! - [`api`]: tonic handlers, thin adapters between proto and the engine.
+//! - [`engine`]: use cases, one transaction each.
+//! - [`domain`]: pure rules: validation, state machine, stage planning.
+//! - [`store`]: sea-orm entities, migrations and repository functions.
+//! - [`scheduler`]: the timer loop (lease expiry, timeouts).
 //! - [`worker`]: the reference worker that runs shell tasks.
+//! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
-pub mod proto;
-pub mod worker;
+pub mod api;
+pub mod cli;
 pub mod domain;
-pub mod store;
 pub mod engine;
+pub mod proto;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

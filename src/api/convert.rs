@@ -1,0 +1,332 @@
+//! Every conversion between generated protobuf types and domain types.
+//! Proto → domain collects every problem, each naming its field path.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use prost_types::Timestamp;
+use tonic::Status;
+
+use super::error::invalid;
+use crate::{
+    domain::{
+        execution::{Execution, ExecutionDetail, Millis, StageRun, WorkflowRun},
+        pipeline::{self as dp, Definition, Skip, StageKind},
+        status::{ExecutionStatus, StageStatus, WorkflowStatus},
+        Violation,
+    },
+    engine::{ClaimedTask, Error},
+    proto as pb,
+    store::pipelines::PipelineRecord,
+};
+
+const DEFAULT_PAGE: i32 = 50;
+const MAX_PAGE: i32 = 500;
+
+pub fn definition(d: Option<pb::PipelineDefinition>) -> Result<Definition, Status> {
+    let d = d.ok_or_else(|| invalid("definition", "a definition with at least one stage is required"))?;
+    let mut out = Vec::new();
+    let stages = d.stages.into_iter().enumerate().filter_map(|(i, s)| stage(i, s, &mut out)).collect();
+    let variables = d
+        .variables
+        .into_iter()
+        .map(|v| dp::Variable { name: v.name, default_value: v.default_value, description: v.description })
+        .collect();
+    if !out.is_empty() {
+        return Err(super::error::to_status(Error::Invalid(out)));
+    }
+    Ok(Definition { description: d.description, variables, stages })
+}
+
+fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> {
+    let at = format!("definition.stages[{i}]");
+    let env = s.environment.unwrap_or_default();
+    let environment_type = match pb::EnvironmentType::try_from(env.r#type) {
+        Ok(pb::EnvironmentType::Prod) => dp::EnvironmentType::Prod,
+        Ok(pb::EnvironmentType::NonProd) => dp::EnvironmentType::NonProd,
+        _ => {
+            out.push(Violation::new(format!("{at}.environment.type"), "set ENVIRONMENT_TYPE_PROD or ENVIRONMENT_TYPE_NON_PROD"));
+            return None;
+        }
+    };
+    let skip = match s.skip_condition.and_then(|c| c.condition) {
+        None | Some(pb::skip_condition::Condition::Always(false)) => None,
+        Some(pb::skip_condition::Condition::Always(true)) => Some(Skip::Always),
+        Some(pb::skip_condition::Condition::Expression(e)) => Some(Skip::When(e)),
+    };
+    let kind = match s.kind {
+        Some(pb::stage::Kind::Workflows(w)) => StageKind::Workflows(
+            w.workflows.into_iter().enumerate().map(|(j, w)| workflow(&format!("{at}.workflows.workflows[{j}]"), w, out)).collect(),
+        ),
+        Some(pb::stage::Kind::Approval(a)) => StageKind::Approval {
+            timeout_ms: millis(&format!("{at}.approval.timeout"), a.timeout, dp::DEFAULT_APPROVAL_TIMEOUT, out),
+            instructions: a.instructions,
+        },
+        None => {
+            out.push(Violation::new(format!("{at}.kind"), "set either `workflows` or `approval`"));
+            return None;
+        }
+    };
+    Some(dp::Stage { name: s.name, environment_name: env.name, environment_type, skip, kind })
+}
+
+fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow {
+    if w.max_attempts < 0 {
+        out.push(Violation::new(format!("{at}.max_attempts"), "must not be negative; 0 means the default of 3"));
+    }
+    dp::Workflow {
+        timeout_ms: millis(&format!("{at}.timeout"), w.timeout, dp::DEFAULT_WORKFLOW_TIMEOUT, out),
+        max_attempts: if w.max_attempts == 0 { dp::DEFAULT_MAX_ATTEMPTS } else { w.max_attempts.max(0) as u32 },
+        task_queue: if w.task_queue.is_empty() { dp::DEFAULT_TASK_QUEUE.into() } else { w.task_queue },
+        name: w.name,
+        command: w.command,
+    }
+}
+
+fn millis(field: &str, d: Option<prost_types::Duration>, default: Duration, out: &mut Vec<Violation>) -> u64 {
+    match d {
+        None => default.as_millis() as u64,
+        Some(d) => match Duration::try_from(d) {
+            Ok(d) if !d.is_zero() => d.as_millis().max(1) as u64,
+            _ => {
+                out.push(Violation::new(field, "must be a positive duration, e.g. \"30s\""));
+                0
+            }
+        },
+    }
+}
+
+pub fn pipeline(p: PipelineRecord) -> pb::Pipeline {
+    let d = p.definition;
+    pb::Pipeline {
+        id: p.id,
+        application: p.application,
+        name: p.name,
+        version: p.version,
+        latest_version: p.latest_version,
+        create_time: Some(timestamp(p.created_at)),
+        update_time: Some(timestamp(p.version_created_at)),
+        definition: Some(pb::PipelineDefinition {
+            description: d.description,
+            variables: d
+                .variables
+                .into_iter()
+                .map(|v| pb::Variable { name: v.name, default_value: v.default_value, description: v.description })
+                .collect(),
+            stages: d.stages.into_iter().map(stage_to_pb).collect(),
+        }),
+    }
+}
+
+fn stage_to_pb(s: dp::Stage) -> pb::Stage {
+    pb::Stage {
+        environment: Some(environment(&s)),
+        skip_condition: s.skip.map(|skip| pb::SkipCondition {
+            condition: Some(match skip {
+                Skip::Always => pb::skip_condition::Condition::Always(true),
+                Skip::When(e) => pb::skip_condition::Condition::Expression(e),
+            }),
+        }),
+        kind: Some(match s.kind {
+            StageKind::Workflows(ws) => pb::stage::Kind::Workflows(pb::WorkflowStage {
+                workflows: ws
+                    .into_iter()
+                    .map(|w| pb::Workflow {
+                        name: w.name,
+                        task_queue: w.task_queue,
+                        command: w.command,
+                        timeout: Some(duration(w.timeout_ms)),
+                        max_attempts: w.max_attempts as i32,
+                    })
+                    .collect(),
+            }),
+            StageKind::Approval { timeout_ms, instructions } => {
+                pb::stage::Kind::Approval(pb::ApprovalStage { timeout: Some(duration(timeout_ms)), instructions })
+            }
+        }),
+        name: s.name,
+    }
+}
+
+fn environment(s: &dp::Stage) -> pb::Environment {
+    let t = match s.environment_type {
+        dp::EnvironmentType::Prod => pb::EnvironmentType::Prod,
+        dp::EnvironmentType::NonProd => pb::EnvironmentType::NonProd,
+    };
+    pb::Environment { name: s.environment_name.clone(), r#type: t as i32 }
+}
+
+/// An execution with its stages; `with_output` false leaves out workflow output (lists).
+pub fn execution_detail(d: &ExecutionDetail) -> pb::Execution {
+    let mut e = execution(&d.execution);
+    e.stages = d
+        .stages
+        .iter()
+        .zip(&d.definition.stages)
+        .map(|(run, def)| stage_run(run, def, d.workflows_of(run.index)))
+        .collect();
+    e
+}
+
+pub fn execution(e: &Execution) -> pb::Execution {
+    pb::Execution {
+        id: e.id.clone(),
+        pipeline_id: e.pipeline_id.clone(),
+        pipeline_version: e.pipeline_version,
+        application: e.application.clone(),
+        status: execution_status(e.status) as i32,
+        status_message: e.status_message.clone(),
+        variables: e.variables.clone().into_iter().collect(),
+        artifacts: e.artifacts.clone().into_iter().collect(),
+        stages: Vec::new(),
+        request_id: e.request_id.clone(),
+        triggered_by: e.triggered_by.clone(),
+        create_time: Some(timestamp(e.created_at)),
+        start_time: e.started_at.map(timestamp),
+        end_time: e.ended_at.map(timestamp),
+        chain_id: e.chain_id.clone(),
+        attempt: e.attempt,
+    }
+}
+
+fn stage_run<'a>(run: &StageRun, def: &dp::Stage, workflows: impl Iterator<Item = &'a WorkflowRun>) -> pb::StageExecution {
+    pb::StageExecution {
+        index: run.index as i32,
+        name: run.name.clone(),
+        environment: Some(environment(def)),
+        status: stage_status(run.status) as i32,
+        status_message: run.status_message.clone(),
+        approval: def.is_approval(),
+        workflows: workflows.map(workflow_run).collect(),
+        start_time: run.started_at.map(timestamp),
+        end_time: run.ended_at.map(timestamp),
+        decided_by: run.decided_by.clone(),
+        decision_comment: run.decision_comment.clone(),
+    }
+}
+
+fn workflow_run(w: &WorkflowRun) -> pb::WorkflowExecution {
+    pb::WorkflowExecution {
+        name: w.name.clone(),
+        status: workflow_status(w.status) as i32,
+        task_queue: w.task_queue.clone(),
+        attempt: w.attempt,
+        exit_code: w.exit_code.unwrap_or_default(),
+        output: w.output.clone(),
+        status_message: w.status_message.clone(),
+        start_time: w.started_at.map(timestamp),
+        end_time: w.ended_at.map(timestamp),
+        task_id: w.task_id.clone(),
+    }
+}
+
+pub fn task(t: ClaimedTask) -> pb::Task {
+    pb::Task {
+        task_id: t.run.task_id,
+        lease_token: t.run.lease_token.unwrap_or_default(),
+        execution_id: t.run.execution_id,
+        stage_name: t.stage_name,
+        workflow_name: t.run.name,
+        attempt: t.run.attempt,
+        command: t.run.command,
+        environment: t.environment.into_iter().collect(),
+        deadline: t.run.deadline_at.map(timestamp),
+        lease_duration: prost_types::Duration::try_from(t.lease).ok(),
+    }
+}
+
+pub fn execution_status(s: ExecutionStatus) -> pb::ExecutionStatus {
+    use pb::ExecutionStatus as P;
+    match s {
+        ExecutionStatus::Queued => P::Queued,
+        ExecutionStatus::Running => P::Running,
+        ExecutionStatus::Paused => P::Paused,
+        ExecutionStatus::Succeeded => P::Succeeded,
+        ExecutionStatus::Failed => P::Failed,
+        ExecutionStatus::Aborted => P::Aborted,
+        ExecutionStatus::Expired => P::Expired,
+        ExecutionStatus::Rejected => P::Rejected,
+    }
+}
+
+/// A status filter: UNSPECIFIED means any.
+pub fn status_filter(value: i32) -> Result<Option<ExecutionStatus>, Status> {
+    let p = pb::ExecutionStatus::try_from(value).map_err(|_| invalid("status", format!("unknown status {value}")))?;
+    Ok(ExecutionStatus::ALL.iter().copied().find(|s| execution_status(*s) == p))
+}
+
+fn stage_status(s: StageStatus) -> pb::StageStatus {
+    use pb::StageStatus as P;
+    match s {
+        StageStatus::Pending => P::Pending,
+        StageStatus::Running => P::Running,
+        StageStatus::WaitingApproval => P::WaitingApproval,
+        StageStatus::Succeeded => P::Succeeded,
+        StageStatus::Failed => P::Failed,
+        StageStatus::Skipped => P::Skipped,
+        StageStatus::Aborted => P::Aborted,
+        StageStatus::Expired => P::Expired,
+        StageStatus::Rejected => P::Rejected,
+        StageStatus::NotRun => P::NotRun,
+    }
+}
+
+fn workflow_status(s: WorkflowStatus) -> pb::WorkflowStatus {
+    use pb::WorkflowStatus as P;
+    match s {
+        WorkflowStatus::Queued => P::Queued,
+        WorkflowStatus::Running => P::Running,
+        WorkflowStatus::Succeeded => P::Succeeded,
+        WorkflowStatus::Failed => P::Failed,
+        WorkflowStatus::Expired => P::Expired,
+        WorkflowStatus::Cancelled => P::Cancelled,
+    }
+}
+
+pub fn timestamp(ms: Millis) -> Timestamp {
+    Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn duration(ms: u64) -> prost_types::Duration {
+    prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
+}
+
+pub fn map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+/// A required identifier field.
+pub fn required(field: &str, value: String) -> Result<String, Status> {
+    if value.trim().is_empty() {
+        Err(invalid(field, "required"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// Page size with its default and ceiling.
+pub fn page_size(size: i32) -> Result<u64, Status> {
+    match size {
+        0 => Ok(DEFAULT_PAGE as u64),
+        s if s < 0 => Err(invalid("page_size", "must not be negative")),
+        s => Ok(s.min(MAX_PAGE) as u64),
+    }
+}
+
+/// Page tokens are opaque to callers: the keyset cursor, encoded.
+pub fn page_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid("page_token", "not a token this server issued; pass next_page_token unchanged"))?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid("page_token", "not a token this server issued"))?;
+    text.strip_prefix("k1:")
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| invalid("page_token", "not a token this server issued; pass next_page_token unchanged"))
+}
+
+pub fn next_page_token(next: Option<String>) -> String {
+    next.map(|k| URL_SAFE_NO_PAD.encode(format!("k1:{k}"))).unwrap_or_default()
+}

@@ -1,0 +1,149 @@
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{convert, detached, error::to_status, Context, ANONYMOUS};
+use crate::{
+    engine::{Decision, StartRequest},
+    proto::{self as pb, execution_service_server::ExecutionService},
+    store::executions::ListFilter,
+};
+
+pub struct ExecutionApi(pub Context);
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
+
+impl ExecutionApi {
+    fn decision(execution_id: String, stage_name: String, comment: String) -> Result<Decision, Status> {
+        Ok(Decision {
+            execution_id: convert::required("execution_id", execution_id)?,
+            stage_name: (!stage_name.is_empty()).then_some(stage_name),
+            comment,
+            actor: ANONYMOUS.into(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ExecutionService for ExecutionApi {
+    async fn start_execution(
+        &self,
+        request: Request<pb::StartExecutionRequest>,
+    ) -> Result<Response<pb::StartExecutionResponse>, Status> {
+        let r = request.into_inner();
+        if r.pipeline_version < 0 {
+            return Err(super::error::invalid("pipeline_version", "must not be negative; 0 means the latest"));
+        }
+        let start = StartRequest {
+            pipeline_id: convert::required("pipeline_id", r.pipeline_id)?,
+            pipeline_version: (r.pipeline_version > 0).then_some(r.pipeline_version),
+            variables: convert::map(r.variables),
+            artifacts: convert::map(r.artifacts),
+            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+            actor: ANONYMOUS.into(),
+        };
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.start(start).await }).await?;
+        Ok(Response::new(pb::StartExecutionResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn get_execution(
+        &self,
+        request: Request<pb::GetExecutionRequest>,
+    ) -> Result<Response<pb::GetExecutionResponse>, Status> {
+        let id = convert::required("execution_id", request.into_inner().execution_id)?;
+        let d = self.0.engine.execution(&id).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetExecutionResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<pb::ListExecutionsRequest>,
+    ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ListFilter {
+            application: (!r.application.is_empty()).then_some(r.application),
+            pipeline_id: (!r.pipeline_id.is_empty()).then_some(r.pipeline_id),
+            status: convert::status_filter(r.status)?,
+        };
+        let size = convert::page_size(r.page_size)?;
+        let before = convert::page_token(&r.page_token)?;
+        let page = self.0.engine.list_executions(&filter, before.as_deref(), size).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListExecutionsResponse {
+            executions: page.items.iter().map(convert::execution).collect(),
+            next_page_token: convert::next_page_token(page.next),
+        }))
+    }
+
+    async fn abort(&self, request: Request<pb::AbortRequest>) -> Result<Response<pb::AbortResponse>, Status> {
+        let r = request.into_inner();
+        let id = convert::required("execution_id", r.execution_id)?;
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.abort(&id, &r.reason, ANONYMOUS).await }).await?;
+        Ok(Response::new(pb::AbortResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
+        let id = convert::required("execution_id", request.into_inner().execution_id)?;
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.pause(&id, ANONYMOUS).await }).await?;
+        Ok(Response::new(pb::PauseResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn r#continue(&self, request: Request<pb::ContinueRequest>) -> Result<Response<pb::ContinueResponse>, Status> {
+        let id = convert::required("execution_id", request.into_inner().execution_id)?;
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.continue_execution(&id, ANONYMOUS).await }).await?;
+        Ok(Response::new(pb::ContinueResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::ApproveResponse>, Status> {
+        let r = request.into_inner();
+        let decision = Self::decision(r.execution_id, r.stage_name, r.comment)?;
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.approve(decision).await }).await?;
+        Ok(Response::new(pb::ApproveResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn reject(&self, request: Request<pb::RejectRequest>) -> Result<Response<pb::RejectResponse>, Status> {
+        let r = request.into_inner();
+        let decision = Self::decision(r.execution_id, r.stage_name, r.comment)?;
+        let engine = self.0.engine.clone();
+        let d = detached(async move { engine.reject(decision).await }).await?;
+        Ok(Response::new(pb::RejectResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    type WatchExecutionStream = WatchStream;
+
+    async fn watch_execution(
+        &self,
+        request: Request<pb::WatchExecutionRequest>,
+    ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let id = convert::required("execution_id", request.into_inner().execution_id)?;
+        let Context { engine, shutdown } = self.0.clone();
+        let mut changes = engine.notifier().subscribe_executions();
+        // Fail fast on an unknown id instead of opening an empty stream.
+        let first = engine.execution(&id).await.map_err(to_status)?;
+        let stream = async_stream::try_stream! {
+            let mut last = None;
+            let mut detail = first;
+            loop {
+                let snapshot = convert::execution_detail(&detail);
+                if last.as_ref() != Some(&snapshot) {
+                    yield pb::WatchExecutionResponse { execution: Some(snapshot.clone()) };
+                    last = Some(snapshot);
+                }
+                if detail.execution.status.is_final() || shutdown.is_cancelled() {
+                    break;
+                }
+                tokio::select! {
+                    _ = engine.wait_for_change(&id, &mut changes) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+                detail = engine.execution(&id).await.map_err(to_status)?;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

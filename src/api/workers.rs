@@ -1,0 +1,69 @@
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::{convert, detached, error::{invalid, to_status}, Context};
+use crate::{
+    engine::{Completion, Outcome},
+    proto::{self as pb, worker_service_server::WorkerService},
+};
+
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub struct WorkerApi(pub Context);
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    async fn poll_task(&self, request: Request<pb::PollTaskRequest>) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let r = request.into_inner();
+        let queue = convert::required("task_queue", r.task_queue)?;
+        let wait = match r.wait {
+            None => DEFAULT_WAIT,
+            Some(d) => Duration::try_from(d).map_err(|_| invalid("wait", "must not be negative"))?,
+        };
+        let wait = if wait.is_zero() { DEFAULT_WAIT } else { wait.min(MAX_WAIT) };
+        let worker = if r.worker_id.is_empty() { "unnamed".to_owned() } else { r.worker_id };
+        // The claim itself is one statement; if the caller goes away right
+        // after it, the lease simply expires and the task is offered again.
+        let task = tokio::select! {
+            task = self.0.engine.poll(&queue, &worker, wait) => task.map_err(to_status)?,
+            _ = self.0.shutdown.cancelled() => None,
+        };
+        Ok(Response::new(pb::PollTaskResponse { task: task.map(convert::task) }))
+    }
+
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.into_inner();
+        let task_id = convert::required("task_id", r.task_id)?;
+        let token = convert::required("lease_token", r.lease_token)?;
+        let beat = self.0.engine.heartbeat(&task_id, &token).await.map_err(to_status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            cancelled: beat.cancelled,
+            lease_expire_time: Some(convert::timestamp(beat.lease_expires_at)),
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let r = request.into_inner();
+        let outcome = match pb::TaskOutcome::try_from(r.outcome) {
+            Ok(pb::TaskOutcome::Succeeded) => Outcome::Succeeded,
+            Ok(pb::TaskOutcome::Failed) => Outcome::Failed,
+            _ => return Err(invalid("outcome", "set TASK_OUTCOME_SUCCEEDED or TASK_OUTCOME_FAILED")),
+        };
+        let completion = Completion {
+            task_id: convert::required("task_id", r.task_id)?,
+            lease_token: convert::required("lease_token", r.lease_token)?,
+            outcome,
+            exit_code: Some(r.exit_code),
+            output: r.output,
+            message: r.message,
+        };
+        let engine = self.0.engine.clone();
+        detached(async move { engine.complete(completion).await }).await?;
+        Ok(Response::new(pb::CompleteTaskResponse {}))
+    }
+}

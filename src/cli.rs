@@ -1,0 +1,79 @@
+//! Command-line interface. Every flag can also come from a `REPRISE_`
+//! environment variable, which is how containers configure it.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "reprise", version, about = "Durable deployment pipelines over gRPC, resumable from any stage they reached")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server (production: PostgreSQL, several replicas may share it).
+    Serve(ServeArgs),
+    /// Run a reference worker that executes shell tasks from a task queue.
+    Worker(WorkerArgs),
+    /// Run the server and a built-in worker in one process, on SQLite.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Database URL: `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(long, env = "REPRISE_DATABASE_URL", default_value = "sqlite://reprise.db")]
+    pub database_url: String,
+    /// How long a task lease lasts without a heartbeat.
+    #[arg(long, env = "REPRISE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Longest wait before noticing changes made by another replica.
+    #[arg(long, env = "REPRISE_RECHECK", default_value = "1s", value_parser = parse_duration)]
+    pub recheck: Duration,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct WorkerArgs {
+    /// The server to poll, e.g. http://127.0.0.1:50051.
+    #[arg(long, env = "REPRISE_SERVER", default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    /// The task queue to take work from.
+    #[arg(long, env = "REPRISE_QUEUE", default_value = "default")]
+    pub queue: String,
+    /// How many tasks to run at once.
+    #[arg(long, env = "REPRISE_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Name shown in logs; defaults to the host name and process id.
+    #[arg(long, env = "REPRISE_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Task queue of the built-in worker.
+    #[arg(long, env = "REPRISE_QUEUE", default_value = "default")]
+    pub queue: String,
+    /// How many tasks the built-in worker runs at once.
+    #[arg(long, env = "REPRISE_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+/// Durations like `30s`, `500ms`, `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 30s, 500ms or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m")),
+    }
+}

@@ -1,0 +1,97 @@
+//! Serving: the gRPC services plus health and reflection on a pre-bound
+//! listener, the timer loop beside them, and the drain order on shutdown.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpIncoming;
+use tonic_health::{server::HealthReporter, ServingStatus};
+
+use crate::{
+    api::{Context, ExecutionApi, PipelineApi, WorkerApi},
+    engine::Engine,
+    proto::{
+        execution_service_server::ExecutionServiceServer, pipeline_service_server::PipelineServiceServer,
+        worker_service_server::WorkerServiceServer,
+    },
+    scheduler, store,
+};
+
+const SERVICES: [&str; 4] = ["", "reprise.v1.PipelineService", "reprise.v1.ExecutionService", "reprise.v1.WorkerService"];
+
+/// Serves until `shutdown` is cancelled, then drains: health goes
+/// NOT_SERVING, long polls and watches return, the timer loop stops,
+/// in-flight calls finish.
+pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let tasks = TaskTracker::new();
+    tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
+    tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
+
+    // Both reflection versions: grpcurl 1.8 speaks only v1alpha. The rich
+    // error types are registered so grpcurl shows details, not raw bytes.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let context = Context { engine, shutdown: shutdown.clone() };
+
+    tracing::info!(%address, "serving gRPC");
+    let drained = {
+        let health = health.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: refusing new work, finishing calls in flight");
+            set_health(&health, ServingStatus::NotServing).await;
+        }
+    };
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(PipelineServiceServer::new(PipelineApi(context.clone())))
+        .add_service(ExecutionServiceServer::new(ExecutionApi(context.clone())))
+        .add_service(WorkerServiceServer::new(WorkerApi(context)))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drained)
+        .await?;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in SERVICES {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer.
+async fn watch_database(engine: Engine, health: HealthReporter, shutdown: CancellationToken) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let ok = tokio::time::timeout(Duration::from_secs(2), store::ping(engine.db())).await.is_ok_and(|r| r.is_ok());
+        if ok != healthy {
+            healthy = ok;
+            if ok {
+                tracing::info!("database reachable again");
+            } else {
+                tracing::error!("database unreachable; health is NOT_SERVING");
+            }
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            set_health(&health, status).await;
+        }
+    }
+}
