@@ -97,9 +97,19 @@ pub(crate) async fn run_shell(
     // The shell itself is usually dead by now (group kill); this covers a
     // missing `kill` binary and reaps it either way.
     let _ = child.start_kill();
-    let status = match ended {
-        Ended::Exited(status) => status,
-        Ended::Cancelled | Ended::TimedOut => child.wait().await,
+    let termination = match ended {
+        Ended::Exited(Ok(status)) => termination_of(status),
+        Ended::Exited(Err(err)) => {
+            Termination::SpawnFailed(format!("waiting for the process: {err}"))
+        }
+        Ended::TimedOut => {
+            let _ = child.wait().await;
+            Termination::TimedOut(elapsed)
+        }
+        Ended::Cancelled => {
+            let _ = child.wait().await;
+            Termination::Cancelled
+        }
     };
 
     if output_open {
@@ -114,14 +124,6 @@ pub(crate) async fn run_shell(
         let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
     }
 
-    let termination = match ended {
-        Ended::Cancelled => Termination::Cancelled,
-        Ended::TimedOut => Termination::TimedOut(elapsed),
-        Ended::Exited(_) => match status {
-            Ok(status) => termination_of(status),
-            Err(err) => Termination::SpawnFailed(format!("waiting for the process: {err}")),
-        },
-    };
     RunResult {
         termination,
         output: tail.into_string(),
@@ -313,7 +315,13 @@ mod tests {
 
     #[tokio::test]
     async fn failure_reports_the_exit_code() {
-        let result = run("echo boom >&2; exit 3", &[], None, &CancellationToken::new()).await;
+        let result = run(
+            "echo boom >&2; exit 3",
+            &[],
+            None,
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(result.termination, Termination::Exited(3));
         assert_eq!(result.output, "boom\n");
     }
@@ -329,7 +337,10 @@ mod tests {
     async fn environment_is_passed_through() {
         let result = run(
             r#"echo "$REPRISE_WORKFLOW:$REPRISE_VAR_COLOR"; test -n "$PATH""#,
-            &[("REPRISE_WORKFLOW", "build"), ("REPRISE_VAR_COLOR", "blue green")],
+            &[
+                ("REPRISE_WORKFLOW", "build"),
+                ("REPRISE_VAR_COLOR", "blue green"),
+            ],
             None,
             &CancellationToken::new(),
         )
@@ -354,7 +365,13 @@ mod tests {
 
     #[tokio::test]
     async fn spawn_failure_is_reported() {
-        let result = run("true", &[("BAD\0NAME", "x")], None, &CancellationToken::new()).await;
+        let result = run(
+            "true",
+            &[("BAD\0NAME", "x")],
+            None,
+            &CancellationToken::new(),
+        )
+        .await;
         assert!(
             matches!(result.termination, Termination::SpawnFailed(_)),
             "{:?}",

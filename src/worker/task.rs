@@ -80,9 +80,9 @@ async fn execute_in_span(client: Client, task: Task) {
 
     let report = Report::of(result);
     info!(
-        outcome = report.outcome.as_str_name(),
+        outcome = %report.outcome.as_str_name(),
         exit_code = report.exit_code,
-        message = %report.message,
+        reason = %report.message,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "task finished"
     );
@@ -127,7 +127,10 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration) -> Abando
                 error = %describe(&status),
                 "heartbeat failed"
             ),
-            Err(_) => warn!(timeout_ms = period.as_millis() as u64, "heartbeat timed out"),
+            Err(_) => warn!(
+                timeout_ms = period.as_millis() as u64,
+                "heartbeat timed out"
+            ),
         }
     }
 }
@@ -193,7 +196,8 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
     };
     let mut backoff = COMPLETE_FIRST_BACKOFF;
     for attempt in 1..=COMPLETE_ATTEMPTS {
-        let call = tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
+        let call =
+            tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
         let status = match call.await {
             Ok(Ok(_)) => {
                 debug!("result reported");
@@ -248,7 +252,10 @@ fn is_transient(status: &Status) -> bool {
 fn time_left(task: &Task) -> Option<Duration> {
     let deadline = task.deadline?;
     match SystemTime::try_from(deadline) {
-        Ok(at) => Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)),
+        Ok(at) => Some(
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO),
+        ),
         Err(err) => {
             warn!(error = %err, "ignoring invalid task deadline");
             None
