@@ -1,0 +1,6 @@
+//! Integration tests: the real server over gRPC, on SQLite and PostgreSQL.
+
+#[allow(dead_code)]
+mod helpers;
+
+mod lifecycle;
