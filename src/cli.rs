@@ -36,6 +36,12 @@ pub struct ServeArgs {
     /// Longest wait before noticing changes made by another replica.
     #[arg(long, env = "REPRISE_RECHECK", default_value = "1s", value_parser = parse_duration)]
     pub recheck: Duration,
+    /// Most executions a resume chain may have (the original included); unlimited if unset.
+    #[arg(long, env = "REPRISE_CHAIN_MAX_ATTEMPTS")]
+    pub chain_max_attempts: Option<u32>,
+    /// Oldest a chain may be, from its first attempt, to be resumed; unlimited if unset.
+    #[arg(long, env = "REPRISE_CHAIN_MAX_AGE", value_parser = parse_duration)]
+    pub chain_max_age: Option<Duration>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -74,6 +80,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" | "" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86400)),
+        _ => Err(format!("{text:?}: unknown unit {unit:?}; use ms, s, m, h or d")),
     }
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 use reprise::{
     cli::{Cli, Command, ServeArgs},
+    domain::resume::ChainLimits,
     engine::{Engine, Settings},
     store, telemetry, worker,
 };
@@ -46,7 +47,11 @@ async fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let db = store::connect(&args.database_url).await?;
     tracing::info!(database = %redact(&args.database_url), "database ready, migrations applied");
-    let engine = Engine::new(db, Settings { lease: args.lease, recheck: args.recheck });
+    let chain_limits = ChainLimits {
+        max_attempts: args.chain_max_attempts,
+        max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
+    };
+    let engine = Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits });
     let listener = TcpListener::bind(args.listen).await?;
     reprise::server::serve(listener, engine, shutdown).await
 }

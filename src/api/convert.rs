@@ -10,12 +10,13 @@ use tonic::Status;
 use super::error::invalid;
 use crate::{
     domain::{
-        execution::{Execution, ExecutionDetail, Millis, StageRun, WorkflowRun},
+        execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
+        resume::{Block, Planned},
         pipeline::{self as dp, Definition, Skip, StageKind},
         status::{ExecutionStatus, StageStatus, WorkflowStatus},
         Violation,
     },
-    engine::{ClaimedTask, Error},
+    engine::{ClaimedTask, Error, PlannedStage, ResumeOutcome},
     proto as pb,
     store::pipelines::PipelineRecord,
 };
@@ -186,6 +187,9 @@ pub fn execution(e: &Execution) -> pb::Execution {
         end_time: e.ended_at.map(timestamp),
         chain_id: e.chain_id.clone(),
         attempt: e.attempt,
+        resumed_from: e.resumed_from.as_ref().map(origin),
+        resumed_by_execution_id: e.resumed_by.clone().unwrap_or_default(),
+        resume_count: e.attempt - 1,
     }
 }
 
@@ -202,6 +206,71 @@ fn stage_run<'a>(run: &StageRun, def: &dp::Stage, workflows: impl Iterator<Item 
         end_time: run.ended_at.map(timestamp),
         decided_by: run.decided_by.clone(),
         decision_comment: run.decision_comment.clone(),
+        carried_over: run.carried_from.is_some(),
+        carried_from_execution_id: run.carried_from.clone().unwrap_or_default(),
+        resume_point: None,
+    }
+}
+
+pub fn origin(o: &ResumeOrigin) -> pb::ResumeOrigin {
+    pb::ResumeOrigin { execution_id: o.execution_id.clone(), stage_name: o.stage_name.clone(), stage_index: o.stage_index as i32 }
+}
+
+/// Marks each stage as a valid resume point or not (GetExecution).
+pub fn with_resume_points(mut e: pb::Execution, points: Vec<Option<(Block, String)>>) -> pb::Execution {
+    for (stage, point) in e.stages.iter_mut().zip(points) {
+        stage.resume_point = Some(match point {
+            None => pb::ResumePoint { resumable: true, block: pb::ResumeBlock::Unspecified as i32, message: String::new() },
+            Some((block, message)) => {
+                let block = match block {
+                    Block::NeverReached => pb::ResumeBlock::NeverReached,
+                    Block::ExecutionNotResumable => pb::ResumeBlock::ExecutionNotResumable,
+                    Block::NotLatest => pb::ResumeBlock::NotLatest,
+                    Block::ChainLimit => pb::ResumeBlock::ChainLimit,
+                };
+                pb::ResumePoint { resumable: false, block: block as i32, message }
+            }
+        });
+    }
+    e
+}
+
+pub fn resume_outcome(o: ResumeOutcome) -> pb::ResumeResponse {
+    pb::ResumeResponse {
+        execution: o.execution.as_ref().map(execution_detail),
+        plan: o.plan.into_iter().map(planned_stage).collect(),
+        pipeline_version: o.pipeline_version,
+        latest_pipeline_version: o.latest_pipeline_version,
+        stages_not_rolled_back: o.not_rolled_back,
+    }
+}
+
+fn planned_stage(p: PlannedStage) -> pb::PlannedStage {
+    let mut out = pb::PlannedStage { index: p.index as i32, name: p.name, ..Default::default() };
+    match p.planned {
+        Planned::CarryOver { status, from_execution } => {
+            out.action = pb::PlannedAction::CarryOver as i32;
+            out.carried_status = stage_status(status) as i32;
+            out.carried_from_execution_id = from_execution;
+        }
+        Planned::Run { workflows } => {
+            out.action = pb::PlannedAction::Run as i32;
+            out.workflows = workflows;
+        }
+    }
+    out
+}
+
+pub fn history_entry(e: &Execution) -> pb::HistoryEntry {
+    pb::HistoryEntry {
+        execution_id: e.id.clone(),
+        attempt: e.attempt,
+        status: execution_status(e.status) as i32,
+        resumed_from: e.resumed_from.as_ref().map(origin),
+        triggered_by: e.triggered_by.clone(),
+        create_time: Some(timestamp(e.created_at)),
+        start_time: e.started_at.map(timestamp),
+        end_time: e.ended_at.map(timestamp),
     }
 }
 

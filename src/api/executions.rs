@@ -3,9 +3,10 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{convert, detached, error::to_status, Context, ANONYMOUS};
+use super::{convert, detached, error::{invalid, to_status}, Context, ANONYMOUS};
 use crate::{
-    engine::{Decision, StartRequest},
+    domain::resume::StageRef,
+    engine::{Decision, ResumeRequest, StartRequest},
     proto::{self as pb, execution_service_server::ExecutionService},
     store::executions::ListFilter,
 };
@@ -53,8 +54,11 @@ impl ExecutionService for ExecutionApi {
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::GetExecutionResponse>, Status> {
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
-        let d = self.0.engine.execution(&id).await.map_err(to_status)?;
-        Ok(Response::new(pb::GetExecutionResponse { execution: Some(convert::execution_detail(&d)) }))
+        let engine = &self.0.engine;
+        let d = engine.execution(&id).await.map_err(to_status)?;
+        let points = engine.resume_points(&d).await.map_err(to_status)?;
+        let execution = convert::with_resume_points(convert::execution_detail(&d), points);
+        Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution) }))
     }
 
     async fn list_executions(
@@ -112,6 +116,52 @@ impl ExecutionService for ExecutionApi {
         let engine = self.0.engine.clone();
         let d = detached(async move { engine.reject(decision).await }).await?;
         Ok(Response::new(pb::RejectResponse { execution: Some(convert::execution_detail(&d)) }))
+    }
+
+    async fn resume(&self, request: Request<pb::ResumeRequest>) -> Result<Response<pb::ResumeResponse>, Status> {
+        let r = request.into_inner();
+        let stage = match r.from_stage {
+            Some(pb::resume_request::FromStage::StageName(name)) if !name.is_empty() => StageRef::Name(name),
+            Some(pb::resume_request::FromStage::StageIndex(i)) => StageRef::Index(i as i64),
+            _ => return Err(invalid("stage_name", "set stage_name or stage_index: the stage to resume from")),
+        };
+        let unchangeable = [
+            ("variables", !r.variables.is_empty()),
+            ("artifacts", !r.artifacts.is_empty()),
+            ("pipeline_version", r.pipeline_version != 0),
+        ];
+        if let Some((field, _)) = unchangeable.iter().find(|(_, set)| *set) {
+            return Err(invalid(
+                field,
+                "a resume runs with the original inputs and pinned pipeline version and cannot change them; leave it empty, or start a new execution",
+            ));
+        }
+        let resume = ResumeRequest {
+            execution_id: convert::required("execution_id", r.execution_id)?,
+            stage,
+            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+            validate_only: r.validate_only,
+            actor: ANONYMOUS.into(),
+        };
+        let engine = self.0.engine.clone();
+        let outcome = detached(async move { engine.resume(resume).await }).await?;
+        Ok(Response::new(convert::resume_outcome(outcome)))
+    }
+
+    async fn list_history(&self, request: Request<pb::ListHistoryRequest>) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let id = convert::required("execution_id", r.execution_id)?;
+        let size = convert::page_size(r.page_size)?;
+        let before = match convert::page_token(&r.page_token)? {
+            None => None,
+            Some(k) => Some(k.parse::<i32>().map_err(|_| invalid("page_token", "not a token this server issued"))?),
+        };
+        let (chain_id, page) = self.0.engine.history(&id, before, size).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListHistoryResponse {
+            entries: page.items.iter().map(convert::history_entry).collect(),
+            next_page_token: convert::next_page_token(page.next),
+            chain_id,
+        }))
     }
 
     type WatchExecutionStream = WatchStream;

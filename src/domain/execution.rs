@@ -24,6 +24,10 @@ pub struct Execution {
     pub triggered_by: String,
     pub chain_id: String,
     pub attempt: i32,
+    /// Set on a resume: the execution it resumed and the stage it resumed from.
+    pub resumed_from: Option<ResumeOrigin>,
+    /// The execution that resumed this one; None while this is the latest of its chain.
+    pub resumed_by: Option<String>,
     pub created_at: Millis,
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
@@ -41,6 +45,15 @@ pub struct StageRun {
     pub deadline_at: Option<Millis>,
     pub decided_by: String,
     pub decision_comment: String,
+    /// Set when the stage was carried over by a resume: where it really ran.
+    pub carried_from: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeOrigin {
+    pub execution_id: String,
+    pub stage_index: usize,
+    pub stage_name: String,
 }
 
 /// One workflow of a started stage, and the task that carries it to workers.

@@ -8,6 +8,7 @@ pub mod execution;
 pub mod inputs;
 pub mod machine;
 pub mod pipeline;
+pub mod resume;
 pub mod status;
 
 pub use error::{Refusal, Violation};

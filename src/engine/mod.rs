@@ -8,6 +8,7 @@ mod notify;
 mod pipelines;
 mod progress;
 mod query;
+mod resume;
 mod start;
 mod tasks;
 mod timers;
@@ -15,7 +16,10 @@ mod timers;
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::execution::{ExecutionDetail, Millis},
+    domain::{
+        execution::{ExecutionDetail, Millis},
+        resume::ChainLimits,
+    },
     store::{self, executions, Db},
 };
 
@@ -24,6 +28,7 @@ pub use error::{Error, Result};
 pub use notify::Notifier;
 pub use pipelines::{NewPipeline, PipelineUpdate};
 pub use query::Page;
+pub use resume::{PlannedStage, ResumeOutcome, ResumeRequest};
 pub use start::StartRequest;
 pub use tasks::{Beat, ClaimedTask, Completion, Outcome};
 
@@ -35,11 +40,13 @@ pub struct Settings {
     /// Longest sleep of the timer loop and of watchers between checks, which
     /// bounds how late a change made by another replica is noticed.
     pub recheck: Duration,
+    /// Optional bounds on resume chains.
+    pub chain_limits: ChainLimits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(30), recheck: Duration::from_secs(1) }
+        Self { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), chain_limits: ChainLimits::default() }
     }
 }
 

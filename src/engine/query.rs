@@ -39,6 +39,13 @@ impl Engine {
         Ok(Page::cut(&mut items, size, |e| e.id.clone()))
     }
 
+    /// One page of the chain of execution `id`, newest attempt first, and the chain id.
+    pub async fn history(&self, id: &str, before_attempt: Option<i32>, size: u64) -> Result<(String, Page<Execution>)> {
+        let e = executions::get(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+        let mut items = executions::chain(self.db(), &e.chain_id, before_attempt, size + 1).await?;
+        Ok((e.chain_id, Page::cut(&mut items, size, |e| e.attempt.to_string())))
+    }
+
     /// Waits until the execution may have changed: a local announcement, or
     /// the recheck interval (changes made by other replicas).
     pub async fn wait_for_change(&self, id: &str, changes: &mut tokio::sync::broadcast::Receiver<String>) {

@@ -59,6 +59,8 @@ impl Engine {
                 triggered_by: request.actor.clone(),
                 chain_id: id.clone(),
                 attempt: 1,
+                resumed_from: None,
+                resumed_by: None,
                 created_at: now,
                 started_at: None,
                 ended_at: None,
@@ -78,6 +80,7 @@ impl Engine {
                     deadline_at: None,
                     decided_by: String::new(),
                     decision_comment: String::new(),
+                    carried_from: None,
                 })
                 .collect(),
             workflows: Vec::new(),

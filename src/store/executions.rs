@@ -9,7 +9,7 @@ use sea_orm::{
 
 use super::{corrupt, entity::{execution, stage}, pipelines, tasks, Result};
 use crate::domain::{
-    execution::{Execution, ExecutionDetail, StageRun},
+    execution::{Execution, ExecutionDetail, ResumeOrigin, StageRun},
     status::{ExecutionStatus, StageStatus},
 };
 
@@ -42,6 +42,10 @@ pub async fn insert(c: &impl ConnectionTrait, detail: &ExecutionDetail, fingerpr
         created_at: Set(e.created_at),
         started_at: Set(e.started_at),
         ended_at: Set(e.ended_at),
+        resumed_from_execution_id: Set(e.resumed_from.as_ref().map(|o| o.execution_id.clone())),
+        resume_stage_index: Set(e.resumed_from.as_ref().map(|o| o.stage_index as i32)),
+        resume_stage_name: Set(e.resumed_from.as_ref().map(|o| o.stage_name.clone())),
+        resumed_by_execution_id: Set(e.resumed_by.clone()),
     })
     .exec_without_returning(c)
     .await?;
@@ -63,6 +67,30 @@ pub async fn lock(c: &impl ConnectionTrait, id: &str) -> Result<bool> {
         .exec(c)
         .await?;
     Ok(r.rows_affected == 1)
+}
+
+/// Links `id` to the execution that resumed it, unless another resume did
+/// first; false means someone else won.
+pub async fn mark_resumed(c: &impl ConnectionTrait, id: &str, by: &str) -> Result<bool> {
+    let r = execution::Entity::update_many()
+        .col_expr(execution::Column::ResumedByExecutionId, Expr::value(by))
+        .filter(execution::Column::Id.eq(id))
+        .filter(execution::Column::ResumedByExecutionId.is_null())
+        .exec(c)
+        .await?;
+    Ok(r.rows_affected == 1)
+}
+
+/// A page of a chain, newest attempt first, strictly before attempt `before`.
+pub async fn chain(c: &impl ConnectionTrait, chain_id: &str, before: Option<i32>, limit: u64) -> Result<Vec<Execution>> {
+    let mut q = execution::Entity::find()
+        .filter(execution::Column::ChainId.eq(chain_id))
+        .order_by_desc(execution::Column::Attempt)
+        .limit(limit);
+    if let Some(b) = before {
+        q = q.filter(execution::Column::Attempt.lt(b));
+    }
+    q.all(c).await?.into_iter().map(from_model).collect()
 }
 
 pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<Execution>> {
@@ -110,6 +138,7 @@ pub async fn save(c: &impl ConnectionTrait, before: &ExecutionDetail, after: &Ex
             .col_expr(execution::Column::StatusMessage, Expr::value(e.status_message.clone()))
             .col_expr(execution::Column::StartedAt, Expr::value(e.started_at))
             .col_expr(execution::Column::EndedAt, Expr::value(e.ended_at))
+            .col_expr(execution::Column::ResumedByExecutionId, Expr::value(e.resumed_by.clone()))
             .filter(execution::Column::Id.eq(e.id.as_str()))
             .exec(c)
             .await?;
@@ -122,9 +151,13 @@ pub async fn save(c: &impl ConnectionTrait, before: &ExecutionDetail, after: &Ex
     tasks::save(c, &before.workflows, &after.workflows).await
 }
 
-/// A page of executions, newest first, strictly before the `before` id.
+/// A page of the latest execution of each chain, newest first, strictly
+/// before the `before` id.
 pub async fn list(c: &impl ConnectionTrait, filter: &ListFilter, before: Option<&str>, limit: u64) -> Result<Vec<Execution>> {
-    let mut q = execution::Entity::find().order_by_desc(execution::Column::Id).limit(limit);
+    let mut q = execution::Entity::find()
+        .filter(execution::Column::ResumedByExecutionId.is_null())
+        .order_by_desc(execution::Column::Id)
+        .limit(limit);
     if let Some(app) = &filter.application {
         q = q.filter(execution::Column::Application.eq(app.as_str()));
     }
@@ -170,7 +203,15 @@ fn to_json(map: &BTreeMap<String, String>) -> Result<String> {
 }
 
 fn from_model(m: execution::Model) -> Result<Execution> {
+    let resumed_from = match (m.resumed_from_execution_id, m.resume_stage_index, m.resume_stage_name) {
+        (Some(execution_id), Some(index), Some(stage_name)) => {
+            Some(ResumeOrigin { execution_id, stage_index: index as usize, stage_name })
+        }
+        _ => None,
+    };
     Ok(Execution {
+        resumed_from,
+        resumed_by: m.resumed_by_execution_id,
         status: ExecutionStatus::parse(&m.status).ok_or_else(|| corrupt(format!("execution status {:?}", m.status)))?,
         variables: serde_json::from_str(&m.variables).map_err(corrupt)?,
         artifacts: serde_json::from_str(&m.artifacts).map_err(corrupt)?,
@@ -201,6 +242,7 @@ fn stage_model(execution_id: &str, s: &StageRun) -> stage::ActiveModel {
         deadline_at: Set(s.deadline_at),
         decided_by: Set(s.decided_by.clone()),
         decision_comment: Set(s.decision_comment.clone()),
+        carried_from_execution_id: Set(s.carried_from.clone()),
     }
 }
 
@@ -215,5 +257,6 @@ fn stage_from_model(m: stage::Model) -> Result<StageRun> {
         deadline_at: m.deadline_at,
         decided_by: m.decided_by,
         decision_comment: m.decision_comment,
+        carried_from: m.carried_from_execution_id,
     })
 }

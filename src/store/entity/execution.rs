@@ -26,6 +26,10 @@ pub struct Model {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub ended_at: Option<i64>,
+    pub resumed_from_execution_id: Option<String>,
+    pub resume_stage_index: Option<i32>,
+    pub resume_stage_name: Option<String>,
+    pub resumed_by_execution_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

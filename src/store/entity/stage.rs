@@ -15,6 +15,7 @@ pub struct Model {
     pub deadline_at: Option<i64>,
     pub decided_by: String,
     pub decision_comment: String,
+    pub carried_from_execution_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -16,12 +16,13 @@ enum PipelineVersions { Table, PipelineId, Version, Definition, CreatedAt }
 enum Executions {
     Table, Id, PipelineId, PipelineVersion, Application, Status, StatusMessage, Variables, Artifacts,
     RequestId, RequestFingerprint, TriggeredBy, ChainId, Attempt, Revision, CreatedAt, StartedAt, EndedAt,
+    ResumedFromExecutionId, ResumeStageIndex, ResumeStageName, ResumedByExecutionId,
 }
 
 #[derive(DeriveIden)]
 enum Stages {
     Table, ExecutionId, StageIndex, Name, Status, StatusMessage, StartedAt, EndedAt, DeadlineAt,
-    DecidedBy, DecisionComment,
+    DecidedBy, DecisionComment, CarriedFromExecutionId,
 }
 
 #[derive(DeriveIden)]
@@ -81,13 +82,21 @@ impl MigrationTrait for Migration {
                 .col(big_integer(Executions::CreatedAt))
                 .col(big_integer_null(Executions::StartedAt))
                 .col(big_integer_null(Executions::EndedAt))
+                .col(string_null(Executions::ResumedFromExecutionId))
+                .col(integer_null(Executions::ResumeStageIndex))
+                .col(string_null(Executions::ResumeStageName))
+                .col(string_null(Executions::ResumedByExecutionId))
                 .to_owned(),
         )
         .await?;
         index(m, "ix_executions_application_id", Executions::Table, [Executions::Application, Executions::Id], false).await?;
         index(m, "ix_executions_pipeline_id", Executions::Table, [Executions::PipelineId, Executions::Id], false).await?;
         index(m, "ix_executions_status_id", Executions::Table, [Executions::Status, Executions::Id], false).await?;
-        index(m, "ix_executions_chain", Executions::Table, [Executions::ChainId, Executions::Attempt], false).await?;
+        // One execution per attempt of a chain: a second resume of the same
+        // attempt cannot be inserted, whatever the race.
+        index(m, "ux_executions_chain_attempt", Executions::Table, [Executions::ChainId, Executions::Attempt], true).await?;
+        // The deployments view lists the latest of each chain: not yet resumed.
+        index(m, "ix_executions_latest", Executions::Table, [Executions::ResumedByExecutionId, Executions::Id], false).await?;
 
         m.create_table(
             Table::create()
@@ -102,6 +111,7 @@ impl MigrationTrait for Migration {
                 .col(big_integer_null(Stages::DeadlineAt))
                 .col(string(Stages::DecidedBy))
                 .col(text(Stages::DecisionComment))
+                .col(string_null(Stages::CarriedFromExecutionId))
                 .primary_key(Index::create().col(Stages::ExecutionId).col(Stages::StageIndex))
                 .to_owned(),
         )
