@@ -31,6 +31,7 @@ pub async fn serve(listener: TcpListener, engine: Engine, shutdown: Cancellation
     let tasks = TaskTracker::new();
     tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
     tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
+    tasks.spawn(relay_queued_tasks(engine.clone(), shutdown.clone()));
 
     // Both reflection versions: grpcurl 1.8 speaks only v1alpha. The rich
     // error types are registered so grpcurl shows details, not raw bytes.
@@ -71,6 +72,25 @@ pub async fn serve(listener: TcpListener, engine: Engine, shutdown: Cancellation
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in SERVICES {
         health.set_service_status(service, status).await;
+    }
+}
+
+/// Wakes this replica's pollers when another replica queues a task
+/// (PostgreSQL LISTEN/NOTIFY), reconnecting after failures.
+async fn relay_queued_tasks(engine: Engine, shutdown: CancellationToken) {
+    loop {
+        let listen = store::listen_for_queued_tasks(engine.db(), |queue| engine.notifier().task_queued(queue));
+        tokio::select! {
+            result = listen => match result {
+                Ok(()) => return, // not PostgreSQL: nothing to relay
+                Err(e) => tracing::warn!(error = %e, "lost the task notification channel; pollers fall back to rechecking"),
+            },
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -81,6 +81,23 @@ pub async fn ping(db: &DatabaseConnection) -> Result<()> {
     Ok(db.ping().await?)
 }
 
+/// Calls `on_queue` with the queue name each time any replica queues a task
+/// (PostgreSQL only; returns at once on SQLite, where there is one process).
+/// Returns when the listening connection fails, so the caller can retry.
+pub async fn listen_for_queued_tasks(db: &DatabaseConnection, on_queue: impl Fn(&str)) -> Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let pool = db.get_postgres_connection_pool();
+    let to_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(format!("listen: {e}")));
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(pool).await.map_err(to_err)?;
+    listener.listen(tasks::QUEUED_CHANNEL).await.map_err(to_err)?;
+    loop {
+        let notification = listener.recv().await.map_err(to_err)?;
+        on_queue(notification.payload());
+    }
+}
+
 pub(crate) fn is_postgres(c: &impl ConnectionTrait) -> bool {
     c.get_database_backend() == DbBackend::Postgres
 }

@@ -44,6 +44,34 @@ pub async fn save(c: &impl ConnectionTrait, before: &[WorkflowRun], after: &[Wor
     if !new.is_empty() {
         task::Entity::insert_many(new).exec_without_returning(c).await?;
     }
+    announce_queued(c, before, after).await
+}
+
+/// The PostgreSQL channel that carries "a task was queued on QUEUE" between replicas.
+pub const QUEUED_CHANNEL: &str = "reprise_task_queued";
+
+/// On PostgreSQL, tells every replica's waiting pollers that tasks were
+/// queued. NOTIFY is transactional: it is delivered only if this commits.
+async fn announce_queued(c: &impl ConnectionTrait, before: &[WorkflowRun], after: &[WorkflowRun]) -> Result<()> {
+    if !is_postgres(c) {
+        return Ok(());
+    }
+    let mut queues: Vec<&str> = after
+        .iter()
+        .filter(|w| w.status == WorkflowStatus::Queued)
+        .filter(|w| !before.iter().any(|b| b.task_id == w.task_id && b.status == WorkflowStatus::Queued))
+        .map(|w| w.task_queue.as_str())
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues {
+        let stmt = Statement::from_sql_and_values(
+            c.get_database_backend(),
+            "SELECT pg_notify($1, $2)",
+            [QUEUED_CHANNEL.into(), queue.into()],
+        );
+        c.execute_raw(stmt).await?;
+    }
     Ok(())
 }
 
