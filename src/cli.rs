@@ -6,7 +6,11 @@ use std::{net::SocketAddr, time::Duration};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "reprise", version, about = "Durable deployment pipelines over gRPC, resumable from any stage they reached")]
+#[command(
+    name = "reprise",
+    version,
+    about = "Durable deployment pipelines over gRPC, resumable from any stage they reached"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::transport::server::TcpIncoming;
-use tonic_health::{server::HealthReporter, ServingStatus};
+use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
     api::{Context, ExecutionApi, PipelineApi, WorkerApi},
@@ -18,7 +18,8 @@ use crate::{
     scheduler, store,
 };
 
-const SERVICES: [&str; 4] = ["", "reprise.v1.PipelineService", "reprise.v1.ExecutionService", "reprise.v1.WorkerService"];
+const SERVICES: [&str; 4] =
+    ["", "reprise.v1.PipelineService", "reprise.v1.ExecutionService", "reprise.v1.WorkerService"];
 
 /// Serves until `shutdown` is cancelled, then drains: health goes
 /// NOT_SERVING, long polls and watches return, the timer loop stops,

@@ -3,18 +3,18 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost_types::Timestamp;
 use tonic::Status;
 
 use super::error::invalid;
 use crate::{
     domain::{
-        execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
-        resume::{Block, Planned},
-        pipeline::{self as dp, Definition, Skip, StageKind},
-        status::{ExecutionStatus, StageStatus, WorkflowStatus},
         Violation,
+        execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
+        pipeline::{self as dp, Definition, Skip, StageKind},
+        resume::{Block, Planned},
+        status::{ExecutionStatus, StageStatus, WorkflowStatus},
     },
     engine::{ClaimedTask, Error, PlannedStage, ResumeOutcome},
     proto as pb,
@@ -46,7 +46,10 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
         Ok(pb::EnvironmentType::Prod) => dp::EnvironmentType::Prod,
         Ok(pb::EnvironmentType::NonProd) => dp::EnvironmentType::NonProd,
         _ => {
-            out.push(Violation::new(format!("{at}.environment.type"), "set ENVIRONMENT_TYPE_PROD or ENVIRONMENT_TYPE_NON_PROD"));
+            out.push(Violation::new(
+                format!("{at}.environment.type"),
+                "set ENVIRONMENT_TYPE_PROD or ENVIRONMENT_TYPE_NON_PROD",
+            ));
             return None;
         }
     };
@@ -57,7 +60,11 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
     };
     let kind = match s.kind {
         Some(pb::stage::Kind::Workflows(w)) => StageKind::Workflows(
-            w.workflows.into_iter().enumerate().map(|(j, w)| workflow(&format!("{at}.workflows.workflows[{j}]"), w, out)).collect(),
+            w.workflows
+                .into_iter()
+                .enumerate()
+                .map(|(j, w)| workflow(&format!("{at}.workflows.workflows[{j}]"), w, out))
+                .collect(),
         ),
         Some(pb::stage::Kind::Approval(a)) => StageKind::Approval {
             timeout_ms: millis(&format!("{at}.approval.timeout"), a.timeout, dp::DEFAULT_APPROVAL_TIMEOUT, out),
@@ -193,7 +200,11 @@ pub fn execution(e: &Execution) -> pb::Execution {
     }
 }
 
-fn stage_run<'a>(run: &StageRun, def: &dp::Stage, workflows: impl Iterator<Item = &'a WorkflowRun>) -> pb::StageExecution {
+fn stage_run<'a>(
+    run: &StageRun,
+    def: &dp::Stage,
+    workflows: impl Iterator<Item = &'a WorkflowRun>,
+) -> pb::StageExecution {
     pb::StageExecution {
         index: run.index as i32,
         name: run.name.clone(),
@@ -213,14 +224,20 @@ fn stage_run<'a>(run: &StageRun, def: &dp::Stage, workflows: impl Iterator<Item 
 }
 
 pub fn origin(o: &ResumeOrigin) -> pb::ResumeOrigin {
-    pb::ResumeOrigin { execution_id: o.execution_id.clone(), stage_name: o.stage_name.clone(), stage_index: o.stage_index as i32 }
+    pb::ResumeOrigin {
+        execution_id: o.execution_id.clone(),
+        stage_name: o.stage_name.clone(),
+        stage_index: o.stage_index as i32,
+    }
 }
 
 /// Marks each stage as a valid resume point or not (GetExecution).
 pub fn with_resume_points(mut e: pb::Execution, points: Vec<Option<(Block, String)>>) -> pb::Execution {
     for (stage, point) in e.stages.iter_mut().zip(points) {
         stage.resume_point = Some(match point {
-            None => pb::ResumePoint { resumable: true, block: pb::ResumeBlock::Unspecified as i32, message: String::new() },
+            None => {
+                pb::ResumePoint { resumable: true, block: pb::ResumeBlock::Unspecified as i32, message: String::new() }
+            }
             Some((block, message)) => {
                 let block = match block {
                     Block::NeverReached => pb::ResumeBlock::NeverReached,
@@ -366,11 +383,7 @@ pub fn map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, Str
 
 /// A required identifier field.
 pub fn required(field: &str, value: String) -> Result<String, Status> {
-    if value.trim().is_empty() {
-        Err(invalid(field, "required"))
-    } else {
-        Ok(value)
-    }
+    if value.trim().is_empty() { Err(invalid(field, "required")) } else { Ok(value) }
 }
 
 /// Page size with its default and ceiling.

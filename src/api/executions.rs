@@ -3,7 +3,10 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{convert, detached, error::{invalid, to_status}, Context, ANONYMOUS};
+use super::{
+    ANONYMOUS, Context, convert, detached,
+    error::{invalid, to_status},
+};
 use crate::{
     domain::resume::StageRef,
     engine::{Decision, ResumeRequest, StartRequest},
@@ -95,7 +98,10 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(pb::PauseResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
-    async fn r#continue(&self, request: Request<pb::ContinueRequest>) -> Result<Response<pb::ContinueResponse>, Status> {
+    async fn r#continue(
+        &self,
+        request: Request<pb::ContinueRequest>,
+    ) -> Result<Response<pb::ContinueResponse>, Status> {
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let engine = self.0.engine.clone();
         let d = detached(async move { engine.continue_execution(&id, ANONYMOUS).await }).await?;
@@ -148,7 +154,10 @@ impl ExecutionService for ExecutionApi {
         Ok(Response::new(convert::resume_outcome(outcome)))
     }
 
-    async fn list_history(&self, request: Request<pb::ListHistoryRequest>) -> Result<Response<pb::ListHistoryResponse>, Status> {
+    async fn list_history(
+        &self,
+        request: Request<pb::ListHistoryRequest>,
+    ) -> Result<Response<pb::ListHistoryResponse>, Status> {
         let r = request.into_inner();
         let id = convert::required("execution_id", r.execution_id)?;
         let size = convert::page_size(r.page_size)?;

@@ -1,6 +1,6 @@
 use tonic::{Request, Response, Status};
 
-use super::{convert, detached, error::to_status, Context};
+use super::{Context, convert, detached, error::to_status};
 use crate::{
     engine::{NewPipeline, PipelineUpdate},
     proto::{self as pb, pipeline_service_server::PipelineService},
@@ -15,7 +15,8 @@ impl PipelineService for PipelineApi {
         request: Request<pb::CreatePipelineRequest>,
     ) -> Result<Response<pb::CreatePipelineResponse>, Status> {
         let r = request.into_inner();
-        let new = NewPipeline { application: r.application, name: r.name, definition: convert::definition(r.definition)? };
+        let new =
+            NewPipeline { application: r.application, name: r.name, definition: convert::definition(r.definition)? };
         let engine = self.0.engine.clone();
         let p = detached(async move { engine.create_pipeline(new).await }).await?;
         Ok(Response::new(pb::CreatePipelineResponse { pipeline: Some(convert::pipeline(p)) }))
@@ -36,7 +37,10 @@ impl PipelineService for PipelineApi {
         Ok(Response::new(pb::UpdatePipelineResponse { pipeline: Some(convert::pipeline(p)) }))
     }
 
-    async fn get_pipeline(&self, request: Request<pb::GetPipelineRequest>) -> Result<Response<pb::GetPipelineResponse>, Status> {
+    async fn get_pipeline(
+        &self,
+        request: Request<pb::GetPipelineRequest>,
+    ) -> Result<Response<pb::GetPipelineResponse>, Status> {
         let r = request.into_inner();
         let id = convert::required("pipeline_id", r.pipeline_id)?;
         if r.version < 0 {

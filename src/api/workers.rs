@@ -2,7 +2,10 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use super::{convert, detached, error::{invalid, to_status}, Context};
+use super::{
+    Context, convert, detached,
+    error::{invalid, to_status},
+};
 use crate::{
     engine::{Completion, Outcome},
     proto::{self as pb, worker_service_server::WorkerService},
@@ -33,7 +36,10 @@ impl WorkerService for WorkerApi {
         Ok(Response::new(pb::PollTaskResponse { task: task.map(convert::task) }))
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let task_id = convert::required("task_id", r.task_id)?;
         let token = convert::required("lease_token", r.lease_token)?;

@@ -13,8 +13,7 @@ pub fn check(source: &str, declared: &[&str]) -> Result<(), String> {
     }
     let program = compile(source)?;
     let references = program.references();
-    let mut unknown: Vec<&str> =
-        references.variables().into_iter().filter(|v| !declared.contains(v)).collect();
+    let mut unknown: Vec<&str> = references.variables().into_iter().filter(|v| !declared.contains(v)).collect();
     unknown.sort_unstable();
     if !unknown.is_empty() {
         return Err(format!(
@@ -24,8 +23,7 @@ pub fn check(source: &str, declared: &[&str]) -> Result<(), String> {
     }
     // Evaluating with every variable bound to "" catches type errors such as
     // `region + 1` early; a non-bool result is refused too.
-    let sample: BTreeMap<String, String> =
-        declared.iter().map(|v| (v.to_string(), String::new())).collect();
+    let sample: BTreeMap<String, String> = declared.iter().map(|v| (v.to_string(), String::new())).collect();
     evaluate_program(&program, &sample).map(|_| ())
 }
 

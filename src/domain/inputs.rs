@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{pipeline::Variable, Violation};
+use super::{Violation, pipeline::Variable};
 
 /// Resolves the variables of a new execution: every declared variable gets
 /// the given value or its default; undeclared names and unbound variables

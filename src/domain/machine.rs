@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    condition,
+    Refusal, condition,
     pipeline::{Skip, Stage},
     status::{ExecutionStatus as E, StageStatus as S, WorkflowStatus as W},
-    Refusal,
 };
 
 /// What a caller can ask of an execution.
@@ -106,11 +105,7 @@ pub struct Plan {
 /// Walks the stages in order from the first one not yet passed: skips those
 /// whose condition holds, starts the next, or finishes the execution. A paused
 /// execution starts nothing; a stage that is still active blocks everything.
-pub fn plan(
-    status: E,
-    stages: &[(S, &Stage)],
-    variables: &BTreeMap<String, String>,
-) -> Plan {
+pub fn plan(status: E, stages: &[(S, &Stage)], variables: &BTreeMap<String, String>) -> Plan {
     let mut plan = Plan::default();
     if status.is_final() {
         return plan;
@@ -149,8 +144,9 @@ fn skip_reason(stage: &Stage, variables: &BTreeMap<String, String>) -> Result<Op
     match &stage.skip {
         None => Ok(None),
         Some(Skip::Always) => Ok(Some("skip condition: always".into())),
-        Some(Skip::When(expr)) => Ok(condition::evaluate(expr, variables)?
-            .then(|| format!("skip condition held: {expr}"))),
+        Some(Skip::When(expr)) => {
+            Ok(condition::evaluate(expr, variables)?.then(|| format!("skip condition held: {expr}")))
+        }
     }
 }
 
@@ -167,9 +163,36 @@ mod tests {
         let refused = Err("EXECUTION_FINISHED");
         let table: &[(E, [Result<Effect, &str>; 5])] = &[
             //            Abort                   Pause                  Continue               Approve              Reject
-            (E::Queued, [Ok(Effect::To(E::Aborted)), Ok(Effect::To(E::Paused)), Ok(Effect::Unchanged), Ok(Effect::OnStage), Ok(Effect::OnStage)]),
-            (E::Running, [Ok(Effect::To(E::Aborted)), Ok(Effect::To(E::Paused)), Ok(Effect::Unchanged), Ok(Effect::OnStage), Ok(Effect::OnStage)]),
-            (E::Paused, [Ok(Effect::To(E::Aborted)), Ok(Effect::Unchanged), Ok(Effect::To(E::Running)), Ok(Effect::OnStage), Ok(Effect::OnStage)]),
+            (
+                E::Queued,
+                [
+                    Ok(Effect::To(E::Aborted)),
+                    Ok(Effect::To(E::Paused)),
+                    Ok(Effect::Unchanged),
+                    Ok(Effect::OnStage),
+                    Ok(Effect::OnStage),
+                ],
+            ),
+            (
+                E::Running,
+                [
+                    Ok(Effect::To(E::Aborted)),
+                    Ok(Effect::To(E::Paused)),
+                    Ok(Effect::Unchanged),
+                    Ok(Effect::OnStage),
+                    Ok(Effect::OnStage),
+                ],
+            ),
+            (
+                E::Paused,
+                [
+                    Ok(Effect::To(E::Aborted)),
+                    Ok(Effect::Unchanged),
+                    Ok(Effect::To(E::Running)),
+                    Ok(Effect::OnStage),
+                    Ok(Effect::OnStage),
+                ],
+            ),
             (E::Succeeded, [refused; 5]),
             (E::Failed, [refused; 5]),
             (E::Aborted, [refused; 5]),
@@ -267,9 +290,13 @@ mod tests {
         }
     }
 
-    trait MaxIf { fn max_if(self, other: E) -> E; }
+    trait MaxIf {
+        fn max_if(self, other: E) -> E;
+    }
     impl MaxIf for E {
         /// Queued and Running both may start stages.
-        fn max_if(self, other: E) -> E { if other == E::Queued { E::Queued } else { self } }
+        fn max_if(self, other: E) -> E {
+            if other == E::Queued { E::Queued } else { self }
+        }
     }
 }

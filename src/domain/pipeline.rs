@@ -6,7 +6,7 @@ use std::{collections::HashSet, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::{condition, Violation};
+use super::{Violation, condition};
 
 pub const DEFAULT_TASK_QUEUE: &str = "default";
 pub const DEFAULT_WORKFLOW_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -126,10 +126,10 @@ impl Stage {
         if self.environment_name.trim().is_empty() {
             out.push(Violation::new(format!("{at}.environment.name"), "an environment name is required"));
         }
-        if let Some(Skip::When(expr)) = &self.skip {
-            if let Err(e) = condition::check(expr, declared) {
-                out.push(Violation::new(format!("{at}.skip_condition.expression"), e));
-            }
+        if let Some(Skip::When(expr)) = &self.skip
+            && let Err(e) = condition::check(expr, declared)
+        {
+            out.push(Violation::new(format!("{at}.skip_condition.expression"), e));
         }
         match &self.kind {
             StageKind::Workflows(workflows) => validate_workflows(at, workflows, out),
@@ -143,10 +143,7 @@ impl Stage {
 
 fn validate_workflows(at: &str, workflows: &[Workflow], out: &mut Vec<Violation>) {
     if workflows.is_empty() {
-        out.push(Violation::new(
-            format!("{at}.workflows.workflows"),
-            "a workflow stage needs at least one workflow",
-        ));
+        out.push(Violation::new(format!("{at}.workflows.workflows"), "a workflow stage needs at least one workflow"));
     }
     if workflows.len() > MAX_WORKFLOWS {
         out.push(Violation::new(format!("{at}.workflows.workflows"), format!("at most {MAX_WORKFLOWS} workflows")));
@@ -156,13 +153,19 @@ fn validate_workflows(at: &str, workflows: &[Workflow], out: &mut Vec<Violation>
         let wf = format!("{at}.workflows.workflows[{j}]");
         check_name(out, &format!("{wf}.name"), &w.name);
         if !names.insert(w.name.as_str()) {
-            out.push(Violation::new(format!("{wf}.name"), format!("duplicate workflow name {:?} in this stage", w.name)));
+            out.push(Violation::new(
+                format!("{wf}.name"),
+                format!("duplicate workflow name {:?} in this stage", w.name),
+            ));
         }
         if w.command.trim().is_empty() {
             out.push(Violation::new(format!("{wf}.command"), "a command is required"));
         }
         if w.task_queue.trim().is_empty() || w.task_queue.len() > MAX_NAME_LEN {
-            out.push(Violation::new(format!("{wf}.task_queue"), "a task queue name of 1 to 128 characters is required"));
+            out.push(Violation::new(
+                format!("{wf}.task_queue"),
+                "a task queue name of 1 to 128 characters is required",
+            ));
         }
         if w.timeout_ms == 0 {
             out.push(Violation::new(format!("{wf}.timeout"), "timeout must be positive"));
@@ -218,7 +221,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_sound_definition_passes() {
-        let def = Definition { stages: vec![stage("build", &["a"]), stage("deploy", &["x", "y"])], ..Default::default() };
+        let def =
+            Definition { stages: vec![stage("build", &["a"]), stage("deploy", &["x", "y"])], ..Default::default() };
         assert_eq!(def.validate(), Ok(()));
     }
 

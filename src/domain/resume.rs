@@ -2,10 +2,10 @@
 //! a resume (carry over every stage before the chosen one, run the rest).
 
 use super::{
+    Refusal, Violation,
     execution::{ExecutionDetail, Millis, StageRun},
     pipeline::StageKind,
     status::{ExecutionStatus, StageStatus},
-    Refusal, Violation,
 };
 
 /// How a caller names the stage to resume from.
@@ -53,10 +53,18 @@ pub fn furthest_reached(stages: &[StageRun]) -> Option<&StageRun> {
 
 /// Whether the execution as a whole can be resumed now.
 /// `first_created_at` is when the chain's first attempt was created.
-pub fn check_execution(d: &ExecutionDetail, limits: ChainLimits, first_created_at: Millis, now: Millis) -> Result<(), (Block, Refusal)> {
+pub fn check_execution(
+    d: &ExecutionDetail,
+    limits: ChainLimits,
+    first_created_at: Millis,
+    now: Millis,
+) -> Result<(), (Block, Refusal)> {
     let e = &d.execution;
     let status = e.status;
-    if !matches!(status, ExecutionStatus::Failed | ExecutionStatus::Aborted | ExecutionStatus::Expired | ExecutionStatus::Rejected) {
+    if !matches!(
+        status,
+        ExecutionStatus::Failed | ExecutionStatus::Aborted | ExecutionStatus::Expired | ExecutionStatus::Rejected
+    ) {
         let advice = match status {
             ExecutionStatus::Paused => "a paused execution is continued with Continue, not resumed",
             ExecutionStatus::Succeeded => "it succeeded; start a new execution to deploy again",
@@ -64,7 +72,10 @@ pub fn check_execution(d: &ExecutionDetail, limits: ChainLimits, first_created_a
         };
         return Err((
             Block::ExecutionNotResumable,
-            Refusal::new("EXECUTION_NOT_RESUMABLE", format!("execution {} is {status} and cannot be resumed: {advice}", e.id)),
+            Refusal::new(
+                "EXECUTION_NOT_RESUMABLE",
+                format!("execution {} is {status} and cannot be resumed: {advice}", e.id),
+            ),
         ));
     }
     if let Some(latest) = &e.resumed_by {
@@ -72,28 +83,37 @@ pub fn check_execution(d: &ExecutionDetail, limits: ChainLimits, first_created_a
             Block::NotLatest,
             Refusal::new(
                 "NOT_LATEST_IN_CHAIN",
-                format!("execution {} was already resumed by {latest}; only the latest execution of a chain can be resumed", e.id),
+                format!(
+                    "execution {} was already resumed by {latest}; only the latest execution of a chain can be resumed",
+                    e.id
+                ),
             ),
         ));
     }
-    if let Some(max) = limits.max_attempts {
-        if e.attempt as i64 >= max as i64 {
-            return Err((
-                Block::ChainLimit,
-                Refusal::new("CHAIN_LIMIT_REACHED", format!("the chain has reached its limit of {max} attempts; start a new execution instead")),
-            ));
-        }
+    if let Some(max) = limits.max_attempts
+        && e.attempt as i64 >= max as i64
+    {
+        return Err((
+            Block::ChainLimit,
+            Refusal::new(
+                "CHAIN_LIMIT_REACHED",
+                format!("the chain has reached its limit of {max} attempts; start a new execution instead"),
+            ),
+        ));
     }
-    if let Some(max_age) = limits.max_age_ms {
-        if now - first_created_at > max_age {
-            return Err((
-                Block::ChainLimit,
-                Refusal::new(
-                    "CHAIN_LIMIT_REACHED",
-                    format!("the chain is older than its limit of {} s since its first attempt; start a new execution instead", max_age / 1000),
+    if let Some(max_age) = limits.max_age_ms
+        && now - first_created_at > max_age
+    {
+        return Err((
+            Block::ChainLimit,
+            Refusal::new(
+                "CHAIN_LIMIT_REACHED",
+                format!(
+                    "the chain is older than its limit of {} s since its first attempt; start a new execution instead",
+                    max_age / 1000
                 ),
-            ));
-        }
+            ),
+        ));
     }
     Ok(())
 }
@@ -106,7 +126,10 @@ pub fn resolve_stage(d: &ExecutionDetail, wanted: &StageRef) -> Result<usize, Re
     };
     let index = match wanted {
         StageRef::Name(name) => d.stages.iter().position(|s| &s.name == name).ok_or_else(|| {
-            ResolveError::Invalid(Violation::new("stage_name", format!("the pipeline has no stage {name:?}; {furthest}")))
+            ResolveError::Invalid(Violation::new(
+                "stage_name",
+                format!("the pipeline has no stage {name:?}; {furthest}"),
+            ))
         })?,
         StageRef::Index(i) => usize::try_from(*i).ok().filter(|i| *i < d.stages.len()).ok_or_else(|| {
             ResolveError::Invalid(Violation::new(
@@ -119,7 +142,10 @@ pub fn resolve_stage(d: &ExecutionDetail, wanted: &StageRef) -> Result<usize, Re
     if !reached(stage.status) {
         return Err(ResolveError::Refused(Refusal::new(
             "STAGE_NOT_REACHED",
-            format!("execution {} never reached stage {:?}; {furthest}; resume from that stage or an earlier one", d.execution.id, stage.name),
+            format!(
+                "execution {} never reached stage {:?}; {furthest}; resume from that stage or an earlier one",
+                d.execution.id, stage.name
+            ),
         )));
     }
     Ok(index)
@@ -156,10 +182,7 @@ pub fn plan(d: &ExecutionDetail, from: usize) -> Vec<Planned> {
 
 /// For each stage, why it is not a valid resume point (None: it is one).
 pub fn resume_points(d: &ExecutionDetail, execution_block: Option<Block>) -> Vec<Option<Block>> {
-    d.stages
-        .iter()
-        .map(|s| if !reached(s.status) { Some(Block::NeverReached) } else { execution_block })
-        .collect()
+    d.stages.iter().map(|s| if !reached(s.status) { Some(Block::NeverReached) } else { execution_block }).collect()
 }
 
 #[cfg(test)]
@@ -167,7 +190,7 @@ mod tests {
     use super::*;
     use crate::domain::{
         execution::Execution,
-        pipeline::{tests::stage, Definition},
+        pipeline::{Definition, tests::stage},
     };
     use std::collections::BTreeMap;
 
@@ -262,9 +285,13 @@ mod tests {
         assert_eq!(resolve_stage(&d, &StageRef::Index(2)), Ok(2));
         let never = resolve_stage(&d, &StageRef::Index(3)).unwrap_err();
         assert!(matches!(&never, ResolveError::Refused(r) if r.message.contains("\"s2\"")), "{never:?}");
-        assert!(matches!(resolve_stage(&d, &StageRef::Index(4)), Err(ResolveError::Invalid(v)) if v.field == "stage_index"));
+        assert!(
+            matches!(resolve_stage(&d, &StageRef::Index(4)), Err(ResolveError::Invalid(v)) if v.field == "stage_index")
+        );
         assert!(matches!(resolve_stage(&d, &StageRef::Index(-1)), Err(ResolveError::Invalid(_))));
-        assert!(matches!(resolve_stage(&d, &StageRef::Name("nope".into())), Err(ResolveError::Invalid(v)) if v.field == "stage_name"));
+        assert!(
+            matches!(resolve_stage(&d, &StageRef::Name("nope".into())), Err(ResolveError::Invalid(v)) if v.field == "stage_name")
+        );
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Caller commands on a running execution: abort, pause, continue, approve, reject.
 
-use super::{progress, Engine, Error, Result};
+use super::{Engine, Error, Result, progress};
 use crate::domain::{
     execution::{ExecutionDetail, Millis},
-    machine::{check_command, Command, Effect},
+    machine::{Command, Effect, check_command},
     status::{ExecutionStatus, StageStatus},
 };
 
@@ -50,7 +50,8 @@ impl Engine {
         let (_, d) = self
             .change(execution_id, |d, now| {
                 if let Effect::To(status) = check_command(d.execution.status, Command::Continue)? {
-                    d.execution.status = if d.execution.started_at.is_some() { status } else { ExecutionStatus::Queued };
+                    d.execution.status =
+                        if d.execution.started_at.is_some() { status } else { ExecutionStatus::Queued };
                     d.execution.status_message = format!("continued by {actor}");
                     progress::advance(d, now);
                 }
@@ -117,7 +118,9 @@ fn waiting_stage(d: &ExecutionDetail, asked: Option<&str>) -> Result<usize> {
         return Err(Error::refused(
             "NO_APPROVAL_WAITING",
             match current {
-                Some(name) => format!("no approval is waiting: stage {name:?} is running; wait until an approval stage is reached"),
+                Some(name) => format!(
+                    "no approval is waiting: stage {name:?} is running; wait until an approval stage is reached"
+                ),
                 None => "no approval is waiting; wait until an approval stage is reached".into(),
             },
         ));
@@ -130,7 +133,10 @@ fn waiting_stage(d: &ExecutionDetail, asked: Option<&str>) -> Result<usize> {
                     format!("stage {name:?} is not waiting for approval; the waiting stage is {:?}", waiting.name),
                 ))
             } else {
-                Err(Error::invalid("stage_name", format!("the pipeline has no stage {name:?}; the waiting stage is {:?}", waiting.name)))
+                Err(Error::invalid(
+                    "stage_name",
+                    format!("the pipeline has no stage {name:?}; the waiting stage is {:?}", waiting.name),
+                ))
             }
         }
         _ => Ok(waiting.index),

@@ -20,7 +20,7 @@ use crate::{
         execution::{ExecutionDetail, Millis},
         resume::ChainLimits,
     },
-    store::{self, executions, Db},
+    store::{self, Db, executions},
 };
 
 pub use control::Decision;
@@ -92,9 +92,8 @@ impl Engine {
             txn.rollback().await.map_err(store::StoreError::from)?;
             return Err(Error::not_found("execution", execution_id));
         }
-        let before = executions::load(&txn, execution_id)
-            .await?
-            .ok_or_else(|| Error::not_found("execution", execution_id))?;
+        let before =
+            executions::load(&txn, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
         let mut after = before.clone();
         let out = match change(&mut after, now()) {
             Ok(out) => out,

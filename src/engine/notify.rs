@@ -7,7 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{Notify, broadcast};
 
 use crate::domain::{execution::ExecutionDetail, status::WorkflowStatus};
 
@@ -54,10 +54,8 @@ impl Notifier {
     /// Tells everyone what a committed change affects.
     pub fn announce(&self, before: &ExecutionDetail, after: &ExecutionDetail) {
         for w in &after.workflows {
-            let was_queued = before
-                .workflows
-                .iter()
-                .any(|b| b.task_id == w.task_id && b.status == WorkflowStatus::Queued);
+            let was_queued =
+                before.workflows.iter().any(|b| b.task_id == w.task_id && b.status == WorkflowStatus::Queued);
             if w.status == WorkflowStatus::Queued && !was_queued {
                 self.task_queued(&w.task_queue);
             }

@@ -1,9 +1,9 @@
 //! Creating, versioning and reading pipelines.
 
-use super::{new_id, now, query::Page, Engine, Error, Result};
+use super::{Engine, Error, Result, new_id, now, query::Page};
 use crate::{
     domain::pipeline::Definition,
-    store::{self, pipelines, pipelines::PipelineRecord, StoreError},
+    store::{self, StoreError, pipelines, pipelines::PipelineRecord},
 };
 
 #[derive(Debug, Clone)]
@@ -52,7 +52,10 @@ impl Engine {
 
     pub async fn update_pipeline(&self, update: PipelineUpdate) -> Result<PipelineRecord> {
         if update.expected_version < 1 {
-            return Err(Error::invalid("expected_version", "the version you read, from 1; GetPipeline tells the latest"));
+            return Err(Error::invalid(
+                "expected_version",
+                "the version you read, from 1; GetPipeline tells the latest",
+            ));
         }
         update.definition.validate().map_err(Error::Invalid)?;
         let txn = store::begin(self.db()).await?;
@@ -79,14 +82,19 @@ impl Engine {
             return Ok(p);
         }
         match (pipelines::latest_version(self.db(), id).await?, version) {
-            (Some(latest), Some(v)) => Err(Error::NotFound(format!(
-                "pipeline {id:?} has no version {v}; its versions are 1 to {latest}"
-            ))),
+            (Some(latest), Some(v)) => {
+                Err(Error::NotFound(format!("pipeline {id:?} has no version {v}; its versions are 1 to {latest}")))
+            }
             _ => Err(Error::not_found("pipeline", id)),
         }
     }
 
-    pub async fn list_pipelines(&self, application: Option<&str>, after: Option<&str>, size: u64) -> Result<Page<PipelineRecord>> {
+    pub async fn list_pipelines(
+        &self,
+        application: Option<&str>,
+        after: Option<&str>,
+        size: u64,
+    ) -> Result<Page<PipelineRecord>> {
         let mut items = pipelines::list(self.db(), application, after, size + 1).await?;
         Ok(Page::cut(&mut items, size, |p| p.id.clone()))
     }

@@ -34,7 +34,12 @@ impl Engine {
         executions::load(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))
     }
 
-    pub async fn list_executions(&self, filter: &ListFilter, before: Option<&str>, size: u64) -> Result<Page<Execution>> {
+    pub async fn list_executions(
+        &self,
+        filter: &ListFilter,
+        before: Option<&str>,
+        size: u64,
+    ) -> Result<Page<Execution>> {
         let mut items = executions::list(self.db(), filter, before, size + 1).await?;
         Ok(Page::cut(&mut items, size, |e| e.id.clone()))
     }

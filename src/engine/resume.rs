@@ -1,14 +1,14 @@
 //! Resume: a new execution in the same chain that carries over the stages
 //! before the chosen one and runs the rest, created in one transaction.
 
-use super::{new_id, now, progress, Engine, Error, Result};
+use super::{Engine, Error, Result, new_id, now, progress};
 use crate::{
     domain::{
         execution::{ExecutionDetail, ResumeOrigin, StageRun},
         resume::{self, Block, Planned, ResolveError, StageRef},
         status::{ExecutionStatus, StageStatus},
     },
-    store::{self, executions, pipelines, StoreError},
+    store::{self, StoreError, executions, pipelines},
 };
 
 #[derive(Debug, Clone)]
@@ -105,7 +105,8 @@ impl Engine {
     /// Why `old` cannot be resumed from `stage`, or the index to resume from.
     async fn check_resume(&self, old: &ExecutionDetail, stage: &StageRef) -> Result<usize> {
         let first_created_at = self.chain_start(old).await?;
-        resume::check_execution(old, self.settings().chain_limits, first_created_at, now()).map_err(|(_, r)| Error::Refused(r))?;
+        resume::check_execution(old, self.settings().chain_limits, first_created_at, now())
+            .map_err(|(_, r)| Error::Refused(r))?;
         resume::resolve_stage(old, stage).map_err(|e| match e {
             ResolveError::Invalid(v) => Error::Invalid(vec![v]),
             ResolveError::Refused(r) => Error::Refused(r),
@@ -142,7 +143,9 @@ impl Engine {
     }
 
     async fn outcome(&self, old: &ExecutionDetail, from: usize, new: Option<ExecutionDetail>) -> Result<ResumeOutcome> {
-        let latest = pipelines::latest_version(self.db(), &old.execution.pipeline_id).await?.unwrap_or(old.execution.pipeline_version);
+        let latest = pipelines::latest_version(self.db(), &old.execution.pipeline_id)
+            .await?
+            .unwrap_or(old.execution.pipeline_version);
         let plan = resume::plan(old, from)
             .into_iter()
             .zip(&old.stages)
@@ -175,7 +178,10 @@ impl Engine {
             )));
         }
         let Some(origin) = &existing.resumed_from else {
-            return Err(Error::AlreadyExists(format!("request_id {request_id:?} was used to start execution {}", existing.id)));
+            return Err(Error::AlreadyExists(format!(
+                "request_id {request_id:?} was used to start execution {}",
+                existing.id
+            )));
         };
         let old = self.execution(&origin.execution_id).await?;
         let new = self.execution(&existing.id).await?;
@@ -209,7 +215,10 @@ fn successor(old: &ExecutionDetail, from: usize, request: &ResumeRequest) -> (Ex
         .iter()
         .map(|s| {
             if s.index < from {
-                StageRun { carried_from: Some(s.carried_from.clone().unwrap_or_else(|| old.execution.id.clone())), ..s.clone() }
+                StageRun {
+                    carried_from: Some(s.carried_from.clone().unwrap_or_else(|| old.execution.id.clone())),
+                    ..s.clone()
+                }
             } else {
                 StageRun {
                     index: s.index,

@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use super::{new_id, now, progress, Engine, Error, Result};
+use super::{Engine, Error, Result, new_id, now, progress};
 use crate::{
     domain::{
         execution::{Execution, ExecutionDetail, StageRun},
         inputs,
         status::{ExecutionStatus, StageStatus},
     },
-    store::{self, executions, StoreError},
+    store::{self, StoreError, executions},
 };
 
 #[derive(Debug, Clone)]
@@ -40,7 +40,8 @@ impl Engine {
             return Ok(existing);
         }
         let pipeline = self.pipeline(&request.pipeline_id, request.pipeline_version).await?;
-        let variables = inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
+        let variables =
+            inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
         inputs::check_artifacts(&request.artifacts).map_err(Error::Invalid)?;
 
         let id = new_id();

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{new_id, now, progress, Engine, Error, Result};
+use super::{Engine, Error, Result, new_id, now, progress};
 use crate::{
     domain::{
         execution::{Millis, WorkflowRun},
@@ -168,7 +168,9 @@ fn stale(task: &WorkflowRun, token: &str) -> Error {
             "lease is stale: the lease of task {} expired and the task was queued again; drop the result",
             task.task_id
         ),
-        WorkflowStatus::Cancelled => format!("task {} was cancelled ({}); drop the result", task.task_id, task.status_message),
+        WorkflowStatus::Cancelled => {
+            format!("task {} was cancelled ({}); drop the result", task.task_id, task.status_message)
+        }
         status => format!("task {} already ended as {status}; a result is accepted once", task.task_id),
     };
     Error::refused("LEASE_NOT_HELD", message)
@@ -188,4 +190,3 @@ fn tail(text: &str, max: usize) -> &str {
 fn env_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
-

@@ -2,7 +2,7 @@
 //! `max_attempts`), workflows past their timeout and approvals past theirs
 //! expire. Each fix is its own transaction; the scheduler loop drives them.
 
-use super::{now, progress, Engine, Result};
+use super::{Engine, Result, now, progress};
 use crate::{
     domain::{
         execution::Millis,
@@ -76,7 +76,8 @@ impl Engine {
     async fn expire_approval(&self, execution_id: &str) -> Result<bool> {
         let (fired, _) = self
             .change(execution_id, |d, now| {
-                let Some(index) = d.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)
+                let Some(index) =
+                    d.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)
                 else {
                     return Ok(false);
                 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{now, Engine};
+use crate::engine::{Engine, now};
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(engine: Engine, shutdown: CancellationToken) {

@@ -3,11 +3,16 @@
 use std::collections::BTreeMap;
 
 use sea_orm::{
-    sea_query::{Expr, ExprTrait}, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait},
 };
 
-use super::{corrupt, entity::{execution, stage}, pipelines, tasks, Result};
+use super::{
+    Result, corrupt,
+    entity::{execution, stage},
+    pipelines, tasks,
+};
 use crate::domain::{
     execution::{Execution, ExecutionDetail, ResumeOrigin, StageRun},
     status::{ExecutionStatus, StageStatus},
@@ -82,7 +87,12 @@ pub async fn mark_resumed(c: &impl ConnectionTrait, id: &str, by: &str) -> Resul
 }
 
 /// A page of a chain, newest attempt first, strictly before attempt `before`.
-pub async fn chain(c: &impl ConnectionTrait, chain_id: &str, before: Option<i32>, limit: u64) -> Result<Vec<Execution>> {
+pub async fn chain(
+    c: &impl ConnectionTrait,
+    chain_id: &str,
+    before: Option<i32>,
+    limit: u64,
+) -> Result<Vec<Execution>> {
     let mut q = execution::Entity::find()
         .filter(execution::Column::ChainId.eq(chain_id))
         .order_by_desc(execution::Column::Attempt)
@@ -99,10 +109,7 @@ pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<Execution>
 
 /// The execution started with this request id, and that request's fingerprint.
 pub async fn find_by_request_id(c: &impl ConnectionTrait, request_id: &str) -> Result<Option<(Execution, String)>> {
-    let row = execution::Entity::find()
-        .filter(execution::Column::RequestId.eq(request_id))
-        .one(c)
-        .await?;
+    let row = execution::Entity::find().filter(execution::Column::RequestId.eq(request_id)).one(c).await?;
     row.map(|m| {
         let fp = m.request_fingerprint.clone();
         from_model(m).map(|e| (e, fp))
@@ -153,7 +160,12 @@ pub async fn save(c: &impl ConnectionTrait, before: &ExecutionDetail, after: &Ex
 
 /// A page of the latest execution of each chain, newest first, strictly
 /// before the `before` id.
-pub async fn list(c: &impl ConnectionTrait, filter: &ListFilter, before: Option<&str>, limit: u64) -> Result<Vec<Execution>> {
+pub async fn list(
+    c: &impl ConnectionTrait,
+    filter: &ListFilter,
+    before: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Execution>> {
     let mut q = execution::Entity::find()
         .filter(execution::Column::ResumedByExecutionId.is_null())
         .order_by_desc(execution::Column::Id)

@@ -1,11 +1,13 @@
 //! Pipelines and their immutable versions.
 
 use sea_orm::{
-    sea_query::Expr, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
 
-use super::{corrupt, entity::{pipeline, pipeline_version}, Result};
+use super::{
+    Result, corrupt,
+    entity::{pipeline, pipeline_version},
+};
 use crate::domain::{execution::Millis, pipeline::Definition};
 
 /// A pipeline at one version.
@@ -65,7 +67,13 @@ pub async fn add_version(
     Ok(true)
 }
 
-async fn insert_version(c: &impl ConnectionTrait, id: &str, version: i64, definition: &Definition, now: Millis) -> Result<()> {
+async fn insert_version(
+    c: &impl ConnectionTrait,
+    id: &str,
+    version: i64,
+    definition: &Definition,
+    now: Millis,
+) -> Result<()> {
     let json = serde_json::to_string(definition).map_err(corrupt)?;
     pipeline_version::Entity::insert(pipeline_version::ActiveModel {
         pipeline_id: Set(id.into()),

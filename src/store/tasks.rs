@@ -3,11 +3,12 @@
 //! same task twice.
 
 use sea_orm::{
-    sea_query::{Expr, ExprTrait}, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    sea_query::{Expr, ExprTrait},
 };
 
-use super::{corrupt, entity::task, is_postgres, Result};
+use super::{Result, corrupt, entity::task, is_postgres};
 use crate::domain::{
     execution::{Millis, WorkflowRun},
     status::WorkflowStatus,
@@ -85,11 +86,7 @@ pub async fn claim(
     now: Millis,
     lease_ms: i64,
 ) -> Result<Option<String>> {
-    let (sql, lock) = if is_postgres(c) {
-        (CLAIM_PG, " FOR UPDATE SKIP LOCKED")
-    } else {
-        (CLAIM_SQLITE, "")
-    };
+    let (sql, lock) = if is_postgres(c) { (CLAIM_PG, " FOR UPDATE SKIP LOCKED") } else { (CLAIM_SQLITE, "") };
     let sql = sql.replace("{lock}", lock);
     let stmt = Statement::from_sql_and_values(
         c.get_database_backend(),

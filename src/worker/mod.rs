@@ -80,12 +80,7 @@ pub async fn run_with_channel(
     // Dropping the set aborts the slots, which kills their processes.
     let mut slots = JoinSet::new();
     for slot in 0..config.concurrency {
-        slots.spawn(run_slot(
-            client.clone(),
-            config.clone(),
-            slot,
-            shutdown.clone(),
-        ));
+        slots.spawn(run_slot(client.clone(), config.clone(), slot, shutdown.clone()));
     }
     let mut crashed = 0usize;
     while let Some(joined) = slots.join_next().await {
@@ -100,14 +95,8 @@ pub async fn run_with_channel(
 }
 
 fn validate(config: &WorkerConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        config.concurrency >= 1,
-        "worker concurrency must be at least 1"
-    );
-    anyhow::ensure!(
-        !config.queue.is_empty(),
-        "worker task queue must not be empty"
-    );
+    anyhow::ensure!(config.concurrency >= 1, "worker concurrency must be at least 1");
+    anyhow::ensure!(!config.queue.is_empty(), "worker task queue must not be empty");
     Ok(())
 }
 
@@ -193,17 +182,11 @@ async fn run_slot(
 }
 
 /// One long poll; `None` when no task arrived in time.
-async fn poll(
-    mut client: WorkerServiceClient<Channel>,
-    config: &WorkerConfig,
-) -> Result<Option<Task>, Status> {
+async fn poll(mut client: WorkerServiceClient<Channel>, config: &WorkerConfig) -> Result<Option<Task>, Status> {
     let request = PollTaskRequest {
         task_queue: config.queue.clone(),
         worker_id: config.worker_id.clone(),
-        wait: Some(prost_types::Duration {
-            seconds: POLL_WAIT.as_secs() as i64,
-            nanos: 0,
-        }),
+        wait: Some(prost_types::Duration { seconds: POLL_WAIT.as_secs() as i64, nanos: 0 }),
     };
     match tokio::time::timeout(POLL_WAIT + POLL_SLACK, client.poll_task(request)).await {
         Ok(response) => Ok(response?.into_inner().task),

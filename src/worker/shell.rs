@@ -54,25 +54,16 @@ pub(crate) async fn run_shell(
 ) -> RunResult {
     let mut tail = TailBuffer::new(OUTPUT_TAIL_LIMIT);
     if timeout.is_some_and(|t| t.is_zero()) {
-        return RunResult {
-            termination: Termination::TimedOut(Duration::ZERO),
-            output: String::new(),
-        };
+        return RunResult { termination: Termination::TimedOut(Duration::ZERO), output: String::new() };
     }
     if cancel.is_cancelled() {
-        return RunResult {
-            termination: Termination::Cancelled,
-            output: String::new(),
-        };
+        return RunResult { termination: Termination::Cancelled, output: String::new() };
     }
     let started = Instant::now();
     let (mut child, mut output, mut group) = match spawn(command, env) {
         Ok(spawned) => spawned,
         Err(err) => {
-            return RunResult {
-                termination: Termination::SpawnFailed(err.to_string()),
-                output: String::new(),
-            };
+            return RunResult { termination: Termination::SpawnFailed(err.to_string()), output: String::new() };
         }
     };
 
@@ -99,9 +90,7 @@ pub(crate) async fn run_shell(
     let _ = child.start_kill();
     let termination = match ended {
         Ended::Exited(Ok(status)) => termination_of(status),
-        Ended::Exited(Err(err)) => {
-            Termination::SpawnFailed(format!("waiting for the process: {err}"))
-        }
+        Ended::Exited(Err(err)) => Termination::SpawnFailed(format!("waiting for the process: {err}")),
         Ended::TimedOut => {
             let _ = child.wait().await;
             Termination::TimedOut(elapsed)
@@ -124,10 +113,7 @@ pub(crate) async fn run_shell(
         let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
     }
 
-    RunResult {
-        termination,
-        output: tail.into_string(),
-    }
+    RunResult { termination, output: tail.into_string() }
 }
 
 enum Ended {
@@ -145,10 +131,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Starts the shell with stdout and stderr on one pipe, so the output keeps
 /// the order in which the script wrote it.
-fn spawn(
-    command: &str,
-    env: &HashMap<String, String>,
-) -> std::io::Result<(Child, pipe::Receiver, ProcessGroup)> {
+fn spawn(command: &str, env: &HashMap<String, String>) -> std::io::Result<(Child, pipe::Receiver, ProcessGroup)> {
     let (reader, writer) = std::io::pipe()?;
     let output = pipe::Receiver::from_owned_fd(reader.into())?;
     let mut cmd = Command::new("sh");
@@ -163,10 +146,7 @@ fn spawn(
     let child = cmd.spawn()?;
     // Our copies of the write end must go, or the pipe never reports EOF.
     drop(cmd);
-    let group = ProcessGroup {
-        pgid: child.id(),
-        armed: true,
-    };
+    let group = ProcessGroup { pgid: child.id(), armed: true };
     Ok((child, output, group))
 }
 
@@ -251,10 +231,7 @@ mod tests {
         timeout: Option<Duration>,
         cancel: &CancellationToken,
     ) -> RunResult {
-        let env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         tokio::time::timeout(TEST_LIMIT, run_shell(command, &env, timeout, cancel))
             .await
             .expect("run_shell did not return in time")
@@ -302,26 +279,14 @@ mod tests {
 
     #[tokio::test]
     async fn success_captures_stdout_and_stderr_in_order() {
-        let result = run(
-            "echo one; echo two >&2; echo three",
-            &[],
-            None,
-            &CancellationToken::new(),
-        )
-        .await;
+        let result = run("echo one; echo two >&2; echo three", &[], None, &CancellationToken::new()).await;
         assert_eq!(result.termination, Termination::Exited(0));
         assert_eq!(result.output, "one\ntwo\nthree\n");
     }
 
     #[tokio::test]
     async fn failure_reports_the_exit_code() {
-        let result = run(
-            "echo boom >&2; exit 3",
-            &[],
-            None,
-            &CancellationToken::new(),
-        )
-        .await;
+        let result = run("echo boom >&2; exit 3", &[], None, &CancellationToken::new()).await;
         assert_eq!(result.termination, Termination::Exited(3));
         assert_eq!(result.output, "boom\n");
     }
@@ -337,10 +302,7 @@ mod tests {
     async fn environment_is_passed_through() {
         let result = run(
             r#"echo "$REPRISE_WORKFLOW:$REPRISE_VAR_COLOR"; test -n "$PATH""#,
-            &[
-                ("REPRISE_WORKFLOW", "build"),
-                ("REPRISE_VAR_COLOR", "blue green"),
-            ],
+            &[("REPRISE_WORKFLOW", "build"), ("REPRISE_VAR_COLOR", "blue green")],
             None,
             &CancellationToken::new(),
         )
@@ -351,13 +313,8 @@ mod tests {
 
     #[tokio::test]
     async fn output_keeps_only_the_tail() {
-        let result = run(
-            "head -c 300000 /dev/zero | tr '\\0' x; echo; echo END",
-            &[],
-            None,
-            &CancellationToken::new(),
-        )
-        .await;
+        let result =
+            run("head -c 300000 /dev/zero | tr '\\0' x; echo; echo END", &[], None, &CancellationToken::new()).await;
         assert_eq!(result.termination, Termination::Exited(0));
         assert_eq!(result.output.len(), OUTPUT_TAIL_LIMIT);
         assert!(result.output.ends_with("x\nEND\n"));
@@ -365,40 +322,17 @@ mod tests {
 
     #[tokio::test]
     async fn spawn_failure_is_reported() {
-        let result = run(
-            "true",
-            &[("BAD\0NAME", "x")],
-            None,
-            &CancellationToken::new(),
-        )
-        .await;
-        assert!(
-            matches!(result.termination, Termination::SpawnFailed(_)),
-            "{:?}",
-            result.termination
-        );
+        let result = run("true", &[("BAD\0NAME", "x")], None, &CancellationToken::new()).await;
+        assert!(matches!(result.termination, Termination::SpawnFailed(_)), "{:?}", result.termination);
     }
 
     #[tokio::test]
     async fn timeout_kills_the_process_and_its_children() {
         let dir = tempfile::tempdir().expect("tempdir");
         let pid_file = dir.path().join("pid");
-        let script = format!(
-            "echo started; sleep 30 & echo $! > '{}'; wait",
-            pid_file.display()
-        );
-        let result = run(
-            &script,
-            &[],
-            Some(Duration::from_millis(200)),
-            &CancellationToken::new(),
-        )
-        .await;
-        assert!(
-            matches!(result.termination, Termination::TimedOut(_)),
-            "{:?}",
-            result.termination
-        );
+        let script = format!("echo started; sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let result = run(&script, &[], Some(Duration::from_millis(200)), &CancellationToken::new()).await;
+        assert!(matches!(result.termination, Termination::TimedOut(_)), "{:?}", result.termination);
         assert_eq!(result.output, "started\n");
         // On a very slow machine the script may be killed before it forks.
         if let Ok(text) = std::fs::read_to_string(&pid_file)
@@ -410,13 +344,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_deadline_runs_nothing() {
-        let result = run(
-            "echo ran",
-            &[],
-            Some(Duration::ZERO),
-            &CancellationToken::new(),
-        )
-        .await;
+        let result = run("echo ran", &[], Some(Duration::ZERO), &CancellationToken::new()).await;
         assert_eq!(result.termination, Termination::TimedOut(Duration::ZERO));
         assert_eq!(result.output, "");
     }

@@ -15,10 +15,7 @@ pub(crate) struct TailBuffer {
 
 impl TailBuffer {
     pub(crate) fn new(limit: usize) -> Self {
-        Self {
-            bytes: VecDeque::with_capacity(limit.min(8 * 1024)),
-            limit,
-        }
+        Self { bytes: VecDeque::with_capacity(limit.min(8 * 1024)), limit }
     }
 
     pub(crate) fn push(&mut self, chunk: &[u8]) {
@@ -33,11 +30,7 @@ impl TailBuffer {
     /// front; we drop its remnant rather than show a replacement character.
     pub(crate) fn into_string(self) -> String {
         let mut bytes = Vec::from(self.bytes);
-        let partial = bytes
-            .iter()
-            .take(3)
-            .take_while(|b| (**b & 0b1100_0000) == 0b1000_0000)
-            .count();
+        let partial = bytes.iter().take(3).take_while(|b| (**b & 0b1100_0000) == 0b1000_0000).count();
         bytes.drain(..partial);
         match String::from_utf8(bytes) {
             Ok(text) => text,

@@ -44,11 +44,7 @@ pub(super) async fn execute(client: Client, task: Task) {
 async fn execute_in_span(client: Client, task: Task) {
     let timeout = time_left(&task);
     let period = heartbeat_period(&task);
-    info!(
-        timeout_ms = timeout.map(|t| t.as_millis() as u64),
-        heartbeat_ms = period.as_millis() as u64,
-        "task started"
-    );
+    info!(timeout_ms = timeout.map(|t| t.as_millis() as u64), heartbeat_ms = period.as_millis() as u64, "task started");
     debug!(command = %task.command, "task command");
 
     let started = Instant::now();
@@ -104,10 +100,7 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration) -> Abando
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let request = HeartbeatRequest {
-            task_id: task.task_id.clone(),
-            lease_token: task.lease_token.clone(),
-        };
+        let request = HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone() };
         // A heartbeat slower than the period is worthless; the next one
         // should go out on time instead.
         match tokio::time::timeout(period, client.heartbeat(request)).await {
@@ -117,9 +110,7 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration) -> Abando
                 }
                 debug!("heartbeat sent");
             }
-            Ok(Err(status))
-                if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) =>
-            {
+            Ok(Err(status)) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 return Abandon::LeaseLost(status);
             }
             Ok(Err(status)) => warn!(
@@ -127,10 +118,7 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration) -> Abando
                 error = %describe(&status),
                 "heartbeat failed"
             ),
-            Err(_) => warn!(
-                timeout_ms = period.as_millis() as u64,
-                "heartbeat timed out"
-            ),
+            Err(_) => warn!(timeout_ms = period.as_millis() as u64, "heartbeat timed out"),
         }
     }
 }
@@ -152,12 +140,9 @@ impl Report {
             output: String::new(),
         };
         let mut report = match result.termination {
-            Termination::Exited(0) => Report {
-                outcome: TaskOutcome::Succeeded,
-                exit_code: 0,
-                message: String::new(),
-                output: String::new(),
-            },
+            Termination::Exited(0) => {
+                Report { outcome: TaskOutcome::Succeeded, exit_code: 0, message: String::new(), output: String::new() }
+            }
             Termination::Exited(code) => failed(code, format!("exit status {code}")),
             // 128 + signal is what shells report, so scripts and people know it.
             Termination::Signaled(signal) => failed(
@@ -167,13 +152,10 @@ impl Report {
                     None => format!("killed by signal {signal}"),
                 },
             ),
-            Termination::TimedOut(elapsed) if elapsed.is_zero() => failed(
-                0,
-                "timed out after 0ms: the deadline passed before the task started".to_owned(),
-            ),
-            Termination::TimedOut(elapsed) => {
-                failed(0, format!("timed out after {}", human(elapsed)))
+            Termination::TimedOut(elapsed) if elapsed.is_zero() => {
+                failed(0, "timed out after 0ms: the deadline passed before the task started".to_owned())
             }
+            Termination::TimedOut(elapsed) => failed(0, format!("timed out after {}", human(elapsed))),
             // Only reachable if someone cancels without abandoning the task.
             Termination::Cancelled => failed(0, "cancelled by the worker".to_owned()),
             Termination::SpawnFailed(err) => failed(0, format!("could not start sh: {err}")),
@@ -196,8 +178,7 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
     };
     let mut backoff = COMPLETE_FIRST_BACKOFF;
     for attempt in 1..=COMPLETE_ATTEMPTS {
-        let call =
-            tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
+        let call = tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
         let status = match call.await {
             Ok(Ok(_)) => {
                 debug!("result reported");
@@ -240,11 +221,7 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
 fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::ResourceExhausted
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Aborted | Code::ResourceExhausted
     )
 }
 
@@ -252,10 +229,7 @@ fn is_transient(status: &Status) -> bool {
 fn time_left(task: &Task) -> Option<Duration> {
     let deadline = task.deadline?;
     match SystemTime::try_from(deadline) {
-        Ok(at) => Some(
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO),
-        ),
+        Ok(at) => Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO)),
         Err(err) => {
             warn!(error = %err, "ignoring invalid task deadline");
             None
@@ -265,11 +239,8 @@ fn time_left(task: &Task) -> Option<Duration> {
 
 /// A third of the lease leaves room for two lost heartbeats.
 fn heartbeat_period(task: &Task) -> Duration {
-    let lease = task
-        .lease_duration
-        .and_then(|d| Duration::try_from(d).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_LEASE);
+    let lease =
+        task.lease_duration.and_then(|d| Duration::try_from(d).ok()).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_LEASE);
     (lease / 3).max(MIN_HEARTBEAT_PERIOD)
 }
 

@@ -7,29 +7,91 @@ use sea_orm_migration::{prelude::*, schema::*};
 pub struct Migration;
 
 #[derive(DeriveIden)]
-enum Pipelines { Table, Id, Application, Name, LatestVersion, CreatedAt, UpdatedAt }
+enum Pipelines {
+    Table,
+    Id,
+    Application,
+    Name,
+    LatestVersion,
+    CreatedAt,
+    UpdatedAt,
+}
 
 #[derive(DeriveIden)]
-enum PipelineVersions { Table, PipelineId, Version, Definition, CreatedAt }
+enum PipelineVersions {
+    Table,
+    PipelineId,
+    Version,
+    Definition,
+    CreatedAt,
+}
 
 #[derive(DeriveIden)]
 enum Executions {
-    Table, Id, PipelineId, PipelineVersion, Application, Status, StatusMessage, Variables, Artifacts,
-    RequestId, RequestFingerprint, TriggeredBy, ChainId, Attempt, Revision, CreatedAt, StartedAt, EndedAt,
-    ResumedFromExecutionId, ResumeStageIndex, ResumeStageName, ResumedByExecutionId,
+    Table,
+    Id,
+    PipelineId,
+    PipelineVersion,
+    Application,
+    Status,
+    StatusMessage,
+    Variables,
+    Artifacts,
+    RequestId,
+    RequestFingerprint,
+    TriggeredBy,
+    ChainId,
+    Attempt,
+    Revision,
+    CreatedAt,
+    StartedAt,
+    EndedAt,
+    ResumedFromExecutionId,
+    ResumeStageIndex,
+    ResumeStageName,
+    ResumedByExecutionId,
 }
 
 #[derive(DeriveIden)]
 enum Stages {
-    Table, ExecutionId, StageIndex, Name, Status, StatusMessage, StartedAt, EndedAt, DeadlineAt,
-    DecidedBy, DecisionComment, CarriedFromExecutionId,
+    Table,
+    ExecutionId,
+    StageIndex,
+    Name,
+    Status,
+    StatusMessage,
+    StartedAt,
+    EndedAt,
+    DeadlineAt,
+    DecidedBy,
+    DecisionComment,
+    CarriedFromExecutionId,
 }
 
 #[derive(DeriveIden)]
 enum Tasks {
-    Table, Id, ExecutionId, StageIndex, WorkflowIndex, Name, TaskQueue, Command, TimeoutMs, Status,
-    Attempt, MaxAttempts, ExitCode, Output, StatusMessage, CreatedAt, StartedAt, EndedAt, LeaseToken,
-    LeaseOwner, LeaseExpiresAt, DeadlineAt,
+    Table,
+    Id,
+    ExecutionId,
+    StageIndex,
+    WorkflowIndex,
+    Name,
+    TaskQueue,
+    Command,
+    TimeoutMs,
+    Status,
+    Attempt,
+    MaxAttempts,
+    ExitCode,
+    Output,
+    StatusMessage,
+    CreatedAt,
+    StartedAt,
+    EndedAt,
+    LeaseToken,
+    LeaseOwner,
+    LeaseExpiresAt,
+    DeadlineAt,
 }
 
 #[async_trait::async_trait]
@@ -47,8 +109,10 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ux_pipelines_application_name", Pipelines::Table, [Pipelines::Application, Pipelines::Name], true).await?;
-        index(m, "ix_pipelines_application_id", Pipelines::Table, [Pipelines::Application, Pipelines::Id], false).await?;
+        index(m, "ux_pipelines_application_name", Pipelines::Table, [Pipelines::Application, Pipelines::Name], true)
+            .await?;
+        index(m, "ix_pipelines_application_id", Pipelines::Table, [Pipelines::Application, Pipelines::Id], false)
+            .await?;
 
         m.create_table(
             Table::create()
@@ -89,14 +153,18 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "ix_executions_application_id", Executions::Table, [Executions::Application, Executions::Id], false).await?;
-        index(m, "ix_executions_pipeline_id", Executions::Table, [Executions::PipelineId, Executions::Id], false).await?;
+        index(m, "ix_executions_application_id", Executions::Table, [Executions::Application, Executions::Id], false)
+            .await?;
+        index(m, "ix_executions_pipeline_id", Executions::Table, [Executions::PipelineId, Executions::Id], false)
+            .await?;
         index(m, "ix_executions_status_id", Executions::Table, [Executions::Status, Executions::Id], false).await?;
         // One execution per attempt of a chain: a second resume of the same
         // attempt cannot be inserted, whatever the race.
-        index(m, "ux_executions_chain_attempt", Executions::Table, [Executions::ChainId, Executions::Attempt], true).await?;
+        index(m, "ux_executions_chain_attempt", Executions::Table, [Executions::ChainId, Executions::Attempt], true)
+            .await?;
         // The deployments view lists the latest of each chain: not yet resumed.
-        index(m, "ix_executions_latest", Executions::Table, [Executions::ResumedByExecutionId, Executions::Id], false).await?;
+        index(m, "ix_executions_latest", Executions::Table, [Executions::ResumedByExecutionId, Executions::Id], false)
+            .await?;
 
         m.create_table(
             Table::create()
@@ -153,8 +221,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for table in [Tasks::Table.into_iden(), Stages::Table.into_iden(), Executions::Table.into_iden(),
-                      PipelineVersions::Table.into_iden(), Pipelines::Table.into_iden()] {
+        for table in [
+            Tasks::Table.into_iden(),
+            Stages::Table.into_iden(),
+            Executions::Table.into_iden(),
+            PipelineVersions::Table.into_iden(),
+            Pipelines::Table.into_iden(),
+        ] {
             m.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
