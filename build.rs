@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/reprise/v1/execution.proto",
         "proto/reprise/v1/execution_service.proto",
         "proto/reprise/v1/worker_service.proto",
+        "proto/reprise/v1/access.proto",
+        "proto/reprise/v1/access_service.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;

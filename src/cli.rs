@@ -1,7 +1,7 @@
 //! Command-line interface. Every flag can also come from a `REPRISE_`
 //! environment variable, which is how containers configure it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -46,6 +46,44 @@ pub struct ServeArgs {
     /// Oldest a chain may be, from its first attempt, to be resumed; unlimited if unset.
     #[arg(long, env = "REPRISE_CHAIN_MAX_AGE", value_parser = parse_duration)]
     pub chain_max_age: Option<Duration>,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication and TLS.
+#[derive(Debug, Args, Clone, Default)]
+pub struct AuthArgs {
+    /// Accept HS256 bearer tokens signed with this secret (at least 32 bytes).
+    #[arg(long, env = "REPRISE_AUTH_HS256_SECRET", hide_env_values = true)]
+    pub auth_hs256_secret: Option<String>,
+    /// Accept RS256 or ES256 bearer tokens verified by the public key in this PEM file.
+    #[arg(long, env = "REPRISE_AUTH_PUBLIC_KEY_FILE")]
+    pub auth_public_key_file: Option<PathBuf>,
+    /// Accept bearer tokens verified by the keys of this JWKS file.
+    #[arg(long, env = "REPRISE_AUTH_JWKS_FILE")]
+    pub auth_jwks_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "REPRISE_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "REPRISE_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+    /// Make this subject an admin at start-up (the first admin of a new installation).
+    #[arg(long, env = "REPRISE_BOOTSTRAP_ADMIN")]
+    pub bootstrap_admin: Option<String>,
+    /// Serve without authentication: every caller may do everything. Never in production.
+    #[arg(long, env = "REPRISE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve TLS with this certificate (PEM).
+    #[arg(long, env = "REPRISE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, env = "REPRISE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mutual TLS); the
+    /// certificate's common name is the caller's subject when it sends no token.
+    #[arg(long, env = "REPRISE_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -62,6 +100,9 @@ pub struct WorkerArgs {
     /// Name shown in logs; defaults to the host name and process id.
     #[arg(long, env = "REPRISE_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Bearer token for a server that requires authentication (needs a RUN_TASKS grant).
+    #[arg(long, env = "REPRISE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -74,6 +115,9 @@ pub struct DevArgs {
     /// How many tasks the built-in worker runs at once.
     #[arg(long, env = "REPRISE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// Bearer token of the built-in worker, when authentication is configured.
+    #[arg(long, env = "REPRISE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Durations like `30s`, `500ms`, `2m`.

@@ -8,10 +8,12 @@
 //! - [`domain`]: pure rules: validation, state machine, stage planning.
 //! - [`store`]: sea-orm entities, migrations and repository functions.
 //! - [`scheduler`]: the timer loop (lease expiry, timeouts).
+//! - [`auth`]: caller identity (JWT bearer tokens, client certificates) and TLS.
 //! - [`worker`]: the reference worker that runs shell tasks.
 //! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod engine;

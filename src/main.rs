@@ -2,11 +2,14 @@
 
 use clap::Parser;
 use reprise::{
-    cli::{Cli, Command, ServeArgs},
+    auth::{Authenticator, JwtConfig, Verifier, tls::TlsFiles},
+    cli::{AuthArgs, Cli, Command, ServeArgs},
     domain::resume::ChainLimits,
     engine::{Engine, Settings},
+    server::ServeOptions,
     store, telemetry, worker,
 };
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -17,13 +20,14 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     match cli.command {
-        Command::Serve(args) => serve(args, shutdown).await,
+        Command::Serve(args) => serve(args, false, shutdown).await,
         Command::Worker(args) => {
             let config = worker::WorkerConfig {
                 server: args.server,
                 queue: args.queue,
                 concurrency: args.concurrency.max(1),
                 worker_id: args.worker_id.unwrap_or_else(default_worker_id),
+                token: args.token,
             };
             worker::run(config, shutdown).await
         }
@@ -33,10 +37,11 @@ async fn main() -> anyhow::Result<()> {
                 queue: args.queue,
                 concurrency: args.concurrency.max(1),
                 worker_id: format!("dev-{}", default_worker_id()),
+                token: args.token,
             };
             tracing::info!(queue = %config.queue, "dev mode: server and built-in worker in one process");
             let worker = tokio::spawn(worker::run(config, shutdown.clone()));
-            let served = serve(args.serve, shutdown.clone()).await;
+            let served = serve(args.serve, true, shutdown.clone()).await;
             shutdown.cancel();
             worker.await??;
             served
@@ -44,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, dev: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let options = serve_options(&args.auth, dev)?;
     let db = store::connect(&args.database_url).await?;
     tracing::info!(database = %redact(&args.database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
@@ -52,8 +58,44 @@ async fn serve(args: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<(
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
     };
     let engine = Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits });
+    if let Some(admin) = &args.auth.bootstrap_admin {
+        engine.bootstrap_admin(admin).await?;
+    }
     let listener = TcpListener::bind(args.listen).await?;
-    reprise::server::serve(listener, engine, shutdown).await
+    reprise::server::serve_with(listener, engine, options, shutdown).await
+}
+
+/// Authentication and TLS from the flags. `serve` refuses to run without
+/// authentication unless told `--insecure-no-auth`; `dev` runs without it
+/// (and says so) unless authentication is configured.
+fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
+    let jwt = JwtConfig {
+        hs256_secret: args.auth_hs256_secret.clone(),
+        public_key_file: args.auth_public_key_file.clone(),
+        jwks_file: args.auth_jwks_file.clone(),
+        issuer: args.auth_issuer.clone(),
+        audience: args.auth_audience.clone(),
+    };
+    let tls_files = TlsFiles {
+        cert_file: args.tls_cert_file.clone(),
+        key_file: args.tls_key_file.clone(),
+        client_ca_file: args.tls_client_ca_file.clone(),
+    };
+    let tls = tls_files.server_config()?;
+    let mutual_tls = args.tls_client_ca_file.is_some();
+    let auth = if jwt.is_configured() || mutual_tls {
+        let verifier = if jwt.is_configured() { Some(Arc::new(Verifier::new(&jwt)?)) } else { None };
+        Authenticator::Enabled { verifier, accept_client_certificates: mutual_tls }
+    } else if args.insecure_no_auth || dev {
+        tracing::warn!("AUTHENTICATION IS OFF: every caller may start, resume and abort anything; never run like this in production");
+        Authenticator::Disabled
+    } else {
+        anyhow::bail!(
+            "no authentication is configured: set --auth-hs256-secret, --auth-public-key-file, --auth-jwks-file or \
+             --tls-client-ca-file (or --insecure-no-auth to run without, never in production)"
+        );
+    };
+    Ok(ServeOptions { auth, tls })
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::{ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::{Context, ExecutionApi, PipelineApi, WorkerApi},
+    api::{AccessApi, Context, ExecutionApi, PipelineApi, WorkerApi},
+    auth::Authenticator,
     engine::Engine,
     proto::{
-        execution_service_server::ExecutionServiceServer, pipeline_service_server::PipelineServiceServer,
+        access_service_server::AccessServiceServer, execution_service_server::ExecutionServiceServer, pipeline_service_server::PipelineServiceServer,
         worker_service_server::WorkerServiceServer,
     },
     scheduler, store,
@@ -21,10 +22,28 @@ use crate::{
 const SERVICES: [&str; 4] =
     ["", "reprise.v1.PipelineService", "reprise.v1.ExecutionService", "reprise.v1.WorkerService"];
 
+/// How callers reach and prove who they are.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub auth: Authenticator,
+    pub tls: Option<ServerTlsConfig>,
+}
+
+/// Serves without authentication or TLS (development and tests).
+pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve_with(listener, engine, ServeOptions { auth: Authenticator::Disabled, tls: None }, shutdown).await
+}
+
 /// Serves until `shutdown` is cancelled, then drains: health goes
 /// NOT_SERVING, long polls and watches return, the timer loop stops,
-/// in-flight calls finish.
-pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// in-flight calls finish. Health and reflection stay open to everyone;
+/// our services need an authenticated caller.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    options: ServeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -54,14 +73,20 @@ pub async fn serve(listener: TcpListener, engine: Engine, shutdown: Cancellation
             set_health(&health, ServingStatus::NotServing).await;
         }
     };
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let auth = options.auth.interceptor();
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(PipelineServiceServer::new(PipelineApi(context.clone())))
-        .add_service(ExecutionServiceServer::new(ExecutionApi(context.clone())))
-        .add_service(WorkerServiceServer::new(WorkerApi(context)))
+        .add_service(PipelineServiceServer::with_interceptor(PipelineApi(context.clone()), auth.clone()))
+        .add_service(ExecutionServiceServer::with_interceptor(ExecutionApi(context.clone()), auth.clone()))
+        .add_service(WorkerServiceServer::with_interceptor(WorkerApi(context.clone()), auth.clone()))
+        .add_service(AccessServiceServer::with_interceptor(AccessApi(context), auth))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), drained)
         .await?;
     tasks.close();

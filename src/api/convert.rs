@@ -10,6 +10,7 @@ use tonic::Status;
 use super::error::invalid;
 use crate::{
     domain::{
+        access::{Grant, Permission, UserGroup},
         Violation,
         execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
         pipeline::{self as dp, Definition, Skip, StageKind},
@@ -18,7 +19,7 @@ use crate::{
     },
     engine::{ClaimedTask, Error, PlannedStage, ResumeOutcome},
     proto as pb,
-    store::pipelines::PipelineRecord,
+    store::{audit::AuditEvent, pipelines::PipelineRecord},
 };
 
 const DEFAULT_PAGE: i32 = 50;
@@ -411,4 +412,47 @@ pub fn page_token(token: &str) -> Result<Option<String>, Status> {
 
 pub fn next_page_token(next: Option<String>) -> String {
     next.map(|k| URL_SAFE_NO_PAD.encode(format!("k1:{k}"))).unwrap_or_default()
+}
+
+pub fn user_group(g: UserGroup) -> pb::UserGroup {
+    pb::UserGroup {
+        id: g.id,
+        name: g.name,
+        members: g.members,
+        grants: g.grants.into_iter().map(grant).collect(),
+        create_time: Some(timestamp(g.created_at)),
+    }
+}
+
+pub fn grant(g: Grant) -> pb::Grant {
+    let permission = match g.permission {
+        Permission::ExecutePipeline => pb::Permission::ExecutePipeline,
+        Permission::View => pb::Permission::View,
+        Permission::RunTasks => pb::Permission::RunTasks,
+        Permission::Admin => pb::Permission::Admin,
+    };
+    let environment_type = match g.environment {
+        None => pb::EnvironmentType::Unspecified,
+        Some(dp::EnvironmentType::Prod) => pb::EnvironmentType::Prod,
+        Some(dp::EnvironmentType::NonProd) => pb::EnvironmentType::NonProd,
+    };
+    pb::Grant {
+        id: g.id,
+        group_id: g.group_id,
+        permission: permission as i32,
+        application: g.application.unwrap_or_default(),
+        environment_type: environment_type as i32,
+    }
+}
+
+pub fn audit_event(e: AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id,
+        time: Some(timestamp(e.at)),
+        actor: e.actor,
+        action: e.action,
+        application: e.application.unwrap_or_default(),
+        execution_id: e.execution_id.unwrap_or_default(),
+        details: e.details,
+    }
 }

@@ -21,6 +21,7 @@ pub fn to_status(error: Error) -> Status {
             ErrorDetails::with_precondition_failure_violation(r.reason, "execution", r.message),
         ),
         Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::Denied(m) => Status::permission_denied(format!("permission denied: {m}")),
         Error::Conflict(m) => Status::aborted(m),
         Error::Store(e) => {
             tracing::error!(error = %e, "storage failure");

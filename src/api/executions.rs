@@ -4,11 +4,11 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    ANONYMOUS, Context, convert, detached,
+    Context, convert, detached,
     error::{invalid, to_status},
 };
 use crate::{
-    domain::resume::StageRef,
+    domain::{access::Caller, resume::StageRef},
     engine::{Decision, ResumeRequest, StartRequest},
     proto::{self as pb, execution_service_server::ExecutionService},
     store::executions::ListFilter,
@@ -19,12 +19,12 @@ pub struct ExecutionApi(pub Context);
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
 
 impl ExecutionApi {
-    fn decision(execution_id: String, stage_name: String, comment: String) -> Result<Decision, Status> {
+    fn decision(execution_id: String, stage_name: String, comment: String, caller: Caller) -> Result<Decision, Status> {
         Ok(Decision {
             execution_id: convert::required("execution_id", execution_id)?,
             stage_name: (!stage_name.is_empty()).then_some(stage_name),
             comment,
-            actor: ANONYMOUS.into(),
+            caller,
         })
     }
 }
@@ -35,6 +35,7 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::StartExecutionRequest>,
     ) -> Result<Response<pb::StartExecutionResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         if r.pipeline_version < 0 {
             return Err(super::error::invalid("pipeline_version", "must not be negative; 0 means the latest"));
@@ -45,7 +46,7 @@ impl ExecutionService for ExecutionApi {
             variables: convert::map(r.variables),
             artifacts: convert::map(r.artifacts),
             request_id: (!r.request_id.is_empty()).then_some(r.request_id),
-            actor: ANONYMOUS.into(),
+            caller,
         };
         let engine = self.0.engine.clone();
         let d = detached(async move { engine.start(start).await }).await?;
@@ -56,9 +57,10 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::GetExecutionResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let engine = &self.0.engine;
-        let d = engine.execution(&id).await.map_err(to_status)?;
+        let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
         let points = engine.resume_points(&d).await.map_err(to_status)?;
         let execution = convert::with_resume_points(convert::execution_detail(&d), points);
         Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution) }))
@@ -68,15 +70,17 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::ListExecutionsRequest>,
     ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let filter = ListFilter {
             application: (!r.application.is_empty()).then_some(r.application),
             pipeline_id: (!r.pipeline_id.is_empty()).then_some(r.pipeline_id),
             status: convert::status_filter(r.status)?,
+            readable: None,
         };
         let size = convert::page_size(r.page_size)?;
         let before = convert::page_token(&r.page_token)?;
-        let page = self.0.engine.list_executions(&filter, before.as_deref(), size).await.map_err(to_status)?;
+        let page = self.0.engine.list_executions(&caller, &filter, before.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListExecutionsResponse {
             executions: page.items.iter().map(convert::execution).collect(),
             next_page_token: convert::next_page_token(page.next),
@@ -84,17 +88,19 @@ impl ExecutionService for ExecutionApi {
     }
 
     async fn abort(&self, request: Request<pb::AbortRequest>) -> Result<Response<pb::AbortResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let id = convert::required("execution_id", r.execution_id)?;
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.abort(&id, &r.reason, ANONYMOUS).await }).await?;
+        let d = detached(async move { engine.abort(&id, &r.reason, &caller).await }).await?;
         Ok(Response::new(pb::AbortResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.pause(&id, ANONYMOUS).await }).await?;
+        let d = detached(async move { engine.pause(&id, &caller).await }).await?;
         Ok(Response::new(pb::PauseResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
@@ -102,29 +108,33 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::ContinueRequest>,
     ) -> Result<Response<pb::ContinueResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.continue_execution(&id, ANONYMOUS).await }).await?;
+        let d = detached(async move { engine.continue_execution(&id, &caller).await }).await?;
         Ok(Response::new(pb::ContinueResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::ApproveResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let decision = Self::decision(r.execution_id, r.stage_name, r.comment)?;
+        let decision = Self::decision(r.execution_id, r.stage_name, r.comment, caller)?;
         let engine = self.0.engine.clone();
         let d = detached(async move { engine.approve(decision).await }).await?;
         Ok(Response::new(pb::ApproveResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Result<Response<pb::RejectResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let decision = Self::decision(r.execution_id, r.stage_name, r.comment)?;
+        let decision = Self::decision(r.execution_id, r.stage_name, r.comment, caller)?;
         let engine = self.0.engine.clone();
         let d = detached(async move { engine.reject(decision).await }).await?;
         Ok(Response::new(pb::RejectResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn resume(&self, request: Request<pb::ResumeRequest>) -> Result<Response<pb::ResumeResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let stage = match r.from_stage {
             Some(pb::resume_request::FromStage::StageName(name)) if !name.is_empty() => StageRef::Name(name),
@@ -147,7 +157,7 @@ impl ExecutionService for ExecutionApi {
             stage,
             request_id: (!r.request_id.is_empty()).then_some(r.request_id),
             validate_only: r.validate_only,
-            actor: ANONYMOUS.into(),
+            caller,
         };
         let engine = self.0.engine.clone();
         let outcome = detached(async move { engine.resume(resume).await }).await?;
@@ -158,6 +168,7 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::ListHistoryRequest>,
     ) -> Result<Response<pb::ListHistoryResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let id = convert::required("execution_id", r.execution_id)?;
         let size = convert::page_size(r.page_size)?;
@@ -165,7 +176,7 @@ impl ExecutionService for ExecutionApi {
             None => None,
             Some(k) => Some(k.parse::<i32>().map_err(|_| invalid("page_token", "not a token this server issued"))?),
         };
-        let (chain_id, page) = self.0.engine.history(&id, before, size).await.map_err(to_status)?;
+        let (chain_id, page) = self.0.engine.history(&caller, &id, before, size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListHistoryResponse {
             entries: page.items.iter().map(convert::history_entry).collect(),
             next_page_token: convert::next_page_token(page.next),
@@ -179,11 +190,12 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::WatchExecutionRequest>,
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let caller = self.0.caller(&request).await?;
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let Context { engine, shutdown } = self.0.clone();
         let mut changes = engine.notifier().subscribe_executions();
         // Fail fast on an unknown id instead of opening an empty stream.
-        let first = engine.execution(&id).await.map_err(to_status)?;
+        let first = engine.execution_for(&caller, &id).await.map_err(to_status)?;
         let stream = async_stream::try_stream! {
             let mut last = None;
             let mut detail = first;

@@ -1,6 +1,7 @@
 //! tonic handlers: thin adapters that decode a request, call the engine and
 //! encode the answer. The only code (with the worker) that sees proto types.
 
+mod access;
 mod convert;
 mod error;
 mod executions;
@@ -10,16 +11,18 @@ mod workers;
 use std::future::Future;
 
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::{Request, Status};
 
-use crate::engine::{self, Engine};
+use crate::{
+    auth::Principal,
+    domain::access::Caller,
+    engine::{self, Engine},
+};
 
+pub use access::AccessApi;
 pub use executions::ExecutionApi;
 pub use pipelines::PipelineApi;
 pub use workers::WorkerApi;
-
-/// Until authentication arrives every caller is this one.
-const ANONYMOUS: &str = "anonymous";
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -27,6 +30,21 @@ pub struct Context {
     pub engine: Engine,
     /// Cancelled on shutdown: long polls and watches return early.
     pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// The caller of a request, with its grants. The auth interceptor put
+    /// the principal there; without one the request did not pass it.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let principal = request
+            .extensions()
+            .get::<Principal>()
+            .ok_or_else(|| Status::unauthenticated("unauthenticated: the request carried no identity"))?;
+        if principal.unrestricted {
+            return Ok(Caller::unrestricted(&principal.subject));
+        }
+        self.engine.caller(&principal.subject).await.map_err(error::to_status)
+    }
 }
 
 /// Runs a state-changing use case to completion even if the caller goes

@@ -19,6 +19,7 @@ pub struct WorkerApi(pub Context);
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     async fn poll_task(&self, request: Request<pb::PollTaskRequest>) -> Result<Response<pb::PollTaskResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let queue = convert::required("task_queue", r.task_queue)?;
         let wait = match r.wait {
@@ -30,7 +31,7 @@ impl WorkerService for WorkerApi {
         // The claim itself is one statement; if the caller goes away right
         // after it, the lease simply expires and the task is offered again.
         let task = tokio::select! {
-            task = self.0.engine.poll(&queue, &worker, wait) => task.map_err(to_status)?,
+            task = self.0.engine.poll(&caller, &queue, &worker, wait) => task.map_err(to_status)?,
             _ = self.0.shutdown.cancelled() => None,
         };
         Ok(Response::new(pb::PollTaskResponse { task: task.map(convert::task) }))
@@ -40,10 +41,11 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let task_id = convert::required("task_id", r.task_id)?;
         let token = convert::required("lease_token", r.lease_token)?;
-        let beat = self.0.engine.heartbeat(&task_id, &token).await.map_err(to_status)?;
+        let beat = self.0.engine.heartbeat(&caller, &task_id, &token).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
             lease_expire_time: Some(convert::timestamp(beat.lease_expires_at)),
@@ -54,6 +56,7 @@ impl WorkerService for WorkerApi {
         &self,
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let outcome = match pb::TaskOutcome::try_from(r.outcome) {
             Ok(pb::TaskOutcome::Succeeded) => Outcome::Succeeded,
@@ -69,7 +72,7 @@ impl WorkerService for WorkerApi {
             message: r.message,
         };
         let engine = self.0.engine.clone();
-        detached(async move { engine.complete(completion).await }).await?;
+        detached(async move { engine.complete(&caller, completion).await }).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
     }
 }

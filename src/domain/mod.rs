@@ -2,6 +2,7 @@
 //! are allowed, and what an execution does next. No I/O, no generated
 //! protobuf or database types: callers convert at their edges.
 
+pub mod access;
 pub mod condition;
 pub mod error;
 pub mod execution;

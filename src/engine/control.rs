@@ -1,7 +1,10 @@
 //! Caller commands on a running execution: abort, pause, continue, approve, reject.
 
-use super::{Engine, Error, Result, progress};
+use serde_json::json;
+
+use super::{Audit, Engine, Error, Result, authorize, progress};
 use crate::domain::{
+    access::Caller,
     execution::{ExecutionDetail, Millis},
     machine::{Command, Effect, check_command},
     status::{ExecutionStatus, StageStatus},
@@ -14,14 +17,17 @@ pub struct Decision {
     /// Must name the waiting stage when set.
     pub stage_name: Option<String>,
     pub comment: String,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 impl Engine {
     /// Stops scheduling and cancels running workflows; nothing is rolled back.
-    pub async fn abort(&self, execution_id: &str, reason: &str, actor: &str) -> Result<ExecutionDetail> {
+    pub async fn abort(&self, execution_id: &str, reason: &str, caller: &Caller) -> Result<ExecutionDetail> {
+        let actor = caller.subject.as_str();
+        let audit = Audit::new(caller, "execution.abort", json!({ "reason": reason }));
         let (_, d) = self
-            .change(execution_id, |d, now| {
+            .change(execution_id, Some(audit), |d, now| {
+                authorize::steer(caller, d)?;
                 if let Effect::To(_) = check_command(d.execution.status, Command::Abort)? {
                     abort(d, reason, actor, now);
                 }
@@ -32,9 +38,12 @@ impl Engine {
         Ok(d)
     }
 
-    pub async fn pause(&self, execution_id: &str, actor: &str) -> Result<ExecutionDetail> {
+    pub async fn pause(&self, execution_id: &str, caller: &Caller) -> Result<ExecutionDetail> {
+        let actor = caller.subject.as_str();
+        let audit = Audit::new(caller, "execution.pause", json!({}));
         let (_, d) = self
-            .change(execution_id, |d, _| {
+            .change(execution_id, Some(audit), |d, _| {
+                authorize::steer(caller, d)?;
                 if let Effect::To(status) = check_command(d.execution.status, Command::Pause)? {
                     d.execution.status = status;
                     d.execution.status_message = format!("paused by {actor}; Continue to start the next stage");
@@ -46,9 +55,12 @@ impl Engine {
         Ok(d)
     }
 
-    pub async fn continue_execution(&self, execution_id: &str, actor: &str) -> Result<ExecutionDetail> {
+    pub async fn continue_execution(&self, execution_id: &str, caller: &Caller) -> Result<ExecutionDetail> {
+        let actor = caller.subject.as_str();
+        let audit = Audit::new(caller, "execution.continue", json!({}));
         let (_, d) = self
-            .change(execution_id, |d, now| {
+            .change(execution_id, Some(audit), |d, now| {
+                authorize::steer(caller, d)?;
                 if let Effect::To(status) = check_command(d.execution.status, Command::Continue)? {
                     d.execution.status =
                         if d.execution.started_at.is_some() { status } else { ExecutionStatus::Queued };
@@ -71,30 +83,38 @@ impl Engine {
     }
 
     async fn decide(&self, decision: Decision, command: Command) -> Result<ExecutionDetail> {
+        let action = if command == Command::Approve { "execution.approve" } else { "execution.reject" };
+        let audit = Audit::new(
+            &decision.caller,
+            action,
+            json!({ "stage": decision.stage_name, "comment": decision.comment }),
+        );
+        let actor = decision.caller.subject.clone();
         let (stage, d) = self
-            .change(&decision.execution_id, |d, now| {
+            .change(&decision.execution_id, Some(audit), |d, now| {
+                authorize::steer(&decision.caller, d)?;
                 check_command(d.execution.status, command)?;
                 let index = waiting_stage(d, decision.stage_name.as_deref())?;
                 let stage = &mut d.stages[index];
-                stage.decided_by = decision.actor.clone();
+                stage.decided_by = actor.clone();
                 stage.decision_comment = decision.comment.clone();
                 stage.ended_at = Some(now);
                 stage.deadline_at = None;
                 let name = stage.name.clone();
                 if command == Command::Approve {
                     stage.status = StageStatus::Succeeded;
-                    stage.status_message = format!("approved by {}", decision.actor);
+                    stage.status_message = format!("approved by {}", actor);
                     progress::advance(d, now);
                 } else {
                     stage.status = StageStatus::Rejected;
-                    stage.status_message = format!("rejected by {}", decision.actor);
-                    let message = format!("approval {name:?} rejected by {}: {}", decision.actor, decision.comment);
+                    stage.status_message = format!("rejected by {}", actor);
+                    let message = format!("approval {name:?} rejected by {}: {}", actor, decision.comment);
                     progress::finish(d, ExecutionStatus::Rejected, message, now);
                 }
                 Ok(name)
             })
             .await?;
-        tracing::info!(execution_id = %decision.execution_id, stage, actor = %decision.actor, ?command, "approval decided");
+        tracing::info!(execution_id = %decision.execution_id, stage, actor = %actor, ?command, "approval decided");
         Ok(d)
     }
 }

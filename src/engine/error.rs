@@ -19,6 +19,9 @@ pub enum Error {
     /// Something with the same identity exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// The caller lacks a grant; the message names it.
+    #[error("{0}")]
+    Denied(String),
     /// A concurrent change won; reading again and retrying will do.
     #[error("{0}")]
     Conflict(String),

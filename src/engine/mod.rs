@@ -2,6 +2,9 @@
 //! domain what to do, persists the difference and commits; then it wakes
 //! whoever waits on the change (pollers, watchers, timers).
 
+mod access;
+mod audit;
+mod authorize;
 mod control;
 mod error;
 mod notify;
@@ -23,6 +26,7 @@ use crate::{
     store::{self, Db, executions},
 };
 
+pub use audit::Audit;
 pub use control::Decision;
 pub use error::{Error, Result};
 pub use notify::Notifier;
@@ -85,6 +89,7 @@ impl Engine {
     async fn change<T>(
         &self,
         execution_id: &str,
+        audit: Option<Audit>,
         change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
     ) -> Result<(T, ExecutionDetail)> {
         let txn = store::begin(self.db()).await?;
@@ -103,6 +108,9 @@ impl Engine {
             }
         };
         executions::save(&txn, &before, &after).await?;
+        if let Some(audit) = audit {
+            audit.record(&txn, Some(&after.execution.application), Some(&after.execution.id)).await?;
+        }
         txn.commit().await.map_err(store::StoreError::from)?;
         self.notifier().announce(&before, &after);
         Ok((out, after))

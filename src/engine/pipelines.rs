@@ -1,8 +1,10 @@
 //! Creating, versioning and reading pipelines.
 
-use super::{Engine, Error, Result, new_id, now, query::Page};
+use serde_json::json;
+
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
-    domain::pipeline::Definition,
+    domain::{access::Caller, pipeline::Definition},
     store::{self, StoreError, pipelines, pipelines::PipelineRecord},
 };
 
@@ -21,7 +23,7 @@ pub struct PipelineUpdate {
 }
 
 impl Engine {
-    pub async fn create_pipeline(&self, new: NewPipeline) -> Result<PipelineRecord> {
+    pub async fn create_pipeline(&self, caller: &Caller, new: NewPipeline) -> Result<PipelineRecord> {
         let mut violations = Vec::new();
         for (field, value) in [("application", &new.application), ("name", &new.name)] {
             if value.trim().is_empty() || value.len() > 128 {
@@ -34,9 +36,16 @@ impl Engine {
         if !violations.is_empty() {
             return Err(Error::Invalid(violations));
         }
+        authorize::execute(caller, &new.application, &new.definition, 0)?;
         let id = new_id();
         let txn = store::begin(self.db()).await?;
-        match pipelines::insert(&txn, &id, &new.application, &new.name, &new.definition, now()).await {
+        let written = async {
+            pipelines::insert(&txn, &id, &new.application, &new.name, &new.definition, now()).await?;
+            Audit::new(caller, "pipeline.create", json!({ "pipeline_id": id, "name": new.name }))
+                .record(&txn, Some(&new.application), None)
+                .await
+        };
+        match written.await {
             Err(StoreError::Duplicate(_)) => {
                 return Err(Error::AlreadyExists(format!(
                     "application {:?} already has a pipeline named {:?}; update it with UpdatePipeline or pick another name",
@@ -50,7 +59,7 @@ impl Engine {
         self.pipeline(&id, None).await
     }
 
-    pub async fn update_pipeline(&self, update: PipelineUpdate) -> Result<PipelineRecord> {
+    pub async fn update_pipeline(&self, caller: &Caller, update: PipelineUpdate) -> Result<PipelineRecord> {
         if update.expected_version < 1 {
             return Err(Error::invalid(
                 "expected_version",
@@ -58,8 +67,10 @@ impl Engine {
             ));
         }
         update.definition.validate().map_err(Error::Invalid)?;
-        let txn = store::begin(self.db()).await?;
         let id = &update.pipeline_id;
+        let current = self.pipeline(id, None).await?;
+        authorize::execute(caller, &current.application, &update.definition, 0)?;
+        let txn = store::begin(self.db()).await?;
         if !pipelines::add_version(&txn, id, update.expected_version, &update.definition, now()).await? {
             let latest = pipelines::latest_version(&txn, id).await?;
             txn.rollback().await?;
@@ -71,9 +82,19 @@ impl Engine {
                 )),
             });
         }
+        Audit::new(caller, "pipeline.update", json!({ "pipeline_id": id, "version": update.expected_version + 1 }))
+            .record(&txn, Some(&current.application), None)
+            .await?;
         txn.commit().await?;
         tracing::info!(pipeline_id = %id, version = update.expected_version + 1, "pipeline updated");
         self.pipeline(id, None).await
+    }
+
+    /// The pipeline at `version` (or its latest), if `caller` may read it.
+    pub async fn pipeline_for(&self, caller: &Caller, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
+        let p = self.pipeline(id, version).await?;
+        authorize::read(caller, &p.application)?;
+        Ok(p)
     }
 
     /// The pipeline at `version`, or its latest version.
@@ -89,13 +110,19 @@ impl Engine {
         }
     }
 
+    /// A page of the pipelines `caller` may read.
     pub async fn list_pipelines(
         &self,
+        caller: &Caller,
         application: Option<&str>,
         after: Option<&str>,
         size: u64,
     ) -> Result<Page<PipelineRecord>> {
-        let mut items = pipelines::list(self.db(), application, after, size + 1).await?;
+        if let Some(app) = application {
+            authorize::read(caller, app)?;
+        }
+        let readable = caller.readable_applications();
+        let mut items = pipelines::list(self.db(), application, readable.as_deref(), after, size + 1).await?;
         Ok(Page::cut(&mut items, size, |p| p.id.clone()))
     }
 }

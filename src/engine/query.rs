@@ -4,9 +4,12 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Engine, Error, Result};
+use super::{authorize, Engine, Error, Result};
 use crate::{
-    domain::execution::{Execution, ExecutionDetail},
+    domain::{
+        access::Caller,
+        execution::{Execution, ExecutionDetail},
+    },
     store::executions::{self, ListFilter},
 };
 
@@ -34,19 +37,39 @@ impl Engine {
         executions::load(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))
     }
 
+    /// The execution, if `caller` may read it.
+    pub async fn execution_for(&self, caller: &Caller, id: &str) -> Result<ExecutionDetail> {
+        let d = self.execution(id).await?;
+        authorize::read(caller, &d.execution.application)?;
+        Ok(d)
+    }
+
+    /// A page of the deployments view, limited to what `caller` may read.
     pub async fn list_executions(
         &self,
+        caller: &Caller,
         filter: &ListFilter,
         before: Option<&str>,
         size: u64,
     ) -> Result<Page<Execution>> {
-        let mut items = executions::list(self.db(), filter, before, size + 1).await?;
+        if let Some(app) = &filter.application {
+            authorize::read(caller, app)?;
+        }
+        let filter = ListFilter { readable: caller.readable_applications(), ..filter.clone() };
+        let mut items = executions::list(self.db(), &filter, before, size + 1).await?;
         Ok(Page::cut(&mut items, size, |e| e.id.clone()))
     }
 
     /// One page of the chain of execution `id`, newest attempt first, and the chain id.
-    pub async fn history(&self, id: &str, before_attempt: Option<i32>, size: u64) -> Result<(String, Page<Execution>)> {
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        id: &str,
+        before_attempt: Option<i32>,
+        size: u64,
+    ) -> Result<(String, Page<Execution>)> {
         let e = executions::get(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+        authorize::read(caller, &e.application)?;
         let mut items = executions::chain(self.db(), &e.chain_id, before_attempt, size + 1).await?;
         Ok((e.chain_id, Page::cut(&mut items, size, |e| e.attempt.to_string())))
     }

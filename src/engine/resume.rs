@@ -1,9 +1,12 @@
 //! Resume: a new execution in the same chain that carries over the stages
 //! before the chosen one and runs the rest, created in one transaction.
 
-use super::{Engine, Error, Result, new_id, now, progress};
+use serde_json::json;
+
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, progress};
 use crate::{
     domain::{
+        access::Caller,
         execution::{ExecutionDetail, ResumeOrigin, StageRun},
         resume::{self, Block, Planned, ResolveError, StageRef},
         status::{ExecutionStatus, StageStatus},
@@ -17,7 +20,7 @@ pub struct ResumeRequest {
     pub stage: StageRef,
     pub request_id: Option<String>,
     pub validate_only: bool,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +59,7 @@ impl Engine {
         }
         if request.validate_only {
             let old = self.execution(&request.execution_id).await?;
-            let from = self.check_resume(&old, &request.stage).await?;
+            let from = self.check_resume(&request.caller, &old, &request.stage).await?;
             return self.outcome(&old, from, None).await;
         }
         let txn = store::begin(self.db()).await?;
@@ -66,7 +69,7 @@ impl Engine {
             return Err(Error::not_found("execution", old_id));
         }
         let old = executions::load(&txn, old_id).await?.ok_or_else(|| Error::not_found("execution", old_id))?;
-        let from = match self.check_resume(&old, &request.stage).await {
+        let from = match self.check_resume(&request.caller, &old, &request.stage).await {
             Ok(from) => from,
             Err(e) => {
                 txn.rollback().await?;
@@ -79,7 +82,13 @@ impl Engine {
         let written = async {
             executions::insert(&txn, &before, &fingerprint).await?;
             executions::save(&txn, &before, &after).await?;
-            executions::mark_resumed(&txn, old_id, &after.execution.id).await
+            if !executions::mark_resumed(&txn, old_id, &after.execution.id).await? {
+                return Ok(false);
+            }
+            let details = json!({ "resumed_execution_id": old_id, "stage": after.stages[from].name, "stage_index": from });
+            let audit = Audit::new(&request.caller, "execution.resume", details);
+            audit.record(&txn, Some(&after.execution.application), Some(&after.execution.id)).await?;
+            Ok::<_, StoreError>(true)
         }
         .await;
         match written {
@@ -98,19 +107,22 @@ impl Engine {
         self.notifier().announce(&before, &after);
         self.notifier().execution_changed(old_id);
         tracing::info!(execution_id = %after.execution.id, resumed = %old_id, chain_id = %after.execution.chain_id,
-            attempt = after.execution.attempt, stage = %after.stages[from].name, actor = %request.actor, "execution resumed");
+            attempt = after.execution.attempt, stage = %after.stages[from].name, actor = %request.caller.subject, "execution resumed");
         self.outcome(&old, from, Some(after)).await
     }
 
     /// Why `old` cannot be resumed from `stage`, or the index to resume from.
-    async fn check_resume(&self, old: &ExecutionDetail, stage: &StageRef) -> Result<usize> {
+    async fn check_resume(&self, caller: &Caller, old: &ExecutionDetail, stage: &StageRef) -> Result<usize> {
+        authorize::read(caller, &old.execution.application)?;
         let first_created_at = self.chain_start(old).await?;
         resume::check_execution(old, self.settings().chain_limits, first_created_at, now())
             .map_err(|(_, r)| Error::Refused(r))?;
-        resume::resolve_stage(old, stage).map_err(|e| match e {
+        let from = resume::resolve_stage(old, stage).map_err(|e| match e {
             ResolveError::Invalid(v) => Error::Invalid(vec![v]),
             ResolveError::Refused(r) => Error::Refused(r),
-        })
+        })?;
+        authorize::execute(caller, &old.execution.application, &old.definition, from)?;
+        Ok(from)
     }
 
     /// When the chain's first attempt was created.
@@ -183,6 +195,7 @@ impl Engine {
                 existing.id
             )));
         };
+        authorize::read(&request.caller, &existing.application)?;
         let old = self.execution(&origin.execution_id).await?;
         let new = self.execution(&existing.id).await?;
         self.outcome(&old, origin.stage_index, Some(new)).await.map(Some)
@@ -199,7 +212,7 @@ fn successor(old: &ExecutionDetail, from: usize, request: &ResumeRequest) -> (Ex
     execution.status = ExecutionStatus::Queued;
     execution.status_message = String::new();
     execution.request_id = request.request_id.clone().unwrap_or_else(|| format!("server:{id}"));
-    execution.triggered_by = request.actor.clone();
+    execution.triggered_by = request.caller.subject.clone();
     execution.attempt = old.execution.attempt + 1;
     execution.resumed_from = Some(ResumeOrigin {
         execution_id: old.execution.id.clone(),

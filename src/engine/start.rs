@@ -2,9 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{Engine, Error, Result, new_id, now, progress};
+use serde_json::json;
+
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, progress};
 use crate::{
     domain::{
+        access::Caller,
         execution::{Execution, ExecutionDetail, StageRun},
         inputs,
         status::{ExecutionStatus, StageStatus},
@@ -21,7 +24,7 @@ pub struct StartRequest {
     pub artifacts: BTreeMap<String, String>,
     /// None means not idempotent (the server picks an id).
     pub request_id: Option<String>,
-    pub actor: String,
+    pub caller: Caller,
 }
 
 impl StartRequest {
@@ -40,6 +43,7 @@ impl Engine {
             return Ok(existing);
         }
         let pipeline = self.pipeline(&request.pipeline_id, request.pipeline_version).await?;
+        authorize::execute(&request.caller, &pipeline.application, &pipeline.definition, 0)?;
         let variables =
             inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
         inputs::check_artifacts(&request.artifacts).map_err(Error::Invalid)?;
@@ -57,7 +61,7 @@ impl Engine {
                 variables,
                 artifacts: request.artifacts.clone(),
                 request_id: request.request_id.clone().unwrap_or_else(|| format!("server:{id}")),
-                triggered_by: request.actor.clone(),
+                triggered_by: request.caller.subject.clone(),
                 chain_id: id.clone(),
                 attempt: 1,
                 resumed_from: None,
@@ -91,9 +95,15 @@ impl Engine {
         progress::advance(&mut after, now);
 
         let txn = store::begin(self.db()).await?;
+        let audit = Audit::new(
+            &request.caller,
+            "execution.start",
+            json!({ "pipeline_id": pipeline.id, "pipeline_version": pipeline.version, "request_id": before.execution.request_id }),
+        );
         let inserted = async {
             executions::insert(&txn, &before, &fingerprint).await?;
-            executions::save(&txn, &before, &after).await
+            executions::save(&txn, &before, &after).await?;
+            audit.record(&txn, Some(&pipeline.application), Some(&id)).await
         }
         .await;
         match inserted {
@@ -109,7 +119,7 @@ impl Engine {
         }
         self.notifier().announce(&before, &after);
         tracing::info!(execution_id = %id, pipeline_id = %after.execution.pipeline_id,
-            version = after.execution.pipeline_version, actor = %request.actor, "execution started");
+            version = after.execution.pipeline_version, actor = %request.caller.subject, "execution started");
         Ok(after)
     }
 
@@ -125,6 +135,7 @@ impl Engine {
                 existing.id
             )));
         }
+        authorize::read(&request.caller, &existing.application)?;
         Ok(Some(self.execution(&existing.id).await?))
     }
 }

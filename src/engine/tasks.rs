@@ -4,9 +4,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{Engine, Error, Result, new_id, now, progress};
+use super::{Engine, Error, Result, authorize, new_id, now, progress};
 use crate::{
     domain::{
+        access::Caller,
         execution::{Millis, WorkflowRun},
         status::WorkflowStatus,
     },
@@ -51,7 +52,8 @@ impl Engine {
     /// Leases the oldest task of `queue`, waiting up to `wait` for one. Woken
     /// at once by a task queued on this replica; tasks queued by another
     /// replica are seen within the recheck interval.
-    pub async fn poll(&self, queue: &str, worker: &str, wait: Duration) -> Result<Option<ClaimedTask>> {
+    pub async fn poll(&self, caller: &Caller, queue: &str, worker: &str, wait: Duration) -> Result<Option<ClaimedTask>> {
+        authorize::run_tasks(caller)?;
         let deadline = Instant::now() + wait;
         let wakeup = self.notifier().queue(queue);
         loop {
@@ -99,7 +101,8 @@ impl Engine {
 
     /// Extends the lease; says `cancelled` when the task was cancelled or
     /// expired under this lease, refuses when the lease is no longer held.
-    pub async fn heartbeat(&self, task_id: &str, lease_token: &str) -> Result<Beat> {
+    pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str) -> Result<Beat> {
+        authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
         if tasks::extend_lease(self.db(), task_id, lease_token, until).await? {
             return Ok(Beat { cancelled: false, lease_expires_at: until });
@@ -116,10 +119,11 @@ impl Engine {
 
     /// Records a task's result and, when it was the stage's last, moves the
     /// execution on (next stage dispatched) in the same transaction.
-    pub async fn complete(&self, c: Completion) -> Result<()> {
+    pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
+        authorize::run_tasks(caller)?;
         let task = tasks::get(self.db(), &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
         let (run, _) = self
-            .change(&task.execution_id, |d, now| {
+            .change(&task.execution_id, None, |d, now| {
                 let w = d
                     .workflows
                     .iter_mut()

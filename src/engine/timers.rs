@@ -37,7 +37,7 @@ impl Engine {
 
     async fn fire_task_timer(&self, execution_id: &str, task_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, |d, now| {
+            .change(execution_id, None, |d, now| {
                 let Some(w) = d.workflows.iter_mut().find(|w| w.task_id == task_id) else { return Ok(None) };
                 if w.status != WorkflowStatus::Running {
                     return Ok(None); // someone else got there first
@@ -75,7 +75,7 @@ impl Engine {
 
     async fn expire_approval(&self, execution_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, |d, now| {
+            .change(execution_id, None, |d, now| {
                 let Some(index) =
                     d.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)
                 else {

@@ -24,6 +24,8 @@ pub struct ListFilter {
     pub application: Option<String>,
     pub pipeline_id: Option<String>,
     pub status: Option<ExecutionStatus>,
+    /// Only these applications (what the caller may read); None means all.
+    pub readable: Option<Vec<String>>,
 }
 
 /// Inserts a new execution with its stages (all pending); tasks come later.
@@ -178,6 +180,9 @@ pub async fn list(
     }
     if let Some(s) = filter.status {
         q = q.filter(execution::Column::Status.eq(s.as_str()));
+    }
+    if let Some(apps) = &filter.readable {
+        q = q.filter(execution::Column::Application.is_in(apps.iter().map(String::as_str)));
     }
     if let Some(b) = before {
         q = q.filter(execution::Column::Id.lt(b));

@@ -2,6 +2,8 @@
 //! Repository functions take `&impl ConnectionTrait` so the engine owns the
 //! transaction; they speak domain types and keep entities to themselves.
 
+pub mod access;
+pub mod audit;
 mod entity;
 pub mod executions;
 mod migration;

@@ -104,16 +104,21 @@ pub async fn latest_version(c: &impl ConnectionTrait, id: &str) -> Result<Option
     Ok(pipeline::Entity::find_by_id(id.to_owned()).one(c).await?.map(|p| p.latest_version))
 }
 
-/// A page of pipelines at their latest versions, ordered by id after `after`.
+/// A page of pipelines at their latest versions, ordered by id after `after`,
+/// limited to the `readable` applications when given.
 pub async fn list(
     c: &impl ConnectionTrait,
     application: Option<&str>,
+    readable: Option<&[String]>,
     after: Option<&str>,
     limit: u64,
 ) -> Result<Vec<PipelineRecord>> {
     let mut query = pipeline::Entity::find().order_by_asc(pipeline::Column::Id).limit(limit);
     if let Some(app) = application {
         query = query.filter(pipeline::Column::Application.eq(app));
+    }
+    if let Some(apps) = readable {
+        query = query.filter(pipeline::Column::Application.is_in(apps.iter().map(String::as_str)));
     }
     if let Some(after) = after {
         query = query.filter(pipeline::Column::Id.gt(after));

@@ -6,6 +6,7 @@
 //! - `shell.rs`: the script process itself;
 //! - `tail.rs`: the bounded output buffer.
 
+mod bearer;
 mod shell;
 mod tail;
 mod task;
@@ -21,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, error, info, warn};
 
 use crate::proto::worker_service_client::WorkerServiceClient;
+use bearer::{Bearer, Client};
 use crate::proto::{PollTaskRequest, Task};
 
 /// How long one PollTask waits on the server for a task.
@@ -44,6 +46,8 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Shown in logs and sent in PollTask so executions record who ran them.
     pub worker_id: String,
+    /// Bearer token (a JWT with a RUN_TASKS grant) when the server requires authentication.
+    pub token: Option<String>,
 }
 
 /// Runs until `shutdown` is cancelled; then stops polling, lets running tasks
@@ -68,7 +72,7 @@ pub async fn run_with_channel(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     validate(&config)?;
-    let client = WorkerServiceClient::new(channel);
+    let client = WorkerServiceClient::with_interceptor(channel, Bearer::new(config.token.as_deref())?);
     let config = Arc::new(config);
     info!(
         worker_id = %config.worker_id,
@@ -140,7 +144,7 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
 /// One unit of concurrency: poll, run, repeat. A task that has started is
 /// always seen through, even after shutdown, so its result is reported.
 async fn run_slot(
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     config: Arc<WorkerConfig>,
     slot: usize,
     shutdown: CancellationToken,
@@ -182,7 +186,7 @@ async fn run_slot(
 }
 
 /// One long poll; `None` when no task arrived in time.
-async fn poll(mut client: WorkerServiceClient<Channel>, config: &WorkerConfig) -> Result<Option<Task>, Status> {
+async fn poll(mut client: Client, config: &WorkerConfig) -> Result<Option<Task>, Status> {
     let request = PollTaskRequest {
         task_queue: config.queue.clone(),
         worker_id: config.worker_id.clone(),

@@ -5,16 +5,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::describe;
 use super::shell::{self, RunResult, Termination};
-use crate::proto::worker_service_client::WorkerServiceClient;
 use crate::proto::{CompleteTaskRequest, HeartbeatRequest, Task, TaskOutcome};
 
-type Client = WorkerServiceClient<Channel>;
+use super::bearer::Client;
 
 /// Assumed when the server sends no lease duration.
 const DEFAULT_LEASE: Duration = Duration::from_secs(10);

@@ -133,7 +133,7 @@ fn replace_database(url: &str, name: &str) -> String {
 
 /// Engine settings for tests: short leases so expiry tests run in seconds.
 pub fn test_settings() -> Settings {
-    Settings { lease: Duration::from_millis(1500), recheck: Duration::from_millis(200) }
+    Settings { lease: Duration::from_millis(1500), recheck: Duration::from_millis(200), ..Settings::default() }
 }
 
 /// A running server with clients.
@@ -149,6 +149,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
     db: Option<TestDb>,
+    db_url: String,
 }
 
 impl TestApp {
@@ -163,7 +164,18 @@ impl TestApp {
     }
 
     async fn boot(backend: Backend, db: TestDb, settings: Settings) -> TestApp {
-        let conn = store::connect(db.url()).await.expect("connect and migrate");
+        let mut app = Self::serve(backend, db.url(), settings).await;
+        app.db = Some(db);
+        app
+    }
+
+    /// Another server process on the same database, as a second replica.
+    pub async fn replica(&self, settings: Settings) -> TestApp {
+        Self::serve(self.backend, &self.db_url, settings).await
+    }
+
+    async fn serve(backend: Backend, db_url: &str, settings: Settings) -> TestApp {
+        let conn = store::connect(db_url).await.expect("connect and migrate");
         let engine = Engine::new(conn, settings.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("address"));
@@ -184,7 +196,8 @@ impl TestApp {
             settings,
             shutdown,
             server: Some(server),
-            db: Some(db),
+            db: None,
+            db_url: db_url.to_owned(),
         }
     }
 
@@ -194,6 +207,12 @@ impl TestApp {
         self.stop().await;
         let db = self.db.take().expect("database");
         Self::boot(self.backend, db, self.settings.clone()).await
+    }
+
+    /// Restarts on the same database with other engine settings.
+    pub async fn restart_with(mut self, settings: Settings) -> TestApp {
+        self.settings = settings;
+        self.restart().await
     }
 
     /// Stops the server; the database stays until the app is dropped.
@@ -484,4 +503,84 @@ pub fn status(e: &pb::Execution) -> pb::ExecutionStatus {
 /// A unique queue name per test, so workers of parallel tests never mix.
 pub fn queue() -> String {
     format!("q-{}", uuid::Uuid::new_v4().simple())
+}
+
+// ---- direct worker calls and error details (workers, requests, durability) ----
+
+/// One PollTask on `queue` that waits up to `wait`; None when no task came.
+pub async fn poll_once(mut client: WorkerServiceClient<Channel>, queue: String, wait: Duration) -> Option<pb::Task> {
+    let request = pb::PollTaskRequest {
+        task_queue: queue,
+        worker_id: "direct-caller".into(),
+        wait: prost_types::Duration::try_from(wait).ok(),
+    };
+    client.poll_task(request).await.expect("poll").into_inner().task
+}
+
+/// CompleteTask under `lease_token`, reporting `outcome` with `output`.
+pub async fn complete_task(
+    client: &WorkerServiceClient<Channel>,
+    task_id: &str,
+    lease_token: &str,
+    outcome: pb::TaskOutcome,
+    output: &str,
+) -> Result<pb::CompleteTaskResponse, tonic::Status> {
+    let request = pb::CompleteTaskRequest {
+        task_id: task_id.into(),
+        lease_token: lease_token.into(),
+        outcome: outcome as i32,
+        exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
+        output: output.into(),
+        message: String::new(),
+    };
+    client.clone().complete_task(request).await.map(tonic::Response::into_inner)
+}
+
+/// Heartbeat under `lease_token`.
+pub async fn heartbeat(
+    client: &WorkerServiceClient<Channel>,
+    task_id: &str,
+    lease_token: &str,
+) -> Result<pb::HeartbeatResponse, tonic::Status> {
+    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into() };
+    client.clone().heartbeat(request).await.map(tonic::Response::into_inner)
+}
+
+/// The fields named by the BadRequest detail of `status`.
+pub fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}
+
+/// Asserts `result` is INVALID_ARGUMENT with a BadRequest detail naming `field`
+/// (and the message naming it too); returns the status.
+#[track_caller]
+pub fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) -> tonic::Status {
+    let status = result.expect_err(&format!("expected INVALID_ARGUMENT naming {field}"));
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}: {status:?}");
+    let fields = bad_request_fields(&status);
+    assert!(fields.iter().any(|f| f == field), "BadRequest should name {field:?}, names {fields:?}: {status:?}");
+    assert!(status.message().contains(field), "message should name {field:?}: {:?}", status.message());
+    status
+}
+
+/// Asserts `result` failed with `code`; returns the status.
+#[track_caller]
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code) -> tonic::Status {
+    let status = result.expect_err(&format!("expected {code:?}"));
+    assert_eq!(status.code(), code, "{status:?}");
+    status
+}
+
+/// The workflow `workflow` of stage `stage` of an execution.
+pub fn workflow_of<'a>(e: &'a pb::Execution, stage: &str, workflow: &str) -> &'a pb::WorkflowExecution {
+    let s = e.stages.iter().find(|s| s.name == stage).unwrap_or_else(|| panic!("no stage {stage}"));
+    s.workflows
+        .iter()
+        .find(|w| w.name == workflow)
+        .unwrap_or_else(|| panic!("no workflow {workflow} in {stage}: {e:#?}"))
 }

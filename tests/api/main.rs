@@ -4,3 +4,9 @@
 mod helpers;
 
 mod lifecycle;
+mod control;
+mod workers;
+mod requests;
+mod durability;
+mod resume;
+mod replicas;

@@ -26,6 +26,7 @@ crate::on_both_backends!(
     an_aborted_resume_can_be_resumed_again_and_reports_what_was_not_rolled_back,
     get_execution_marks_valid_resume_points,
     resume_refuses_changed_inputs,
+    chain_limits_refuse_resumes_past_them,
 );
 
 /// A 4-stage pipeline whose stage 3 is four parallel workflows.
@@ -436,4 +437,25 @@ async fn resume_refuses_changed_inputs(app: TestApp) {
     request.pipeline_version = 2;
     assert_eq!(app.executions.clone().resume(request).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(app.get(&failed.id).await.resumed_by_execution_id, "");
+}
+
+async fn chain_limits_refuse_resumes_past_them(app: TestApp) {
+    let limits = reprise::domain::resume::ChainLimits { max_attempts: Some(2), max_age_ms: None };
+    let app = app.restart_with(reprise::engine::Settings { chain_limits: limits, ..test_settings() }).await;
+    let p = app.create_pipeline("limited", vec![approval("gate", Duration::from_secs(600))]).await;
+    let first = app.start(&p.id).await;
+    let reject = |id: &str| pb::RejectRequest { execution_id: id.into(), stage_name: String::new(), comment: String::new() };
+    app.executions.clone().reject(reject(&first.id)).await.unwrap();
+    let second = resume(&app, &first.id, "gate").await.expect("attempt 2 is within the limit").execution.unwrap();
+    app.executions.clone().reject(reject(&second.id)).await.unwrap();
+    let refused = resume(&app, &second.id, "gate").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("limit of 2 attempts"), "{}", refused.message());
+    let point = app.get(&second.id).await.stages[0].resume_point.clone().unwrap();
+    assert_eq!((point.resumable, point.block), (false, pb::ResumeBlock::ChainLimit as i32));
+
+    let aged = reprise::domain::resume::ChainLimits { max_attempts: None, max_age_ms: Some(0) };
+    let app = app.restart_with(reprise::engine::Settings { chain_limits: aged, ..test_settings() }).await;
+    let refused = resume(&app, &second.id, "gate").await.unwrap_err();
+    assert!(refused.message().contains("older than its limit"), "{}", refused.message());
 }

@@ -4,12 +4,13 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261126_000001_initial;
+mod m20261126_000002_access;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261126_000001_initial::Migration)]
+        vec![Box::new(m20261126_000001_initial::Migration), Box::new(m20261126_000002_access::Migration)]
     }
 }

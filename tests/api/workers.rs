@@ -1,0 +1,203 @@
+//! The worker protocol driven directly: who gets a task, leases that go
+//! stale or run out, long polls, and requests the server must refuse.
+
+use std::time::{Duration, Instant};
+
+use reprise::proto as pb;
+use tonic::Code;
+
+use crate::helpers::*;
+
+crate::on_both_backends!(
+    a_task_is_handed_to_exactly_one_of_two_concurrent_pollers,
+    completing_a_task_twice_with_the_same_lease_is_refused_the_second_time,
+    a_stale_lease_is_refused_once_the_task_was_offered_again,
+    a_task_whose_leases_expire_max_attempts_times_fails_the_execution,
+    a_short_poll_on_an_empty_queue_returns_an_empty_response,
+    a_waiting_poll_receives_a_task_queued_after_it_started_waiting,
+    bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found,
+);
+
+async fn a_task_is_handed_to_exactly_one_of_two_concurrent_pollers(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("deploy", vec![workflows("ship", &q, &["only"])]).await;
+    let wait = Duration::from_secs(1);
+    // Even rounds: both pollers wait first and are woken by the new task.
+    // Odd rounds: the task is queued first and both race to claim it.
+    for round in 0..4 {
+        let pollers_first = round % 2 == 0;
+        let spawn_poll = || tokio::spawn(poll_once(app.workers.clone(), q.clone(), wait));
+        let (e, a, b) = if pollers_first {
+            let (a, b) = (spawn_poll(), spawn_poll());
+            tokio::time::sleep(Duration::from_millis(100)).await; // let both start waiting
+            (app.start(&p.id).await, a, b)
+        } else {
+            let e = app.start(&p.id).await;
+            (e, spawn_poll(), spawn_poll())
+        };
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let got: Vec<pb::Task> = [a, b].into_iter().flatten().collect();
+        assert_eq!(got.len(), 1, "round {round}: exactly one poller holds the task: {got:#?}");
+        let task = &got[0];
+        assert_eq!(task.execution_id, e.id);
+        assert_eq!(task.attempt, 1, "round {round}: handed out once");
+        let seen = app.get(&e.id).await;
+        assert_eq!(workflow_of(&seen, "ship", "only").attempt, 1, "{seen:#?}");
+        // Finish it so no expired lease offers it again in a later round.
+        complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "")
+            .await
+            .expect("complete");
+        assert_eq!(status(&app.wait_final(&e.id).await), pb::ExecutionStatus::Succeeded);
+    }
+}
+
+async fn completing_a_task_twice_with_the_same_lease_is_refused_the_second_time(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("deploy", vec![workflows("first", &q, &["w"]), workflows("second", &q, &["w"])]).await;
+    let e = app.start(&p.id).await;
+    let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("a task");
+    assert_eq!(task.stage_name, "first");
+
+    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "first report")
+        .await
+        .expect("the first report is accepted");
+    let again =
+        complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Failed, "second report").await;
+    let refused = assert_code(again, Code::FailedPrecondition);
+    assert!(refused.message().contains("already ended"), "{refused:?}");
+
+    let seen = app.get(&e.id).await;
+    let w = workflow_of(&seen, "first", "w");
+    assert_eq!(w.status, pb::WorkflowStatus::Succeeded as i32, "the second report changed nothing");
+    assert_eq!(w.output, "first report");
+    assert_eq!(stage_status(&seen, "first"), pb::StageStatus::Succeeded);
+    assert_eq!(stage_status(&seen, "second"), pb::StageStatus::Running);
+    assert_eq!(status(&seen), pb::ExecutionStatus::Running);
+}
+
+async fn a_stale_lease_is_refused_once_the_task_was_offered_again(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("deploy", vec![workflows("ship", &q, &["w"])]).await;
+    let e = app.start(&p.id).await;
+    let old = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("a task");
+    assert_eq!(old.attempt, 1);
+    assert_eq!(old.lease_duration, prost_types::Duration::try_from(test_settings().lease).ok());
+
+    // No heartbeat: the lease runs out and the task is offered again.
+    let new = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(15)).await.expect("offered again");
+    heartbeat(&app.workers, &new.task_id, &new.lease_token).await.expect("the new lease is held");
+    assert_eq!(new.task_id, old.task_id, "the same task");
+    assert_eq!(new.attempt, 2);
+    assert_ne!(new.lease_token, old.lease_token, "a new lease token");
+
+    let late = complete_task(&app.workers, &old.task_id, &old.lease_token, pb::TaskOutcome::Succeeded, "old").await;
+    let refused = assert_code(late, Code::FailedPrecondition);
+    assert!(refused.message().contains("stale"), "{refused:?}");
+    assert_code(heartbeat(&app.workers, &old.task_id, &old.lease_token).await, Code::FailedPrecondition);
+
+    let beat = heartbeat(&app.workers, &new.task_id, &new.lease_token).await.expect("the new lease is held");
+    assert!(!beat.cancelled);
+    complete_task(&app.workers, &new.task_id, &new.lease_token, pb::TaskOutcome::Succeeded, "new")
+        .await
+        .expect("the new lease reports");
+
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "{done:#?}");
+    let w = workflow_of(&done, "ship", "w");
+    assert_eq!((w.attempt, w.output.as_str()), (2, "new"));
+    assert_code(heartbeat(&app.workers, &old.task_id, &old.lease_token).await, Code::FailedPrecondition);
+}
+
+async fn a_task_whose_leases_expire_max_attempts_times_fails_the_execution(app: TestApp) {
+    let q = queue();
+    let stages =
+        vec![with_limits(workflows("ship", &q, &["w"]), Duration::from_secs(60), 2), workflows("after", &q, &["x"])];
+    let p = app.create_pipeline("deploy", stages).await;
+    let worker = app.worker(&q, |_| Script::Vanish);
+    let e = app.start(&p.id).await;
+
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Failed, "{done:#?}");
+    assert!(done.status_message.contains("lease"), "{}", done.status_message);
+    assert_eq!(stage_status(&done, "ship"), pb::StageStatus::Failed);
+    assert_eq!(stage_status(&done, "after"), pb::StageStatus::NotRun);
+    let w = workflow_of(&done, "ship", "w");
+    assert_eq!(w.status, pb::WorkflowStatus::Failed as i32);
+    assert_eq!(w.attempt, 2);
+    assert!(w.status_message.contains("lease"), "{}", w.status_message);
+    assert_eq!(worker.task_count(), 2, "offered once per attempt, never after");
+}
+
+async fn a_short_poll_on_an_empty_queue_returns_an_empty_response(app: TestApp) {
+    let (q, elsewhere) = (queue(), queue());
+    // Work on another queue must not be handed out on this one.
+    let p = app.create_pipeline("deploy", vec![workflows("ship", &elsewhere, &["w"])]).await;
+    app.start(&p.id).await;
+
+    let wait = Duration::from_millis(300);
+    let started = Instant::now();
+    let response = app
+        .workers
+        .clone()
+        .poll_task(pb::PollTaskRequest {
+            task_queue: q,
+            worker_id: "w".into(),
+            wait: prost_types::Duration::try_from(wait).ok(),
+        })
+        .await
+        .expect("poll")
+        .into_inner();
+    let elapsed = started.elapsed();
+    assert!(response.task.is_none(), "{response:#?}");
+    assert!(elapsed >= wait, "the poll waited for its wait: {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(10), "the short wait was honoured, not the 30 s default: {elapsed:?}");
+}
+
+async fn a_waiting_poll_receives_a_task_queued_after_it_started_waiting(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("deploy", vec![workflows("ship", &q, &["w"])]).await;
+    let wait = Duration::from_secs(20);
+    let started = Instant::now();
+    let poll = tokio::spawn(poll_once(app.workers.clone(), q.clone(), wait));
+    tokio::time::sleep(Duration::from_millis(300)).await; // the poll is now waiting on an empty queue
+    assert!(!poll.is_finished(), "the poll waits while the queue is empty");
+
+    let e = app.start(&p.id).await;
+    let task = poll.await.unwrap().expect("the waiting poll receives the new task");
+    let elapsed = started.elapsed();
+    assert_eq!(task.execution_id, e.id);
+    assert_eq!((task.stage_name.as_str(), task.workflow_name.as_str()), ("ship", "w"));
+    assert!(elapsed < wait / 2, "the poll came back well before its wait ran out: {elapsed:?} of {wait:?}");
+}
+
+async fn bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found(app: TestApp) {
+    let mut w = app.workers.clone();
+    let poll = |task_queue: &str, wait: Option<prost_types::Duration>| pb::PollTaskRequest {
+        task_queue: task_queue.into(),
+        worker_id: "w".into(),
+        wait,
+    };
+    assert_invalid(w.poll_task(poll("", None)).await, "task_queue");
+    assert_invalid(w.poll_task(poll("  ", None)).await, "task_queue");
+    assert_invalid(w.poll_task(poll(&queue(), Some(prost_types::Duration { seconds: -1, nanos: 0 }))).await, "wait");
+
+    let some_id = uuid::Uuid::new_v4().to_string();
+    assert_invalid(heartbeat(&w, "", "token").await, "task_id");
+    assert_invalid(heartbeat(&w, &some_id, "").await, "lease_token");
+    assert_invalid(complete_task(&w, "", "token", pb::TaskOutcome::Succeeded, "").await, "task_id");
+    assert_invalid(complete_task(&w, &some_id, "", pb::TaskOutcome::Succeeded, "").await, "lease_token");
+    assert_invalid(complete_task(&w, &some_id, "token", pb::TaskOutcome::Unspecified, "").await, "outcome");
+    let unknown_outcome = pb::CompleteTaskRequest {
+        task_id: some_id.clone(),
+        lease_token: "token".into(),
+        outcome: 42,
+        ..Default::default()
+    };
+    assert_invalid(w.complete_task(unknown_outcome).await, "outcome");
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    let s = assert_code(heartbeat(&w, &missing, "token").await, Code::NotFound);
+    assert!(s.message().contains(&missing), "{s:?}");
+    let s = assert_code(complete_task(&w, &missing, "token", pb::TaskOutcome::Succeeded, "").await, Code::NotFound);
+    assert!(s.message().contains(&missing), "{s:?}");
+}
