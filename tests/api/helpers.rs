@@ -201,6 +201,22 @@ impl TestApp {
         }
     }
 
+    /// Another server on the same database with authentication and TLS as
+    /// given; returns its address (host:port) and the engine behind it. It
+    /// stops when the returned token is cancelled or the app is dropped.
+    pub async fn secured(&self, options: reprise::server::ServeOptions) -> (String, Engine, CancellationToken) {
+        let conn = store::connect(&self.db_url).await.expect("connect");
+        let engine = Engine::new(conn, self.settings.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let stop = self.shutdown.child_token();
+        tokio::spawn({
+            let (engine, stop) = (engine.clone(), stop.clone());
+            async move { reprise::server::serve_with(listener, engine, options, stop).await.expect("server failed") }
+        });
+        (address, engine, stop)
+    }
+
     /// Stops the server gracefully and starts a new one on the same database,
     /// as an operator restarting the process would.
     pub async fn restart(mut self) -> TestApp {

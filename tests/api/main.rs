@@ -3,6 +3,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod auth;
 mod lifecycle;
 mod control;
 mod workers;

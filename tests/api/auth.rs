@@ -1,0 +1,379 @@
+//! Authentication, permissions and the audit trail through a secured server.
+
+use std::{sync::Arc, time::Duration};
+
+use jsonwebtoken::{EncodingKey, Header, encode};
+use reprise::{
+    auth::{Authenticator, JwtConfig, Verifier, tls::TlsFiles},
+    engine::Engine,
+    proto::{
+        self as pb, access_service_client::AccessServiceClient, execution_service_client::ExecutionServiceClient,
+        pipeline_service_client::PipelineServiceClient,
+    },
+    server::ServeOptions,
+};
+use serde_json::json;
+use tonic::{
+    Code, Request,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+use crate::helpers::*;
+
+const SECRET: &str = "test-secret-test-secret-test-secret!";
+const ISSUER: &str = "test-idp";
+const AUDIENCE: &str = "reprise";
+
+crate::on_both_backends!(
+    execute_permissions_follow_grant_scope_and_environment_types,
+    bad_tokens_are_unauthenticated_and_say_why,
+    resume_needs_execute_on_every_stage_it_would_run,
+    reads_need_a_grant_and_lists_show_only_readable_applications,
+    actions_are_audited_in_their_transaction,
+    access_service_is_for_admins_only,
+    mutual_tls_accepts_certificates_of_the_configured_ca_only,
+);
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn token(subject: &str) -> String {
+    sign(json!({ "sub": subject, "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE }), SECRET)
+}
+
+fn sign(claims: serde_json::Value, secret: &str) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn jwt_options() -> ServeOptions {
+    let config = JwtConfig {
+        hs256_secret: Some(SECRET.into()),
+        issuer: Some(ISSUER.into()),
+        audience: Some(AUDIENCE.into()),
+        ..Default::default()
+    };
+    let verifier = Verifier::new(&config).expect("verifier");
+    ServeOptions { auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false }, tls: None }
+}
+
+/// A server requiring tokens, with "root" as bootstrap admin.
+struct Secured {
+    channel: Channel,
+    engine: Engine,
+}
+
+impl Secured {
+    async fn boot(app: &TestApp) -> Secured {
+        let (address, engine, _stop) = app.secured(jwt_options()).await;
+        engine.bootstrap_admin("root").await.expect("bootstrap");
+        let channel = Channel::from_shared(format!("http://{address}")).unwrap().connect().await.expect("connect");
+        Secured { channel, engine }
+    }
+
+    fn access(&self) -> AccessServiceClient<Channel> {
+        AccessServiceClient::new(self.channel.clone())
+    }
+
+    fn executions(&self) -> ExecutionServiceClient<Channel> {
+        ExecutionServiceClient::new(self.channel.clone())
+    }
+
+    fn pipelines(&self) -> PipelineServiceClient<Channel> {
+        PipelineServiceClient::new(self.channel.clone())
+    }
+
+    /// A group holding one grant, with `subject` as its only member.
+    async fn grant(&self, subject: &str, permission: pb::Permission, application: &str, env: pb::EnvironmentType) {
+        let root = token("root");
+        let group = self
+            .access()
+            .create_user_group(authed(pb::CreateUserGroupRequest { name: format!("g-{subject}") }, &root))
+            .await
+            .expect("group")
+            .into_inner()
+            .group
+            .unwrap();
+        let member = pb::AddGroupMemberRequest { group_id: group.id.clone(), subject: subject.into() };
+        self.access().add_group_member(authed(member, &root)).await.expect("member");
+        let grant = pb::Grant {
+            group_id: group.id,
+            permission: permission as i32,
+            application: application.into(),
+            environment_type: env as i32,
+            ..Default::default()
+        };
+        self.access().add_grant(authed(pb::AddGrantRequest { grant: Some(grant) }, &root)).await.expect("grant");
+    }
+
+    async fn pipeline(&self, application: &str, name: &str, envs: &[pb::EnvironmentType]) -> pb::Pipeline {
+        let q = queue();
+        let stages = envs
+            .iter()
+            .enumerate()
+            .map(|(i, env)| pb::Stage { environment: Some(pb::Environment { name: "e".into(), r#type: *env as i32 }), ..workflows(&format!("s{i}"), &q, &["w"]) })
+            .collect();
+        let request = pb::CreatePipelineRequest {
+            application: application.into(),
+            name: name.into(),
+            definition: Some(pb::PipelineDefinition { stages, ..Default::default() }),
+        };
+        self.pipelines().create_pipeline(authed(request, &token("root"))).await.expect("pipeline").into_inner().pipeline.unwrap()
+    }
+
+    async fn start(&self, subject: &str, pipeline_id: &str) -> Result<pb::Execution, tonic::Status> {
+        let request = pb::StartExecutionRequest { pipeline_id: pipeline_id.into(), ..Default::default() };
+        self.executions().start_execution(authed(request, &token(subject))).await.map(|r| r.into_inner().execution.unwrap())
+    }
+}
+
+/// Grant scope × environment types of the stages × StartExecution → allowed?
+async fn execute_permissions_follow_grant_scope_and_environment_types(app: TestApp) {
+    use pb::{EnvironmentType::{NonProd, Prod, Unspecified}, Permission::{ExecutePipeline, View}};
+    let s = Secured::boot(&app).await;
+    s.grant("all", ExecutePipeline, "", Unspecified).await;
+    s.grant("shop", ExecutePipeline, "shop", Unspecified).await;
+    s.grant("shop-prod", ExecutePipeline, "shop", Prod).await;
+    s.grant("shop-nonprod", ExecutePipeline, "shop", NonProd).await;
+    s.grant("bank", ExecutePipeline, "bank", Unspecified).await;
+    s.grant("viewer", View, "shop", Unspecified).await;
+    let prod = s.pipeline("shop", "prod", &[Prod, Prod]).await;
+    let mixed = s.pipeline("shop", "mixed", &[NonProd, Prod]).await;
+    let nonprod = s.pipeline("shop", "nonprod", &[NonProd]).await;
+
+    let table = [
+        ("all", &prod, true), ("all", &mixed, true), ("all", &nonprod, true),
+        ("shop", &prod, true), ("shop", &mixed, true), ("shop", &nonprod, true),
+        ("shop-prod", &prod, true), ("shop-prod", &mixed, false), ("shop-prod", &nonprod, false),
+        ("shop-nonprod", &prod, false), ("shop-nonprod", &mixed, false), ("shop-nonprod", &nonprod, true),
+        ("bank", &prod, false), ("bank", &mixed, false), ("bank", &nonprod, false),
+        ("viewer", &prod, false), ("nobody", &nonprod, false),
+    ];
+    for (subject, pipeline, allowed) in table {
+        let result = s.start(subject, &pipeline.id).await;
+        match (allowed, result) {
+            (true, Ok(e)) => {
+                assert_eq!(e.triggered_by, subject);
+                let abort = pb::AbortRequest { execution_id: e.id, reason: String::new() };
+                s.executions().abort(authed(abort, &token(subject))).await.expect("who may start may abort");
+            }
+            (false, Err(status)) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{subject} on {}: {status:?}", pipeline.name);
+                assert!(status.message().contains("EXECUTE_PIPELINE") && status.message().contains("\"shop\""), "{}", status.message());
+            }
+            (want, got) => panic!("{subject} on {}: wanted allowed={want}, got {got:?}", pipeline.name),
+        }
+    }
+    let denied = s.start("shop-prod", &mixed.id).await.unwrap_err();
+    assert!(denied.message().contains("NON_PROD") && denied.message().contains("PROD"), "{}", denied.message());
+}
+
+async fn bad_tokens_are_unauthenticated_and_say_why(app: TestApp) {
+    let s = Secured::boot(&app).await;
+    let call = |request: Request<pb::ListExecutionsRequest>| {
+        let mut client = s.executions();
+        async move { client.list_executions(request).await.unwrap_err() }
+    };
+    let missing = call(Request::new(pb::ListExecutionsRequest::default())).await;
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert!(missing.message().contains("missing bearer token"), "{}", missing.message());
+
+    let base = || json!({ "sub": "alice", "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE });
+    let with = |key: &str, value: serde_json::Value| {
+        let mut claims = base();
+        claims[key] = value;
+        claims
+    };
+    let none_header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
+    let none_token = format!("{none_header}.{}.", base64_url(base().to_string().as_bytes()));
+    let cases = [
+        ("garbage".to_string(), "malformed"),
+        (sign(with("exp", json!(now() - 3600)), SECRET), "expired"),
+        (sign(with("nbf", json!(now() + 3600)), SECRET), "not valid yet"),
+        (sign(with("iss", json!("evil")), SECRET), "issuer"),
+        (sign(with("aud", json!("other")), SECRET), "audience"),
+        (sign(base(), "a-different-secret-a-different-secret"), "signature"),
+        (none_token, "alg none"),
+    ];
+    for (token, says) in cases {
+        let status = call(authed(pb::ListExecutionsRequest::default(), &token)).await;
+        assert_eq!(status.code(), Code::Unauthenticated, "{says}");
+        assert!(status.message().contains(says), "wanted {says:?} in {:?}", status.message());
+    }
+
+    // Health and reflection stay open.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
+    let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health is open");
+    assert_eq!(check.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn resume_needs_execute_on_every_stage_it_would_run(app: TestApp) {
+    use pb::{EnvironmentType::{NonProd, Prod}, Permission::ExecutePipeline};
+    let s = Secured::boot(&app).await;
+    s.grant("nonprod", ExecutePipeline, "shop", NonProd).await;
+    let p = s.pipeline("shop", "deploy", &[Prod, NonProd]).await;
+    let e = s.start("root", &p.id).await.unwrap();
+    let abort = pb::AbortRequest { execution_id: e.id.clone(), reason: String::new() };
+    s.executions().abort(authed(abort, &token("root"))).await.unwrap();
+
+    let resume = |stage: i32| pb::ResumeRequest {
+        execution_id: e.id.clone(),
+        from_stage: Some(pb::resume_request::FromStage::StageIndex(stage)),
+        ..Default::default()
+    };
+    let denied = s.executions().resume(authed(resume(0), &token("nonprod"))).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // Stage 1 was never reached, so the only valid point runs a PROD stage: still refused.
+    assert!(denied.message().contains("PROD"), "{}", denied.message());
+    let resumed = s.executions().resume(authed(resume(0), &token("root"))).await.expect("root may resume");
+    assert_eq!(resumed.into_inner().execution.unwrap().triggered_by, "root");
+}
+
+async fn reads_need_a_grant_and_lists_show_only_readable_applications(app: TestApp) {
+    use pb::{EnvironmentType::{NonProd, Unspecified}, Permission::View};
+    let s = Secured::boot(&app).await;
+    s.grant("shop-viewer", View, "shop", Unspecified).await;
+    let shop = s.pipeline("shop", "deploy", &[NonProd]).await;
+    let bank = s.pipeline("bank", "deploy", &[NonProd]).await;
+    let shop_run = s.start("root", &shop.id).await.unwrap();
+    let bank_run = s.start("root", &bank.id).await.unwrap();
+
+    let viewer = token("shop-viewer");
+    let get = |id: &str| pb::GetExecutionRequest { execution_id: id.into() };
+    assert!(s.executions().get_execution(authed(get(&shop_run.id), &viewer)).await.is_ok());
+    let denied = s.executions().get_execution(authed(get(&bank_run.id), &viewer)).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("\"bank\""), "{}", denied.message());
+
+    let listed = s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &viewer)).await.unwrap().into_inner();
+    let apps: Vec<_> = listed.executions.iter().map(|e| e.application.as_str()).collect();
+    assert_eq!(apps, ["shop"]);
+    let pipelines = s.pipelines().list_pipelines(authed(pb::ListPipelinesRequest::default(), &viewer)).await.unwrap().into_inner();
+    assert_eq!(pipelines.pipelines.len(), 1);
+    let stranger = s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &token("stranger"))).await.unwrap();
+    assert!(stranger.into_inner().executions.is_empty());
+}
+
+async fn actions_are_audited_in_their_transaction(app: TestApp) {
+    let s = Secured::boot(&app).await;
+    let p = s.pipeline("shop", "deploy", &[pb::EnvironmentType::NonProd]).await;
+    let e = s.start("root", &p.id).await.unwrap();
+    let abort = |reason: &str| pb::AbortRequest { execution_id: e.id.clone(), reason: reason.into() };
+    s.executions().abort(authed(abort("first"), &token("root"))).await.unwrap();
+    let again = s.executions().abort(authed(abort("second"), &token("root"))).await.unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+
+    let list = pb::ListAuditEventsRequest { execution_id: e.id.clone(), ..Default::default() };
+    let events = s.access().list_audit_events(authed(list, &token("root"))).await.unwrap().into_inner().events;
+    let actions: Vec<_> = events.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+    assert_eq!(actions, [("execution.abort", "root"), ("execution.start", "root")], "newest first; the refused abort left none");
+    assert!(events[0].details.contains("first"));
+    assert_eq!(events[0].application, "shop");
+
+    let all = s.access().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &token("root"))).await.unwrap();
+    let all: Vec<_> = all.into_inner().events.into_iter().map(|e| e.action).collect();
+    assert!(all.contains(&"access.grant.add".to_string()) && all.contains(&"pipeline.create".to_string()), "{all:?}");
+
+    let denied = s.start("mallory", &p.id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let by_app = pb::ListAuditEventsRequest { application: "shop".into(), ..Default::default() };
+    let events = s.access().list_audit_events(authed(by_app, &token("root"))).await.unwrap().into_inner().events;
+    assert!(events.iter().all(|e| e.actor != "mallory"), "a refused start leaves no audit row");
+    let _ = &s.engine;
+}
+
+async fn access_service_is_for_admins_only(app: TestApp) {
+    use pb::{EnvironmentType::Unspecified, Permission::ExecutePipeline};
+    let s = Secured::boot(&app).await;
+    s.grant("deployer", ExecutePipeline, "", Unspecified).await;
+    let attempt = s.access().create_user_group(authed(pb::CreateUserGroupRequest { name: "mine".into() }, &token("deployer"))).await;
+    let status = attempt.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(status.message().contains("ADMIN"), "{}", status.message());
+    let list = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &token("deployer"))).await;
+    assert_eq!(list.unwrap_err().code(), Code::PermissionDenied);
+    let groups = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &token("root"))).await.unwrap();
+    let names: Vec<_> = groups.into_inner().groups.into_iter().map(|g| g.name).collect();
+    assert!(names.contains(&"bootstrap-admins".to_string()) && names.contains(&"g-deployer".to_string()), "{names:?}");
+    let duplicate = s.access().create_user_group(authed(pb::CreateUserGroupRequest { name: "g-deployer".into() }, &token("root"))).await;
+    assert_eq!(duplicate.unwrap_err().code(), Code::AlreadyExists);
+    s.engine.bootstrap_admin("root").await.expect("bootstrapping again is harmless");
+}
+
+/// A CA, and a certificate it signs for `name` (server: SAN, client: CN).
+fn issue(ca_name: &str, name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let (cert, key) = leaf(&ca, name);
+    (ca.pem(), cert, key)
+}
+
+fn leaf(ca: &rcgen::CertifiedIssuer<'_, rcgen::KeyPair>, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string(), "localhost".into()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_pem, server_cert, server_key) = issue("reprise-ca", "localhost");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "client-ca");
+    let client_ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let (client_cert, client_key) = leaf(&client_ca, "deployer");
+    let (_, rogue_cert, rogue_key) = issue("rogue-ca", "deployer");
+
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let files = TlsFiles {
+        cert_file: Some(write("server.pem", &server_cert)),
+        key_file: Some(write("server.key", &server_key)),
+        client_ca_file: Some(write("client-ca.pem", &client_ca.pem())),
+    };
+    let options = ServeOptions {
+        auth: Authenticator::Enabled { verifier: None, accept_client_certificates: true },
+        tls: files.server_config().unwrap(),
+    };
+    let (address, engine, _stop) = app.secured(options).await;
+    engine.bootstrap_admin("deployer").await.unwrap();
+
+    let connect = |cert: String, key: String| {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem.clone()))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name("localhost");
+        let endpoint = Channel::from_shared(format!("https://{address}")).unwrap().tls_config(tls).unwrap();
+        async move { endpoint.connect_timeout(Duration::from_secs(5)).connect().await }
+    };
+    let channel = connect(client_cert, client_key).await.expect("TLS connect with a good certificate");
+    let mut access = AccessServiceClient::new(channel);
+    let groups = access.list_user_groups(pb::ListUserGroupsRequest::default()).await.expect("the certificate's CN is the subject");
+    assert!(groups.into_inner().groups.iter().any(|g| g.members.contains(&"deployer".to_string())));
+
+    let rogue = match connect(rogue_cert, rogue_key).await {
+        Err(_) => None,
+        Ok(channel) => Some(AccessServiceClient::new(channel).list_user_groups(pb::ListUserGroupsRequest::default()).await),
+    };
+    assert!(!matches!(rogue, Some(Ok(_))), "a certificate from another CA is refused: {rogue:?}");
+}
