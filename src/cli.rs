@@ -14,6 +14,9 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317 (off when unset).
+    #[arg(long, global = true, env = "REPRISE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +49,9 @@ pub struct ServeArgs {
     /// Oldest a chain may be, from its first attempt, to be resumed; unlimited if unset.
     #[arg(long, env = "REPRISE_CHAIN_MAX_AGE", value_parser = parse_duration)]
     pub chain_max_age: Option<Duration>,
+    /// Serve Prometheus metrics on this address at /metrics, e.g. 0.0.0.0:9090 (off when unset).
+    #[arg(long, env = "REPRISE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub auth: AuthArgs,
 }

@@ -10,6 +10,7 @@
 //! - [`scheduler`]: the timer loop (lease expiry, timeouts).
 //! - [`auth`]: caller identity (JWT bearer tokens, client certificates) and TLS.
 //! - [`worker`]: the reference worker that runs shell tasks.
+//! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
 pub mod api;
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod domain;
 pub mod engine;
+pub mod metrics;
 pub mod proto;
 pub mod scheduler;
 pub mod server;

@@ -16,10 +16,16 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init("info,sqlx=warn,sea_orm=warn");
+    let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
-    match cli.command {
+    let outcome = run(cli.command, shutdown).await;
+    telemetry.shutdown();
+    outcome
+}
+
+async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(args, false, shutdown).await,
         Command::Worker(args) => {
             let config = worker::WorkerConfig {
@@ -50,7 +56,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs, dev: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let options = serve_options(&args.auth, dev)?;
+    let mut options = serve_options(&args.auth, dev)?;
+    if let Some(address) = args.metrics_listen {
+        reprise::metrics::install(address)?;
+        options.metrics_sampling = Some(std::time::Duration::from_secs(10));
+    }
     let db = store::connect(&args.database_url).await?;
     tracing::info!(database = %redact(&args.database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
@@ -95,7 +105,7 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
              --tls-client-ca-file (or --insecure-no-auth to run without, never in production)"
         );
     };
-    Ok(ServeOptions { auth, tls })
+    Ok(ServeOptions { auth, tls, metrics_sampling: None })
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

@@ -11,6 +11,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{AccessApi, Context, ExecutionApi, PipelineApi, WorkerApi},
     auth::Authenticator,
+    metrics::{self, RpcMetricsLayer},
     engine::Engine,
     proto::{
         access_service_server::AccessServiceServer, execution_service_server::ExecutionServiceServer, pipeline_service_server::PipelineServiceServer,
@@ -27,11 +28,15 @@ const SERVICES: [&str; 4] =
 pub struct ServeOptions {
     pub auth: Authenticator,
     pub tls: Option<ServerTlsConfig>,
+    /// Sample gauges (executions by status, tasks waiting) this often for
+    /// the metrics endpoint; None when metrics are off.
+    pub metrics_sampling: Option<Duration>,
 }
 
 /// Serves without authentication or TLS (development and tests).
 pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve_with(listener, engine, ServeOptions { auth: Authenticator::Disabled, tls: None }, shutdown).await
+    serve_with(listener, engine, ServeOptions { auth: Authenticator::Disabled, tls: None, metrics_sampling: None }, shutdown)
+        .await
 }
 
 /// Serves until `shutdown` is cancelled, then drains: health goes
@@ -52,6 +57,9 @@ pub async fn serve_with(
     tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
     tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
     tasks.spawn(relay_queued_tasks(engine.clone(), shutdown.clone()));
+    if let Some(every) = options.metrics_sampling {
+        tasks.spawn(metrics::sample(engine.clone(), every, shutdown.clone()));
+    }
 
     // Both reflection versions: grpcurl 1.8 speaks only v1alpha. The rich
     // error types are registered so grpcurl shows details, not raw bytes.
@@ -80,6 +88,8 @@ pub async fn serve_with(
     let auth = options.auth.interceptor();
     builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(RpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -92,6 +92,7 @@ impl Engine {
         audit: Option<Audit>,
         change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
     ) -> Result<(T, ExecutionDetail)> {
+        let started = std::time::Instant::now();
         let txn = store::begin(self.db()).await?;
         if !executions::lock(&txn, execution_id).await? {
             txn.rollback().await.map_err(store::StoreError::from)?;
@@ -113,6 +114,7 @@ impl Engine {
         }
         txn.commit().await.map_err(store::StoreError::from)?;
         self.notifier().announce(&before, &after);
+        observe_stages(&before, &after, started);
         Ok((out, after))
     }
 }
@@ -128,4 +130,27 @@ pub fn now() -> Millis {
 /// Time-ordered ids: keyset pagination by id is then also by age.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Logs each stage change in a span naming the execution, its chain and the
+/// stage, and times transitions (a stage ended and the next one started).
+pub(crate) fn observe_stages(before: &ExecutionDetail, after: &ExecutionDetail, started: std::time::Instant) {
+    let e = &after.execution;
+    let mut ended = false;
+    let mut began = false;
+    for (old, new) in before.stages.iter().zip(&after.stages) {
+        if old.status == new.status {
+            continue;
+        }
+        ended |= old.status.is_active();
+        began |= new.status.is_active();
+        tracing::info_span!("stage", execution_id = %e.id, chain_id = %e.chain_id, stage = %new.name, index = new.index)
+            .in_scope(|| tracing::info!(from = %old.status, to = %new.status, "stage changed"));
+    }
+    if ended && began {
+        metrics::histogram!(crate::metrics::STAGE_TRANSITION).record(started.elapsed().as_secs_f64());
+    }
+    if before.execution.status != e.status {
+        tracing::info!(execution_id = %e.id, chain_id = %e.chain_id, from = %before.execution.status, to = %e.status, "execution changed");
+    }
 }

@@ -53,6 +53,7 @@ impl ResumeRequest {
 
 impl Engine {
     pub async fn resume(&self, request: ResumeRequest) -> Result<ResumeOutcome> {
+        let started = std::time::Instant::now();
         let fingerprint = request.fingerprint();
         if let Some(done) = self.replay_resume(&request, &fingerprint).await? {
             return Ok(done);
@@ -106,6 +107,8 @@ impl Engine {
         }
         self.notifier().announce(&before, &after);
         self.notifier().execution_changed(old_id);
+        metrics::counter!(crate::metrics::RESUMES).increment(1);
+        super::observe_stages(&before, &after, started);
         tracing::info!(execution_id = %after.execution.id, resumed = %old_id, chain_id = %after.execution.chain_id,
             attempt = after.execution.attempt, stage = %after.stages[from].name, actor = %request.caller.subject, "execution resumed");
         self.outcome(&old, from, Some(after)).await

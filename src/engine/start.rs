@@ -38,6 +38,7 @@ impl Engine {
     /// Creates the execution and starts its first stage in one transaction.
     /// A retry with the same request id returns the first call's execution.
     pub async fn start(&self, request: StartRequest) -> Result<ExecutionDetail> {
+        let started = std::time::Instant::now();
         let fingerprint = request.fingerprint();
         if let Some(existing) = self.replay(&request, &fingerprint).await? {
             return Ok(existing);
@@ -118,6 +119,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         self.notifier().announce(&before, &after);
+        super::observe_stages(&before, &after, started);
         tracing::info!(execution_id = %id, pipeline_id = %after.execution.pipeline_id,
             version = after.execution.pipeline_version, actor = %request.caller.subject, "execution started");
         Ok(after)

@@ -49,6 +49,7 @@ impl Engine {
                     w.status_message = format!("ran past its timeout of {} ms", w.timeout_ms);
                     w.ended_at = Some(now);
                 } else if lease_lost && w.attempt < w.max_attempts {
+                    metrics::counter!(crate::metrics::LEASE_EXPIRIES).increment(1);
                     w.status = WorkflowStatus::Queued;
                     w.status_message = format!("lease of attempt {} expired; offered again", w.attempt);
                     w.lease_token = None;
@@ -56,6 +57,7 @@ impl Engine {
                     w.lease_expires_at = None;
                     w.deadline_at = None;
                 } else if lease_lost {
+                    metrics::counter!(crate::metrics::LEASE_EXPIRIES).increment(1);
                     w.status = WorkflowStatus::Failed;
                     w.status_message = format!("lease expired on all {} attempts: no worker finished it", w.attempt);
                     w.ended_at = Some(now);
@@ -63,6 +65,15 @@ impl Engine {
                     return Ok(None);
                 }
                 let (stage, status, name, attempt) = (w.stage_index, w.status, w.name.clone(), w.attempt);
+                if expired {
+                    // A timeout ends the stage at once: the other workflows
+                    // are cancelled (their workers hear it on the next heartbeat).
+                    for sibling in d.workflows.iter_mut().filter(|s| s.stage_index == stage && !s.status.is_final()) {
+                        sibling.status = WorkflowStatus::Cancelled;
+                        sibling.status_message = format!("cancelled: workflow {name:?} of this stage expired");
+                        sibling.ended_at = Some(now);
+                    }
+                }
                 progress::settle_stage(d, stage, now);
                 Ok(Some((status, name, attempt)))
             })

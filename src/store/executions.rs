@@ -277,3 +277,18 @@ fn stage_from_model(m: stage::Model) -> Result<StageRun> {
         carried_from: m.carried_from_execution_id,
     })
 }
+
+/// How many executions are in each status.
+pub async fn count_by_status(c: &impl ConnectionTrait) -> Result<Vec<(ExecutionStatus, i64)>> {
+    let rows: Vec<(String, i64)> = execution::Entity::find()
+        .select_only()
+        .column(execution::Column::Status)
+        .column_as(execution::Column::Id.count(), "n")
+        .group_by(execution::Column::Status)
+        .into_tuple()
+        .all(c)
+        .await?;
+    rows.into_iter()
+        .map(|(s, n)| ExecutionStatus::parse(&s).map(|s| (s, n)).ok_or_else(|| corrupt(format!("execution status {s:?}"))))
+        .collect()
+}

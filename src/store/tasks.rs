@@ -209,3 +209,16 @@ fn from_model(m: task::Model) -> Result<WorkflowRun> {
         deadline_at: m.deadline_at,
     })
 }
+
+/// How many tasks wait in each queue.
+pub async fn waiting_by_queue(c: &impl ConnectionTrait) -> Result<Vec<(String, i64)>> {
+    Ok(task::Entity::find()
+        .select_only()
+        .column(task::Column::TaskQueue)
+        .column_as(task::Column::Id.count(), "n")
+        .filter(task::Column::Status.eq(WorkflowStatus::Queued.as_str()))
+        .group_by(task::Column::TaskQueue)
+        .into_tuple()
+        .all(c)
+        .await?)
+}

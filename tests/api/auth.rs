@@ -60,7 +60,7 @@ fn jwt_options() -> ServeOptions {
         ..Default::default()
     };
     let verifier = Verifier::new(&config).expect("verifier");
-    ServeOptions { auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false }, tls: None }
+    ServeOptions { auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false }, tls: None, metrics_sampling: None }
 }
 
 /// A server requiring tokens, with "root" as bootstrap admin.
@@ -354,6 +354,7 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
     let options = ServeOptions {
         auth: Authenticator::Enabled { verifier: None, accept_client_certificates: true },
         tls: files.server_config().unwrap(),
+        metrics_sampling: None,
     };
     let (address, engine, _stop) = app.secured(options).await;
     engine.bootstrap_admin("deployer").await.unwrap();

@@ -11,6 +11,7 @@ use crate::helpers::*;
 
 crate::on_both_backends!(
     a_workflow_running_past_its_timeout_expires_the_execution_and_its_worker_is_told,
+    a_workflow_running_past_its_timeout_cancels_its_siblings_and_expires_the_stage,
     a_rejected_approval_ends_the_execution_and_records_who_decided_and_why,
     an_approval_left_undecided_past_its_timeout_expires_the_execution,
     aborting_a_running_stage_ends_the_execution_at_once_and_rolls_nothing_back,
@@ -52,16 +53,8 @@ async fn a_workflow_running_past_its_timeout_expires_the_execution_and_its_worke
     assert_eq!(stages_given(&worker, &e.id), ["deploy"], "no task of a later stage");
 }
 
-// BUG: a workflow that passes its timeout does not cancel its siblings.
-// The contract says a sibling of an expired workflow is CANCELLED
-// (WorkflowStatus.CANCELLED: "the execution was aborted (or a sibling
-// expired)") and that its worker learns of it on its heartbeat. The server
-// marks only the timed-out workflow EXPIRED (engine/timers.rs
-// `fire_task_timer`) and then waits, in `progress::settle_stage`, for every
-// sibling to end on its own: the stage and the execution stay RUNNING until
-// the sibling reports or reaches its own timeout (1 hour by default). Left out
-// of `on_both_backends!` until fixed; add it to the list then.
-#[allow(dead_code)]
+/// A timeout ends its stage at once: the other workflows are cancelled and
+/// their workers hear it on the next heartbeat.
 async fn a_workflow_running_past_its_timeout_cancels_its_siblings_and_expires_the_stage(app: TestApp) {
     let q = queue();
     let deploy = with_limits(workflows("deploy", &q, &["migrate", "warm_cache"]), Duration::from_secs(60), 1);

@@ -1,0 +1,158 @@
+//! Prometheus metrics: RPCs by method and code with latencies (a tower layer
+//! on the server), stage transitions, lease expiries and resumes (counted
+//! where they happen), executions by status and tasks waiting per queue
+//! (sampled from the database, so every replica reports the shared truth).
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+use crate::{engine::Engine, store};
+
+pub const RPC_REQUESTS: &str = "reprise_rpc_requests_total";
+pub const RPC_DURATION: &str = "reprise_rpc_duration_seconds";
+pub const STAGE_TRANSITION: &str = "reprise_stage_transition_seconds";
+pub const LEASE_EXPIRIES: &str = "reprise_lease_expiries_total";
+pub const RESUMES: &str = "reprise_resumes_total";
+pub const EXECUTIONS: &str = "reprise_executions";
+pub const TASKS_WAITING: &str = "reprise_tasks_waiting";
+
+/// Serves `/metrics` on `address` from now on.
+pub fn install(address: SocketAddr) -> anyhow::Result<()> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+    PrometheusBuilder::new()
+        .with_http_listener(address)
+        .set_buckets(&buckets)?
+        .install()
+        .map_err(|e| anyhow::anyhow!("metrics endpoint on {address}: {e}"))?;
+    metrics::describe_counter!(RPC_REQUESTS, "gRPC calls by method and status code");
+    metrics::describe_histogram!(RPC_DURATION, metrics::Unit::Seconds, "gRPC call latency to response headers, by method");
+    metrics::describe_histogram!(STAGE_TRANSITION, metrics::Unit::Seconds, "duration of the transaction that ends a stage and dispatches the next");
+    metrics::describe_counter!(LEASE_EXPIRIES, "task leases that expired (worker vanished)");
+    metrics::describe_counter!(RESUMES, "executions resumed");
+    metrics::describe_gauge!(EXECUTIONS, "executions by status");
+    metrics::describe_gauge!(TASKS_WAITING, "tasks queued and not yet leased, by task queue");
+    tracing::info!(%address, "serving Prometheus metrics on /metrics");
+    Ok(())
+}
+
+/// Samples executions by status and waiting tasks per queue until shutdown.
+pub async fn sample(engine: Engine, every: Duration, shutdown: CancellationToken) {
+    let mut seen_queues: Vec<String> = Vec::new();
+    loop {
+        match store::executions::count_by_status(engine.db()).await {
+            Ok(counts) => {
+                for (status, n) in counts {
+                    metrics::gauge!(EXECUTIONS, "status" => status.as_str()).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not sample executions"),
+        }
+        match store::tasks::waiting_by_queue(engine.db()).await {
+            Ok(waiting) => {
+                for queue in &seen_queues {
+                    if !waiting.iter().any(|(q, _)| q == queue) {
+                        metrics::gauge!(TASKS_WAITING, "queue" => queue.clone()).set(0.0);
+                    }
+                }
+                seen_queues = waiting.iter().map(|(q, _)| q.clone()).collect();
+                for (queue, n) in waiting {
+                    metrics::gauge!(TASKS_WAITING, "queue" => queue).set(n as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "could not sample task queues"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Counts and times every gRPC call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl<S, B, RB> Service<http::Request<B>> for RpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            // An error answer is "trailers-only": its grpc-status is in the
+            // headers. Without one the call succeeded (or, for a stream,
+            // started); its final status is not known here.
+            let code = match &response {
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map_or("OK", |c| code_name(tonic::Code::from_i32(c))),
+                Err(_) => "TRANSPORT_ERROR",
+            };
+            metrics::counter!(RPC_REQUESTS, "method" => method.clone(), "code" => code).increment(1);
+            metrics::histogram!(RPC_DURATION, "method" => method).record(started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
