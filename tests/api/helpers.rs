@@ -225,6 +225,11 @@ impl TestApp {
         Self::boot(self.backend, db, self.settings.clone()).await
     }
 
+    /// The URL of the test's database (for servers started as processes).
+    pub fn db_url(&self) -> &str {
+        &self.db_url
+    }
+
     /// Restarts on the same database with other engine settings.
     pub async fn restart_with(mut self, settings: Settings) -> TestApp {
         self.settings = settings;
@@ -340,10 +345,10 @@ pub struct TestWorker {
     stop: CancellationToken,
 }
 
-type ScriptFn = Arc<dyn Fn(&pb::Task) -> Script + Send + Sync>;
+pub type ScriptFn = Arc<dyn Fn(&pb::Task) -> Script + Send + Sync>;
 
 impl TestWorker {
-    fn start(client: WorkerServiceClient<Channel>, queue: &str, script: ScriptFn) -> TestWorker {
+    pub fn start(client: WorkerServiceClient<Channel>, queue: &str, script: ScriptFn) -> TestWorker {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
         let queue = queue.to_owned();

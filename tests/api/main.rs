@@ -11,3 +11,4 @@ mod requests;
 mod durability;
 mod resume;
 mod replicas;
+mod scale_out;
