@@ -12,3 +12,4 @@ mod durability;
 mod resume;
 mod replicas;
 mod scale_out;
+mod metrics;

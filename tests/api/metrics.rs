@@ -1,0 +1,70 @@
+//! The Prometheus endpoint reports what the service did.
+
+use std::{sync::OnceLock, time::Duration};
+
+use reprise::proto as pb;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use crate::helpers::*;
+
+crate::on_both_backends!(the_metrics_endpoint_counts_rpcs_transitions_and_resumes);
+
+/// The recorder is global to the process: install it once, on a runtime of
+/// its own that outlives each test's runtime.
+fn metrics_address() -> &'static str {
+    static ADDRESS: OnceLock<String> = OnceLock::new();
+    ADDRESS.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let (ready, installed) = std::sync::mpsc::channel();
+        let listen = address.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                ready.send(reprise::metrics::install(listen.parse().unwrap()).map_err(|e| e.to_string())).unwrap();
+                std::future::pending::<()>().await
+            });
+        });
+        installed.recv().unwrap().expect("install metrics");
+        address
+    })
+}
+
+async fn scrape(address: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("metrics endpoint");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) {
+    let address = metrics_address();
+    let q = queue();
+    let p = app.create_pipeline("metered", vec![workflows("one", &q, &["a"]), workflows("two", &q, &["b"])]).await;
+    let _worker = app.worker(&q, |t| if t.stage_name == "two" { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) });
+    let e = app.start(&p.id).await;
+    app.wait_final(&e.id).await;
+    let resume = pb::ResumeRequest {
+        execution_id: e.id.clone(),
+        from_stage: Some(pb::resume_request::FromStage::StageName("two".into())),
+        ..Default::default()
+    };
+    app.executions.clone().resume(resume).await.expect("resume");
+    let missing = pb::GetExecutionRequest { execution_id: "missing".into() };
+    assert!(app.executions.clone().get_execution(missing).await.is_err());
+
+    let text = scrape(address).await;
+    for expected in [
+        r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/StartExecution",code="OK"}"#,
+        r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/GetExecution",code="NOT_FOUND"}"#,
+        r#"reprise_rpc_duration_seconds_bucket{method="/reprise.v1.WorkerService/CompleteTask""#,
+        "reprise_stage_transition_seconds_count",
+        "reprise_resumes_total",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+}
