@@ -49,6 +49,24 @@ pub struct StageRun {
     pub carried_from: Option<String>,
 }
 
+impl StageRun {
+    /// A stage that has not started.
+    pub fn pending(index: usize, name: &str) -> StageRun {
+        StageRun {
+            index,
+            name: name.to_owned(),
+            status: StageStatus::Pending,
+            status_message: String::new(),
+            started_at: None,
+            ended_at: None,
+            deadline_at: None,
+            decided_by: String::new(),
+            decision_comment: String::new(),
+            carried_from: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResumeOrigin {
     pub execution_id: String,

@@ -222,18 +222,7 @@ mod tests {
             stages: stages
                 .iter()
                 .enumerate()
-                .map(|(index, status)| StageRun {
-                    index,
-                    name: format!("s{index}"),
-                    status: *status,
-                    status_message: String::new(),
-                    started_at: None,
-                    ended_at: None,
-                    deadline_at: None,
-                    decided_by: String::new(),
-                    decision_comment: String::new(),
-                    carried_from: None,
-                })
+                .map(|(index, status)| StageRun { status: *status, ..StageRun::pending(index, &format!("s{index}")) })
                 .collect(),
             workflows: Vec::new(),
         }

@@ -7,6 +7,7 @@ mod audit;
 mod authorize;
 mod control;
 mod error;
+mod idempotency;
 mod notify;
 mod pipelines;
 mod progress;

@@ -182,23 +182,16 @@ impl Engine {
 
     /// The outcome of an earlier resume with this request id, if any.
     async fn replay_resume(&self, request: &ResumeRequest, fingerprint: &str) -> Result<Option<ResumeOutcome>> {
-        let Some(request_id) = &request.request_id else { return Ok(None) };
-        let Some((existing, stored)) = executions::find_by_request_id(self.db(), request_id).await? else {
+        let Some(existing) = self.earlier(request.request_id.as_deref(), fingerprint, &request.caller).await? else {
             return Ok(None);
         };
-        if stored != fingerprint {
-            return Err(Error::AlreadyExists(format!(
-                "request_id {request_id:?} was already used by execution {} for a different request; use a new request id",
-                existing.id
-            )));
-        }
         let Some(origin) = &existing.resumed_from else {
             return Err(Error::AlreadyExists(format!(
-                "request_id {request_id:?} was used to start execution {}",
+                "request_id {:?} was used to start execution {}",
+                existing.request_id,
                 existing.id
             )));
         };
-        authorize::read(&request.caller, &existing.application)?;
         let old = self.execution(&origin.execution_id).await?;
         let new = self.execution(&existing.id).await?;
         self.outcome(&old, origin.stage_index, Some(new)).await.map(Some)
@@ -236,18 +229,7 @@ fn successor(old: &ExecutionDetail, from: usize, request: &ResumeRequest) -> (Ex
                     ..s.clone()
                 }
             } else {
-                StageRun {
-                    index: s.index,
-                    name: s.name.clone(),
-                    status: StageStatus::Pending,
-                    status_message: String::new(),
-                    started_at: None,
-                    ended_at: None,
-                    deadline_at: None,
-                    decided_by: String::new(),
-                    decision_comment: String::new(),
-                    carried_from: None,
-                }
+                StageRun::pending(s.index, &s.name)
             }
         })
         .collect();

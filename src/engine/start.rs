@@ -10,7 +10,7 @@ use crate::{
         access::Caller,
         execution::{Execution, ExecutionDetail, StageRun},
         inputs,
-        status::{ExecutionStatus, StageStatus},
+        status::ExecutionStatus,
     },
     store::{self, StoreError, executions},
 };
@@ -76,18 +76,7 @@ impl Engine {
                 .stages
                 .iter()
                 .enumerate()
-                .map(|(index, s)| StageRun {
-                    index,
-                    name: s.name.clone(),
-                    status: StageStatus::Pending,
-                    status_message: String::new(),
-                    started_at: None,
-                    ended_at: None,
-                    deadline_at: None,
-                    decided_by: String::new(),
-                    decision_comment: String::new(),
-                    carried_from: None,
-                })
+                .map(|(index, s)| StageRun::pending(index, &s.name))
                 .collect(),
             workflows: Vec::new(),
             definition: pipeline.definition,
@@ -127,17 +116,9 @@ impl Engine {
 
     /// The execution an earlier call with this request id created, if any.
     async fn replay(&self, request: &StartRequest, fingerprint: &str) -> Result<Option<ExecutionDetail>> {
-        let Some(request_id) = &request.request_id else { return Ok(None) };
-        let Some((existing, stored)) = executions::find_by_request_id(self.db(), request_id).await? else {
-            return Ok(None);
-        };
-        if stored != fingerprint {
-            return Err(Error::AlreadyExists(format!(
-                "request_id {request_id:?} was already used by execution {} for a different request; use a new request id",
-                existing.id
-            )));
+        match self.earlier(request.request_id.as_deref(), fingerprint, &request.caller).await? {
+            Some(existing) => Ok(Some(self.execution(&existing.id).await?)),
+            None => Ok(None),
         }
-        authorize::read(&request.caller, &existing.application)?;
-        Ok(Some(self.execution(&existing.id).await?))
     }
 }

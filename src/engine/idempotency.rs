@@ -1,0 +1,33 @@
+//! Safe retries: a request id names one request. A retry of the same request
+//! gets what the first call created; reusing the id for another request is
+//! refused.
+
+use super::{Engine, Error, Result, authorize};
+use crate::{
+    domain::{access::Caller, execution::Execution},
+    store::executions,
+};
+
+impl Engine {
+    /// The execution an earlier call with `request_id` created, if it was the
+    /// same request (`fingerprint`) and `caller` may read it.
+    pub(super) async fn earlier(
+        &self,
+        request_id: Option<&str>,
+        fingerprint: &str,
+        caller: &Caller,
+    ) -> Result<Option<Execution>> {
+        let Some(request_id) = request_id else { return Ok(None) };
+        let Some((existing, stored)) = executions::find_by_request_id(self.db(), request_id).await? else {
+            return Ok(None);
+        };
+        if stored != fingerprint {
+            return Err(Error::AlreadyExists(format!(
+                "request_id {request_id:?} was already used by execution {} for a different request; use a new request id",
+                existing.id
+            )));
+        }
+        authorize::read(caller, &existing.application)?;
+        Ok(Some(existing))
+    }
+}
