@@ -73,6 +73,32 @@ async fn completing_a_task_twice_with_the_same_lease_is_refused_the_second_time(
     assert_eq!(stage_status(&seen, "first"), pb::StageStatus::Succeeded);
     assert_eq!(stage_status(&seen, "second"), pb::StageStatus::Running);
     assert_eq!(status(&seen), pb::ExecutionStatus::Running);
+
+    // The same holds when the reports race: one of five is accepted.
+    let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("the second task");
+    assert_eq!(task.stage_name, "second");
+    let reports: Vec<_> = (0..5)
+        .map(|i| {
+            let (client, task) = (app.workers.clone(), task.clone());
+            tokio::spawn(async move {
+                let output = format!("report {i}");
+                complete_task(&client, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, &output).await
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for report in reports {
+        match report.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(refused) => {
+                assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+                assert!(refused.message().contains("already ended"), "{refused:?}");
+            }
+        }
+    }
+    assert_eq!(accepted, 1, "exactly one racing report is accepted");
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "{done:#?}");
 }
 
 async fn a_stale_lease_is_refused_once_the_task_was_offered_again(app: TestApp) {
