@@ -27,6 +27,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run the server and a built-in worker in one process, on SQLite.
     Dev(DevArgs),
+    /// Client commands (apply, start, get, list, watch, abort, resume, history, approve, reject, pause, continue).
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
 }
 
 #[derive(Debug, Args, Clone)]

@@ -10,12 +10,14 @@
 //! - [`scheduler`]: the timer loop (lease expiry, timeouts).
 //! - [`auth`]: caller identity (JWT bearer tokens, client certificates) and TLS.
 //! - [`worker`]: the reference worker that runs shell tasks.
+//! - [`client`]: the command-line client (`reprise apply`, `start`, `watch`, `resume`, …).
 //! - [`metrics`]: Prometheus metrics.
 //! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod metrics;

@@ -16,6 +16,10 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Client commands only call a server: no log set-up, their own exit codes.
+    if let Command::Client(command) = cli.command {
+        std::process::exit(reprise::client::main(command).await);
+    }
     let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
@@ -27,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args, false, shutdown).await,
+        Command::Client(command) => std::process::exit(reprise::client::main(command).await),
         Command::Worker(args) => {
             let config = worker::WorkerConfig {
                 server: args.server,

@@ -13,3 +13,4 @@ mod resume;
 mod replicas;
 mod scale_out;
 mod metrics;
+mod cli;
