@@ -99,8 +99,10 @@ def check_variant(variant, values, docs, by_kind):
     check(c.get("args") == ["serve"], f"[{variant}] container runs `serve`")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     check(ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}, f"[{variant}] container ports grpc {GRPC_PORT}, metrics {METRICS_PORT}")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe"):
         check(c.get(probe, {}).get("grpc") == {"port": GRPC_PORT}, f"[{variant}] {probe} is a native gRPC probe on {GRPC_PORT}")
+    check(c.get("livenessProbe", {}).get("grpc") == {"port": GRPC_PORT, "service": "liveness"},
+          f"[{variant}] livenessProbe asks the health service's `liveness` name on {GRPC_PORT}")
     sc, psc = c["securityContext"], pod["spec"]["securityContext"]
     check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
           and sc.get("capabilities", {}).get("drop") == ["ALL"] and sc.get("runAsNonRoot") is True

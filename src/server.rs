@@ -20,8 +20,17 @@ use crate::{
     scheduler, store,
 };
 
-const SERVICES: [&str; 4] =
-    ["", "reprise.v1.PipelineService", "reprise.v1.ExecutionService", "reprise.v1.WorkerService"];
+/// The health name that reports the process alive, not the database.
+pub const LIVENESS: &str = "liveness";
+
+/// Health names that go NOT_SERVING while the database is unreachable.
+const SERVICES: [&str; 5] = [
+    "",
+    "reprise.v1.PipelineService",
+    "reprise.v1.ExecutionService",
+    "reprise.v1.WorkerService",
+    "reprise.v1.AccessService",
+];
 
 /// How callers reach and prove who they are.
 #[derive(Clone)]
@@ -52,6 +61,8 @@ pub async fn serve_with(
     let address = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
+    // For liveness probes: SERVING while the process runs, whatever the database.
+    health.set_service_status(LIVENESS, ServingStatus::Serving).await;
 
     let tasks = TaskTracker::new();
     tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
@@ -79,6 +90,7 @@ pub async fn serve_with(
             shutdown.cancelled().await;
             tracing::info!("shutting down: refusing new work, finishing calls in flight");
             set_health(&health, ServingStatus::NotServing).await;
+            health.set_service_status(LIVENESS, ServingStatus::NotServing).await;
         }
     };
     let mut builder = tonic::transport::Server::builder();

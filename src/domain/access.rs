@@ -199,7 +199,9 @@ mod tests {
     #[test]
     fn execute_permission_table() {
         use Permission::*;
-        let table: &[(Option<&str>, Option<EnvironmentType>, &[EnvironmentType], bool)] = &[
+        // (grant application, grant environment type, stage environment types, allowed)
+        type Row<'a> = (Option<&'a str>, Option<EnvironmentType>, &'a [EnvironmentType], bool);
+        let table: &[Row] = &[
             (None, None, &[Prod, NonProd], true),
             (Some("shop"), None, &[Prod, NonProd], true),
             (Some("other"), None, &[NonProd], false),

@@ -62,8 +62,24 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection> {
                 .foreign_keys(true)
         });
     let db = Database::connect(options).await?;
-    migration::Migrator::up(&db, None).await?;
+    migrate(&db).await?;
     Ok(db)
+}
+
+/// Applies pending migrations. On PostgreSQL an advisory lock makes replicas
+/// that start together take turns: one migrates, the others then find
+/// nothing to do (without it they race on the DDL and all but one fail).
+async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(migration::Migrator::up(db, None).await?);
+    }
+    const LOCK: i64 = 0x0072_6570_7269_7365; // "reprise" in ASCII
+    let to_err = |e: sea_orm::sqlx::Error| StoreError::Db(DbErr::Custom(format!("migration lock: {e}")));
+    let mut lock = db.get_postgres_connection_pool().acquire().await.map_err(to_err)?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)").bind(LOCK).execute(&mut *lock).await.map_err(to_err)?;
+    let migrated = migration::Migrator::up(db, None).await;
+    sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK).execute(&mut *lock).await.map_err(to_err)?;
+    Ok(migrated?)
 }
 
 /// Starts a write transaction. On SQLite it is IMMEDIATE: it takes the write

@@ -7,7 +7,12 @@ use tokio::time::Instant;
 
 use crate::helpers::*;
 
-crate::on_both_backends!(replicas_share_the_work_and_hand_each_task_out_once, a_poller_on_one_replica_wakes_when_another_queues_a_task);
+crate::on_both_backends!(
+    replicas_share_the_work_and_hand_each_task_out_once,
+    a_poller_on_one_replica_wakes_when_another_queues_a_task,
+    replicas_starting_together_on_a_new_database_all_come_up,
+    health_reports_readiness_and_liveness,
+);
 
 async fn replicas_share_the_work_and_hand_each_task_out_once(app: TestApp) {
     let q = queue();
@@ -47,4 +52,39 @@ async fn a_poller_on_one_replica_wakes_when_another_queues_a_task(app: TestApp) 
     let (task, received_at) = poll.await.unwrap();
     assert!(task.is_some(), "the waiting poll on the other replica got the task");
     assert!(received_at - queued_at < Duration::from_secs(10), "woken by notification, not by the 20 s recheck");
+}
+
+async fn replicas_starting_together_on_a_new_database_all_come_up(app: TestApp) {
+    if app.backend == Backend::Sqlite {
+        return; // one process per SQLite file
+    }
+    use sea_orm::{ConnectionTrait, Database};
+    let admin_url = std::env::var(POSTGRES_ENV).unwrap();
+    let admin = Database::connect(&admin_url).await.unwrap();
+    let name = format!("reprise_m_{}", uuid::Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+    let url = app.db_url().rsplit_once('/').map(|(base, _)| format!("{base}/{name}")).unwrap();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { reprise::store::connect(&url).await })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for start in starts {
+        if let Err(e) = start.await.unwrap() {
+            failures.push(e.to_string());
+        }
+    }
+    admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok();
+    assert!(failures.is_empty(), "every replica migrates or finds the migrations done: {failures:?}");
+}
+
+async fn health_reports_readiness_and_liveness(app: TestApp) {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let mut health = HealthClient::new(app.channel.clone());
+    for service in ["", "reprise.v1.ExecutionService", "reprise.v1.AccessService", reprise::server::LIVENESS] {
+        let status = health.check(HealthCheckRequest { service: service.into() }).await.expect("health").into_inner().status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
 }
