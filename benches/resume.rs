@@ -1,1 +1,1265 @@
-fn main() {}
+//! What a resume costs, and whether ListHistory stays flat as the executions
+//! table grows.
+//!
+//! Run with `cargo bench --bench resume`. Always measures SQLite (temp file
+//! databases); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a
+//! server (fresh `reprise_bench_<uuid>` databases are created there and
+//! dropped at the end).
+//!
+//! Per backend, on a first (small) database:
+//! 1. floor: one single-row INSERT + COMMIT per transaction (`store::begin`,
+//!    so BEGIN IMMEDIATE on SQLite like the engine's writes);
+//! 2. Resume RPC latency and throughput with 1 and 16 concurrent callers,
+//!    each call resuming a distinct REJECTED execution of a 1-stage approval
+//!    pipeline from stage 0 (the resume puts the approval back to waiting in
+//!    its transaction); plus, with 1 caller, FAILED executions of a 4-stage
+//!    pipeline (stage 2 = 4 parallel workflows, one failed by a scripted gRPC
+//!    worker) resumed from stage 0 (dispatches 1 task) and from stage 2
+//!    (carries 2 stages over, dispatches 4 tasks);
+//! 4. end to end: a 20-stage × 4-workflow pipeline whose original run fails
+//!    in its last stage (so all 20 stages ran), then resumed from stage
+//!    index 10 (carries stages 0..=9 over, runs 10..=19), scripted gRPC workers.
+//!
+//! On a second database:
+//! 3. ListHistory (first page of 50) with exactly 10,000 and then 1,000,000
+//!    executions, seeded with bulk SQL straight into `executions` (chains of
+//!    1 to 1,000 attempts; block 0 is a 1,000-attempt chain that is also
+//!    paged through end to end), then Resume latency again on that table.
+
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use reprise::{
+    engine::{Engine, Settings},
+    proto::{
+        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
+        worker_service_client::WorkerServiceClient,
+    },
+    store,
+};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const POSTGRES_ENV: &str = "REPRISE_TEST_POSTGRES_URL";
+
+const FLOOR_WARMUP: usize = 50;
+const FLOOR_ITERATIONS: usize = 1000;
+
+/// Resumes before the measured series (connections, caches), not recorded.
+const RESUME_WARMUP: usize = 20;
+const RESUME_ONE_CALLER: usize = 300;
+const CALLERS: usize = 16;
+const RESUME_PER_CALLER: usize = 30;
+/// 4-stage failed executions per resume point (stage 0 and stage 2).
+const FAILED_PER_POINT: usize = 50;
+/// Resumes measured on the 1M-row database, 1 caller.
+const RESUME_LARGE: usize = 150;
+/// Concurrent callers while preparing pools (not measured).
+const PREP_CONCURRENCY: usize = 8;
+
+const E2E_STAGES: usize = 20;
+const E2E_WIDTH: usize = 4;
+/// The stage index the end-to-end resume starts from.
+const E2E_RESUME_FROM: usize = 10;
+/// Measured runs; one more runs first as warm-up.
+const E2E_RUNS: usize = 5;
+const E2E_SLOTS: usize = 4;
+
+const HISTORY_SMALL: i64 = 10_000;
+const HISTORY_LARGE: i64 = 1_000_000;
+/// Rows per seeding statement (one transaction each).
+const SEED_CHUNK: i64 = 100_000;
+const HISTORY_PAGE: i32 = 50;
+const HISTORY_WARMUP: usize = 50;
+const HISTORY_RANDOM: usize = 500;
+const HISTORY_LONG: usize = 300;
+const HISTORY_PAGINGS: usize = 10;
+/// The seeded chain of 1,000 attempts: seeded rows 0..=999.
+const LONG_CHAIN: i64 = 1000;
+
+/// Bounds every wait of the bench so a lost wake-up cannot hang it.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    eprintln!("reprise resume bench: server, clients and workers in one process, {cores} cores");
+    let mut reports = vec![bench_backend(Backend::Sqlite).await?];
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) => reports.push(bench_backend(Backend::Postgres(url)).await?),
+        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
+    }
+    print_report(&reports);
+    println!("\n(bench ran in {:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ---- backends ----------------------------------------------------------
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A database that exists for the bench only.
+enum BenchDb {
+    Sqlite { _dir: tempfile::TempDir, url: String },
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+impl BenchDb {
+    async fn create(backend: &Backend) -> anyhow::Result<BenchDb> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("reprise-bench.db").display());
+                BenchDb::Sqlite { _dir: dir, url }
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("reprise_bench_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .with_context(|| format!("connecting to PostgreSQL at {POSTGRES_ENV}"))?;
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.context("create bench database")?;
+                admin.close().await.ok();
+                let url = replace_database(admin_url, &name);
+                BenchDb::Postgres { admin_url: admin_url.clone(), name, url }
+            }
+        })
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            BenchDb::Sqlite { url, .. } | BenchDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let BenchDb::Postgres { admin_url, name, .. } = self {
+            let (admin_url, db_name) = (admin_url.clone(), name.clone());
+            // Drop may run inside the runtime, which must not block: use a thread.
+            let dropped = std::thread::spawn(move || {
+                let name = db_name;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                    let r = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    admin.close().await.ok();
+                    r.ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(_))) {
+                eprintln!("warning: could not drop bench database {name}; drop it by hand");
+            }
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+// ---- the server ------------------------------------------------------------
+
+struct Server {
+    engine: Engine,
+    address: String,
+    channel: Channel,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    async fn start(db: DatabaseConnection) -> anyhow::Result<Server> {
+        let settings =
+            Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Default::default() };
+        let engine = Engine::new(db, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(reprise::server::serve(listener, engine.clone(), shutdown.clone()));
+        let channel = Channel::from_shared(address.clone())?.connect().await?;
+        Ok(Server { engine, address, channel, shutdown, handle })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("warning: server ended with an error: {e:#}"),
+            Ok(Err(e)) => eprintln!("warning: server task failed: {e}"),
+            Err(_) => eprintln!("warning: server did not stop within 10 s"),
+        }
+        drop(self.channel);
+        self.engine.db().close_by_ref().await.ok();
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        self.engine.db()
+    }
+
+    fn executions(&self) -> ExecutionServiceClient<Channel> {
+        ExecutionServiceClient::new(self.channel.clone())
+    }
+
+    fn workers(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel.clone())
+    }
+
+    /// A client on a connection of its own.
+    async fn own_executions_client(&self) -> anyhow::Result<ExecutionServiceClient<Channel>> {
+        Ok(ExecutionServiceClient::new(Channel::from_shared(self.address.clone())?.connect().await?))
+    }
+
+    async fn create_pipeline(&self, stages: Vec<pb::Stage>) -> anyhow::Result<String> {
+        let request = pb::CreatePipelineRequest {
+            application: "bench".into(),
+            name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            definition: Some(pb::PipelineDefinition { description: String::new(), variables: vec![], stages }),
+        };
+        let pipeline = PipelineServiceClient::new(self.channel.clone())
+            .create_pipeline(request)
+            .await?
+            .into_inner()
+            .pipeline
+            .context("no pipeline in the response")?;
+        Ok(pipeline.id)
+    }
+
+    async fn start_execution(&self, pipeline_id: &str) -> anyhow::Result<pb::Execution> {
+        let request = pb::StartExecutionRequest {
+            pipeline_id: pipeline_id.into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        self.executions().start_execution(request).await?.into_inner().execution.context("no execution in the response")
+    }
+
+    /// Follows WatchExecution until the execution is final; returns its status.
+    async fn wait_final(&self, execution_id: &str) -> anyhow::Result<pb::ExecutionStatus> {
+        within("waiting for a final state", async {
+            let request = pb::WatchExecutionRequest { execution_id: execution_id.into() };
+            let mut stream = self.executions().watch_execution(request).await?.into_inner();
+            while let Some(item) = stream.next().await {
+                let execution = item?.execution.context("no execution in a watch message")?;
+                let status = pb::ExecutionStatus::try_from(execution.status)?;
+                if is_final(status) {
+                    return Ok(status);
+                }
+            }
+            bail!("watch of {execution_id} ended before the execution was final")
+        })
+        .await
+    }
+}
+
+fn environment() -> Option<pb::Environment> {
+    Some(pb::Environment { name: "bench".into(), r#type: pb::EnvironmentType::NonProd as i32 })
+}
+
+fn workflow_stage(name: &str, queue: &str, workflows: &[String]) -> pb::Stage {
+    pb::Stage {
+        name: name.into(),
+        environment: environment(),
+        skip_condition: None,
+        kind: Some(pb::stage::Kind::Workflows(pb::WorkflowStage {
+            workflows: workflows
+                .iter()
+                .map(|w| pb::Workflow {
+                    name: w.clone(),
+                    task_queue: queue.into(),
+                    command: "true".into(),
+                    timeout: None,
+                    max_attempts: 0,
+                })
+                .collect(),
+        })),
+    }
+}
+
+fn approval_stage(name: &str) -> pb::Stage {
+    pb::Stage {
+        name: name.into(),
+        environment: environment(),
+        skip_condition: None,
+        kind: Some(pb::stage::Kind::Approval(pb::ApprovalStage {
+            timeout: Some(prost_types::Duration { seconds: 24 * 3600, nanos: 0 }),
+            instructions: "bench".into(),
+        })),
+    }
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn is_final(status: pb::ExecutionStatus) -> bool {
+    use pb::ExecutionStatus as S;
+    matches!(status, S::Succeeded | S::Failed | S::Aborted | S::Expired | S::Rejected)
+}
+
+fn queue_name() -> String {
+    format!("bench-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(WAIT_LIMIT, f).await {
+        Ok(r) => r,
+        Err(_) => bail!("{what}: nothing within {} s (a lost wake-up?)", WAIT_LIMIT.as_secs()),
+    }
+}
+
+/// Runs `f` over `items` with at most `concurrency` at a time.
+async fn for_each_concurrent<T, F, Fut>(items: Vec<T>, concurrency: usize, f: F) -> anyhow::Result<()>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let queue = Arc::new(Mutex::new(items));
+    let f = Arc::new(f);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (queue, f) = (queue.clone(), f.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(item) = queue.lock().unwrap().pop() else { return anyhow::Ok(()) };
+                    f(item).await?;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+// ---- scripted workers --------------------------------------------------------
+
+/// Workers that poll a queue over gRPC and complete every task at once,
+/// failing those `fail` picks.
+struct Workers {
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+type FailRule = Arc<dyn Fn(&pb::Task) -> bool + Send + Sync>;
+
+impl Workers {
+    fn start(server: &Server, queue: &str, slots: usize, fail: FailRule) -> Workers {
+        let stop = CancellationToken::new();
+        let tasks = (0..slots)
+            .map(|i| {
+                let (mut client, queue, stop, fail) = (server.workers(), queue.to_owned(), stop.clone(), fail.clone());
+                let id = format!("bench-worker-{i}");
+                tokio::spawn(async move {
+                    loop {
+                        let request = pb::PollTaskRequest {
+                            task_queue: queue.clone(),
+                            worker_id: id.clone(),
+                            wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+                        };
+                        let polled = tokio::select! {
+                            r = client.poll_task(request) => r,
+                            _ = stop.cancelled() => return anyhow::Ok(()),
+                        };
+                        let Some(task) = polled.context("PollTask failed")?.into_inner().task else { continue };
+                        let outcome = if fail(&task) { pb::TaskOutcome::Failed } else { pb::TaskOutcome::Succeeded };
+                        let request = pb::CompleteTaskRequest {
+                            task_id: task.task_id.clone(),
+                            lease_token: task.lease_token.clone(),
+                            outcome: outcome as i32,
+                            exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
+                            output: String::new(),
+                            message: String::new(),
+                        };
+                        // A stage that failed may refuse its other workflows' late reports.
+                        if let Err(status) = client.complete_task(request).await {
+                            if !matches!(
+                                status.code(),
+                                tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::Aborted
+                            ) {
+                                return Err(status).context("CompleteTask failed");
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Workers { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            if let Ok(Err(e)) = t.await {
+                eprintln!("warning: scripted worker: {e:#}");
+            }
+        }
+    }
+}
+
+// ---- one backend ---------------------------------------------------------
+
+#[derive(Default)]
+struct Series {
+    samples: Vec<Duration>,
+    wall: Duration,
+    errors: Vec<String>,
+}
+
+impl Series {
+    fn throughput(&self) -> f64 {
+        self.samples.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+}
+
+struct HistoryReport {
+    rows: i64,
+    seed_time: Duration,
+    table_bytes: Option<i64>,
+    random: Vec<Duration>,
+    random_entries: f64,
+    long_first: Vec<Duration>,
+    /// The same first pages as ListHistory's two store queries in-process,
+    /// without gRPC.
+    random_engine: Vec<Duration>,
+    long_first_engine: Vec<Duration>,
+    long_pages: Vec<Duration>,
+    long_whole: Vec<Duration>,
+    plans: Vec<String>,
+}
+
+struct BackendReport {
+    name: &'static str,
+    floor: Vec<Duration>,
+    prep: Duration,
+    one: Series,
+    many: Series,
+    four_from_0: Series,
+    four_from_2: Series,
+    e2e_original: Vec<Duration>,
+    e2e_resumed: Vec<Duration>,
+    history: Vec<HistoryReport>,
+    large_resume: Series,
+    large_resume_rows: i64,
+}
+
+async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
+    let name = backend.name();
+
+    // The small database: floor, Resume, end to end.
+    let small = BenchDb::create(&backend).await?;
+    let db = store::connect(small.url()).await.context("store::connect")?;
+    eprintln!("[{name}] floor: {FLOOR_ITERATIONS} × INSERT + COMMIT");
+    let floor = floor(&db).await?;
+    let server = Server::start(db).await?;
+    let first = async {
+        let prep_started = Instant::now();
+        let approval = server.create_pipeline(vec![approval_stage("gate")]).await?;
+        let pool_size = RESUME_WARMUP + RESUME_ONE_CALLER + CALLERS * RESUME_PER_CALLER;
+        eprintln!("[{name}] preparing {pool_size} REJECTED executions and {} FAILED 4-stage executions", 2 * FAILED_PER_POINT);
+        let mut pool = rejected_pool(&server, &approval, pool_size).await?;
+        let mut failed = failed_pool(&server, 2 * FAILED_PER_POINT).await?;
+        let prep = prep_started.elapsed();
+        eprintln!("[{name}] pools ready in {:.1} s", prep.as_secs_f64());
+
+        let warmup: Vec<_> = pool.drain(..RESUME_WARMUP).collect();
+        resume_series(&server, warmup, 1, 0).await?;
+        eprintln!("[{name}] Resume, 1 caller × {RESUME_ONE_CALLER}");
+        let one = resume_series(&server, pool.drain(..RESUME_ONE_CALLER).collect(), 1, 0).await?;
+        eprintln!("[{name}] Resume, {CALLERS} callers × {RESUME_PER_CALLER}");
+        let many = resume_series(&server, std::mem::take(&mut pool), CALLERS, 0).await?;
+        eprintln!("[{name}] Resume of FAILED 4-stage executions from stage 0 and 2, 1 caller × {FAILED_PER_POINT} each");
+        let four_from_0 = resume_series(&server, failed.drain(..FAILED_PER_POINT).collect(), 1, 0).await?;
+        let four_from_2 = resume_series(&server, std::mem::take(&mut failed), 1, 2).await?;
+
+        eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, original run then resume from index {E2E_RESUME_FROM}, × {E2E_RUNS} (+1 warm-up)");
+        let (e2e_original, e2e_resumed) = e2e(&server).await?;
+        anyhow::Ok((prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed))
+    }
+    .await;
+    server.stop().await;
+    drop(small);
+    let (prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed) = first?;
+
+    // The history database: 10k then 1M seeded executions.
+    let big = BenchDb::create(&backend).await?;
+    let db = store::connect(big.url()).await.context("store::connect")?;
+    let server = Server::start(db).await?;
+    let second = async {
+        let pipeline = server.create_pipeline(vec![approval_stage("gate")]).await?;
+        let base = reprise::engine::now() - 30 * 24 * 3600 * 1000;
+        let mut history = Vec::new();
+        let mut seeded = 0;
+        for target in [HISTORY_SMALL, HISTORY_LARGE] {
+            eprintln!("[{name}] seeding executions {seeded}..{target}");
+            let started = Instant::now();
+            seed(server.db(), &pipeline, base, seeded, target).await?;
+            let seed_time = started.elapsed();
+            seeded = target;
+            let rows = count_executions(server.db()).await?;
+            eprintln!("[{name}] {rows} executions (seeded in {:.1} s); ListHistory", seed_time.as_secs_f64());
+            let mut report = history_series(&server, base, seeded).await?;
+            report.rows = rows;
+            report.seed_time = seed_time;
+            report.table_bytes = table_bytes(server.db()).await.ok();
+            report.plans =
+                plans(server.db(), &seeded_id(base, 0)).await.unwrap_or_else(|e| vec![format!("(no plan: {e:#})")]);
+            history.push(report);
+        }
+        eprintln!("[{name}] Resume on the 1M-row table, 1 caller × {RESUME_LARGE}");
+        let mut pool = rejected_pool(&server, &pipeline, RESUME_WARMUP + RESUME_LARGE).await?;
+        let rows = count_executions(server.db()).await?;
+        resume_series(&server, pool.drain(..RESUME_WARMUP).collect(), 1, 0).await?;
+        let large_resume = resume_series(&server, pool, 1, 0).await?;
+        anyhow::Ok((history, large_resume, rows))
+    }
+    .await;
+    server.stop().await;
+    drop(big);
+    let (history, large_resume, large_resume_rows) = second?;
+
+    Ok(BackendReport {
+        name,
+        floor,
+        prep,
+        one,
+        many,
+        four_from_0,
+        four_from_2,
+        e2e_original,
+        e2e_resumed,
+        history,
+        large_resume,
+        large_resume_rows,
+    })
+}
+
+// ---- 1. the floor --------------------------------------------------------
+
+/// One single-row INSERT + COMMIT per transaction, on a scratch table.
+async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
+    db.execute_unprepared("CREATE TABLE bench_floor (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").await?;
+    let sql = match backend {
+        DbBackend::Postgres => "INSERT INTO bench_floor (id, payload) VALUES ($1, $2)",
+        _ => "INSERT INTO bench_floor (id, payload) VALUES (?, ?)",
+    };
+    let payload = "x".repeat(64);
+    let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
+    for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
+        let started = Instant::now();
+        let txn = store::begin(db).await?;
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
+            .await?;
+        txn.commit().await?;
+        if i >= FLOOR_WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    db.execute_unprepared("DROP TABLE bench_floor").await?;
+    Ok(samples)
+}
+
+// ---- 2. Resume -----------------------------------------------------------------
+
+/// `n` executions of the 1-stage approval pipeline, each started and
+/// rejected: REJECTED, latest of its chain, resumable from stage 0.
+async fn rejected_pool(server: &Server, pipeline: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let client = server.executions();
+    let (pipeline, out) = (pipeline.to_owned(), ids.clone());
+    for_each_concurrent((0..n).collect(), PREP_CONCURRENCY, move |_| {
+        let (mut client, pipeline, out) = (client.clone(), pipeline.clone(), out.clone());
+        async move {
+            let request = pb::StartExecutionRequest {
+                pipeline_id: pipeline,
+                request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            };
+            let e = client.start_execution(request).await?.into_inner().execution.context("no execution")?;
+            let reject =
+                pb::RejectRequest { execution_id: e.id.clone(), stage_name: String::new(), comment: "bench".into() };
+            let r = client.reject(reject).await?.into_inner().execution.context("no execution")?;
+            ensure!(r.status == pb::ExecutionStatus::Rejected as i32, "rejected execution is {:?}", r.status);
+            out.lock().unwrap().push(e.id);
+            Ok(())
+        }
+    })
+    .await?;
+    let ids = std::mem::take(&mut *ids.lock().unwrap());
+    Ok(ids)
+}
+
+/// `n` FAILED executions of a 4-stage pipeline whose stage 2 has 4 parallel
+/// workflows, one of which the scripted worker fails.
+async fn failed_pool(server: &Server, n: usize) -> anyhow::Result<Vec<String>> {
+    let queue = queue_name();
+    let pipeline = server
+        .create_pipeline(vec![
+            workflow_stage("build", &queue, &names("compile", 1)),
+            workflow_stage("test", &queue, &names("unit", 1)),
+            workflow_stage("rollout", &queue, &["eu".into(), "us".into(), "asia".into(), "au".into()]),
+            workflow_stage("verify", &queue, &names("smoke", 1)),
+        ])
+        .await?;
+    let workers = Workers::start(
+        server,
+        &queue,
+        8,
+        Arc::new(|t: &pb::Task| t.stage_name == "rollout" && t.workflow_name == "us"),
+    );
+    let result = async {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(server.start_execution(&pipeline).await?.id);
+        }
+        for id in &ids {
+            let status = server.wait_final(id).await?;
+            ensure!(status == pb::ExecutionStatus::Failed, "4-stage execution ended {status:?}");
+        }
+        Ok(ids)
+    }
+    .await;
+    // Stop the workers: the resumes below dispatch tasks nobody runs.
+    workers.stop().await;
+    result
+}
+
+/// Resumes every execution of `pool` from `stage_index`, with `callers`
+/// concurrent callers each on its own connection, taking executions from a
+/// shared queue. Latency per call and wall time of the whole series.
+async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage_index: i32) -> anyhow::Result<Series> {
+    let queue = Arc::new(Mutex::new(pool));
+    let mut clients = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        clients.push(server.own_executions_client().await?);
+    }
+    let gate = Arc::new(tokio::sync::Barrier::new(callers + 1));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let (queue, gate) = (queue.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut errors = Vec::new();
+                gate.wait().await;
+                loop {
+                    let Some(id) = queue.lock().unwrap().pop() else { break };
+                    let request = pb::ResumeRequest {
+                        execution_id: id.clone(),
+                        from_stage: Some(pb::resume_request::FromStage::StageIndex(stage_index)),
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        ..Default::default()
+                    };
+                    let started = Instant::now();
+                    let result = client.resume(request).await;
+                    let elapsed = started.elapsed();
+                    match result {
+                        Ok(r) => match r.into_inner().execution {
+                            Some(e) if e.attempt == 2 => samples.push(elapsed),
+                            other => errors.push(format!("resume of {id} returned {:?}", other.map(|e| e.attempt))),
+                        },
+                        Err(status) => errors.push(format!("resume of {id}: {:?} {}", status.code(), status.message())),
+                    }
+                }
+                (samples, errors)
+            })
+        })
+        .collect();
+    gate.wait().await;
+    let started = Instant::now();
+    let mut series = Series::default();
+    for t in tasks {
+        let (samples, errors) = t.await?;
+        series.samples.extend(samples);
+        series.errors.extend(errors);
+    }
+    series.wall = started.elapsed();
+    for e in series.errors.iter().take(3) {
+        eprintln!("  error: {e}");
+    }
+    Ok(series)
+}
+
+// ---- 4. end to end -------------------------------------------------------------
+
+/// Original runs of a 20×4 pipeline that fail in their last stage (so every
+/// stage ran), each then resumed from stage E2E_RESUME_FROM and run to success.
+async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let queue = queue_name();
+    let stages = (0..E2E_STAGES).map(|s| workflow_stage(&format!("s{s:02}"), &queue, &names("w", E2E_WIDTH))).collect();
+    let pipeline = server.create_pipeline(stages).await?;
+    let originals: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let fail: FailRule = {
+        let originals = originals.clone();
+        let last = format!("s{:02}", E2E_STAGES - 1);
+        let victim = format!("w{}", E2E_WIDTH - 1);
+        Arc::new(move |t: &pb::Task| {
+            t.stage_name == last && t.workflow_name == victim && originals.lock().unwrap().contains(&t.execution_id)
+        })
+    };
+    let workers = Workers::start(server, &queue, E2E_SLOTS, fail);
+    let result = async {
+        let (mut original, mut resumed) = (Vec::new(), Vec::new());
+        for run in 0..=E2E_RUNS {
+            let started = Instant::now();
+            let request = pb::StartExecutionRequest {
+                pipeline_id: pipeline.clone(),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            };
+            let mut client = server.executions();
+            let e = client.start_execution(request).await?.into_inner().execution.context("no execution")?;
+            // Registered long before its last stage can be dispatched.
+            originals.lock().unwrap().insert(e.id.clone());
+            let status = server.wait_final(&e.id).await?;
+            let took = started.elapsed();
+            ensure!(status == pb::ExecutionStatus::Failed, "original run ended {status:?}");
+
+            let started = Instant::now();
+            let request = pb::ResumeRequest {
+                execution_id: e.id.clone(),
+                from_stage: Some(pb::resume_request::FromStage::StageIndex(E2E_RESUME_FROM as i32)),
+                request_id: uuid::Uuid::new_v4().to_string(),
+                ..Default::default()
+            };
+            let r = client.resume(request).await?.into_inner().execution.context("no execution")?;
+            let status = server.wait_final(&r.id).await?;
+            let took_resumed = started.elapsed();
+            ensure!(status == pb::ExecutionStatus::Succeeded, "resumed run ended {status:?}");
+            let done = client
+                .get_execution(pb::GetExecutionRequest { execution_id: r.id.clone() })
+                .await?
+                .into_inner()
+                .execution
+                .context("no execution")?;
+            let carried = done.stages.iter().filter(|s| s.carried_over).count();
+            ensure!(carried == E2E_RESUME_FROM, "{carried} stages carried over, expected {E2E_RESUME_FROM}");
+            if run > 0 {
+                original.push(took);
+                resumed.push(took_resumed);
+            }
+        }
+        Ok((original, resumed))
+    }
+    .await;
+    workers.stop().await;
+    result
+}
+
+// ---- 3. ListHistory over a large table -------------------------------------------
+
+/// The id of seeded execution `g`, shaped like a UUIDv7 of its creation time
+/// (so ids sort by time like real ones) and unique by `g`.
+fn seeded_id(base: i64, g: i64) -> String {
+    let ts = base + g * 10;
+    format!("{:08x}-{:04x}-7000-8000-{:012x}", ts >> 16, ts & 0xffff, g)
+}
+
+/// SQL computing `seeded_id` of the integer expression `g`.
+fn id_sql(backend: DbBackend, base: i64, g: &str) -> String {
+    let ts = format!("({base} + ({g}) * 10)");
+    match backend {
+        DbBackend::Postgres => format!(
+            "lpad(to_hex({ts} >> 16), 8, '0') || '-' || lpad(to_hex({ts} & 65535), 4, '0') || '-7000-8000-' || lpad(to_hex({g}), 12, '0')"
+        ),
+        _ => format!("printf('%08x-%04x-7000-8000-%012x', {ts} >> 16, {ts} & 65535, {g})"),
+    }
+}
+
+/// Chain layout of seeded execution g, in blocks of 1,000 rows: block b
+/// with b % 100 == 0 is one chain of 1,000 attempts; in the other blocks the
+/// first 500 rows are single executions and the last 500 are chains of
+/// 2, 3, 5, 10, 50, 100, 250 or 500 attempts (by b % 8).
+fn chain_len(g: i64) -> i64 {
+    let (b, r) = (g / 1000, g % 1000);
+    if b % 100 == 0 {
+        1000
+    } else if r < 500 {
+        1
+    } else {
+        [2, 3, 5, 10, 50, 100, 250, 500][(b % 8) as usize]
+    }
+}
+
+/// Inserts seeded executions [from, to) in bulk, SEED_CHUNK rows per
+/// statement and transaction: PostgreSQL `INSERT ... SELECT FROM
+/// generate_series`, SQLite the same over a recursive CTE.
+async fn seed(db: &DatabaseConnection, pipeline_id: &str, base: i64, from: i64, to: i64) -> anyhow::Result<()> {
+    let backend = db.get_database_backend();
+    let id = |g: &str| id_sql(backend, base, g);
+    let request_id = match backend {
+        DbBackend::Postgres => "'seed-' || lpad(g::text, 9, '0')",
+        _ => "printf('seed-%09d', g)",
+    };
+    let mut lo = from;
+    while lo < to {
+        let hi = (lo + SEED_CHUNK).min(to) - 1;
+        let (with, source) = match backend {
+            DbBackend::Postgres => (String::new(), format!("generate_series({lo}::bigint, {hi}::bigint) AS src(g)")),
+            _ => (
+                format!("WITH RECURSIVE src(g) AS (SELECT {lo} UNION ALL SELECT g + 1 FROM src WHERE g < {hi}) "),
+                "src".to_owned(),
+            ),
+        };
+        // len: attempts of the chain; pos: position in the block's chain region.
+        let layout = format!(
+            "SELECT g, \
+               CASE WHEN (g / 1000) % 100 = 0 THEN 1000 WHEN g % 1000 < 500 THEN 1 \
+                    ELSE CASE (g / 1000) % 8 WHEN 0 THEN 2 WHEN 1 THEN 3 WHEN 2 THEN 5 WHEN 3 THEN 10 \
+                         WHEN 4 THEN 50 WHEN 5 THEN 100 WHEN 6 THEN 250 ELSE 500 END END AS len, \
+               CASE WHEN (g / 1000) % 100 = 0 THEN g % 1000 WHEN g % 1000 < 500 THEN 0 ELSE g % 1000 - 500 END AS pos \
+             FROM {source}"
+        );
+        let chains = format!(
+            "SELECT g, pos % len + 1 AS attempt, \
+               CASE WHEN pos % len = len - 1 OR g % 1000 = 999 THEN 1 ELSE 0 END AS last \
+             FROM ({layout}) l"
+        );
+        let sql = format!(
+            "{with}INSERT INTO executions (id, pipeline_id, pipeline_version, application, status, status_message, \
+               variables, artifacts, request_id, request_fingerprint, triggered_by, chain_id, attempt, revision, \
+               created_at, started_at, ended_at, resumed_from_execution_id, resume_stage_index, resume_stage_name, \
+               resumed_by_execution_id) \
+             SELECT {id_g}, '{pipeline_id}', 1, 'bench', \
+               CASE WHEN last = 1 AND g % 3 <> 0 THEN 'SUCCEEDED' ELSE 'REJECTED' END, '', '{{}}', '{{}}', \
+               {request_id}, 'seed', 'bench', {id_first}, attempt, 0, \
+               {base} + g * 10, {base} + g * 10, {base} + g * 10 + 5, \
+               CASE WHEN attempt > 1 THEN {id_prev} END, CASE WHEN attempt > 1 THEN 0 END, \
+               CASE WHEN attempt > 1 THEN 'gate' END, CASE WHEN last = 0 THEN {id_next} END \
+             FROM ({chains}) c",
+            id_g = id("g"),
+            id_first = id("g - attempt + 1"),
+            id_prev = id("g - 1"),
+            id_next = id("g + 1"),
+        );
+        let r = db.execute_unprepared(&sql).await.with_context(|| format!("seeding rows {lo}..={hi}"))?;
+        ensure!(r.rows_affected() as i64 == hi - lo + 1, "seeded {} rows, expected {}", r.rows_affected(), hi - lo + 1);
+        lo = hi + 1;
+    }
+    // Settle before measuring, as a table that grew over months would be:
+    // PostgreSQL's autovacuum would vacuum and analyze the new rows (and
+    // would otherwise do it in the middle of the measurement); SQLite's
+    // WAL is checkpointed into the database file.
+    match backend {
+        DbBackend::Postgres => db.execute_unprepared("VACUUM ANALYZE executions").await?,
+        _ => db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await?,
+    };
+    Ok(())
+}
+
+async fn count_executions(db: &DatabaseConnection) -> anyhow::Result<i64> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) AS n FROM executions"))
+        .await?
+        .context("no count")?;
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
+async fn table_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "SELECT pg_total_relation_size('executions')::bigint AS n",
+        _ => "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()",
+    };
+    let row = db.query_one_raw(Statement::from_string(backend, sql)).await?.context("no size")?;
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
+/// The plans of ListHistory's two queries (the execution by id, then the
+/// page of its chain), as the store issues them.
+async fn plans(db: &DatabaseConnection, chain_id: &str) -> anyhow::Result<Vec<String>> {
+    let backend = db.get_database_backend();
+    let queries = [
+        format!("SELECT * FROM executions WHERE id = '{chain_id}'"),
+        format!("SELECT * FROM executions WHERE chain_id = '{chain_id}' ORDER BY attempt DESC LIMIT 51"),
+        format!(
+            "SELECT * FROM executions WHERE chain_id = '{chain_id}' AND attempt < 500 ORDER BY attempt DESC LIMIT 51"
+        ),
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        let (sql, column) = match backend {
+            DbBackend::Postgres => (format!("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {q}"), "QUERY PLAN"),
+            _ => (format!("EXPLAIN QUERY PLAN {q}"), "detail"),
+        };
+        out.push(q.replace(chain_id, "<id>"));
+        for row in db.query_all_raw(Statement::from_string(backend, sql)).await? {
+            out.push(format!("    {}", row.try_get::<String>("", column)?));
+        }
+    }
+    Ok(out)
+}
+
+/// A small deterministic generator for picking executions.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: i64) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as i64
+    }
+}
+
+async fn list_history(
+    client: &mut ExecutionServiceClient<Channel>,
+    id: &str,
+    token: String,
+) -> anyhow::Result<pb::ListHistoryResponse> {
+    let request = pb::ListHistoryRequest { execution_id: id.into(), page_size: HISTORY_PAGE, page_token: token };
+    Ok(client.list_history(request).await?.into_inner())
+}
+
+/// ListHistory's first page for random seeded executions and for the
+/// 1,000-attempt chain, and paging through that chain.
+async fn history_series(server: &Server, base: i64, seeded: i64) -> anyhow::Result<HistoryReport> {
+    let mut client = server.executions();
+    let long_id = seeded_id(base, LONG_CHAIN - 1);
+
+    // Sanity: the seeded long chain reads back whole.
+    let page = list_history(&mut client, &long_id, String::new()).await?;
+    ensure!(page.chain_id == seeded_id(base, 0), "chain id {} != {}", page.chain_id, seeded_id(base, 0));
+    ensure!(page.entries.len() == HISTORY_PAGE as usize, "first page has {} entries", page.entries.len());
+    ensure!(page.entries[0].attempt == LONG_CHAIN as i32, "newest attempt is {}", page.entries[0].attempt);
+
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..HISTORY_WARMUP {
+        list_history(&mut client, &seeded_id(base, rng.below(seeded)), String::new()).await?;
+    }
+    let mut random = Vec::with_capacity(HISTORY_RANDOM);
+    let mut entries = 0usize;
+    for _ in 0..HISTORY_RANDOM {
+        let g = rng.below(seeded);
+        let id = seeded_id(base, g);
+        let started = Instant::now();
+        let page = list_history(&mut client, &id, String::new()).await?;
+        random.push(started.elapsed());
+        ensure!(
+            !page.entries.is_empty() && page.entries.len() as i64 <= chain_len(g),
+            "seeded execution {g}: {} entries in a chain of at most {}",
+            page.entries.len(),
+            chain_len(g)
+        );
+        entries += page.entries.len();
+    }
+
+    let mut long_first = Vec::with_capacity(HISTORY_LONG);
+    for _ in 0..HISTORY_LONG {
+        let started = Instant::now();
+        list_history(&mut client, &long_id, String::new()).await?;
+        long_first.push(started.elapsed());
+    }
+
+    // The same two queries ListHistory makes (the execution, then the page of
+    // its chain), in-process without gRPC: what the database part costs.
+    let db = server.db();
+    let history = |id: String| async move {
+        let e = store::executions::get(db, &id).await?.with_context(|| format!("no execution {id}"))?;
+        let page = store::executions::chain(db, &e.chain_id, None, HISTORY_PAGE as u64 + 1).await?;
+        ensure!(!page.is_empty(), "empty chain of {id}");
+        anyhow::Ok(())
+    };
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..HISTORY_WARMUP {
+        history(seeded_id(base, rng.below(seeded))).await?;
+    }
+    let mut random_engine = Vec::with_capacity(HISTORY_RANDOM);
+    for _ in 0..HISTORY_RANDOM {
+        let id = seeded_id(base, rng.below(seeded));
+        let started = Instant::now();
+        history(id).await?;
+        random_engine.push(started.elapsed());
+    }
+    let mut long_first_engine = Vec::with_capacity(HISTORY_LONG);
+    for _ in 0..HISTORY_LONG {
+        let started = Instant::now();
+        history(long_id.clone()).await?;
+        long_first_engine.push(started.elapsed());
+    }
+
+    let (mut long_pages, mut long_whole) = (Vec::new(), Vec::new());
+    for _ in 0..HISTORY_PAGINGS {
+        let started = Instant::now();
+        let (mut token, mut seen) = (String::new(), 0usize);
+        loop {
+            let page_started = Instant::now();
+            let page = list_history(&mut client, &long_id, token).await?;
+            long_pages.push(page_started.elapsed());
+            seen += page.entries.len();
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        long_whole.push(started.elapsed());
+        ensure!(seen == LONG_CHAIN as usize, "paging saw {seen} entries of the long chain");
+    }
+
+    Ok(HistoryReport {
+        rows: 0,
+        seed_time: Duration::ZERO,
+        table_bytes: None,
+        random,
+        random_entries: entries as f64 / HISTORY_RANDOM as f64,
+        long_first,
+        random_engine,
+        long_first_engine,
+        long_pages,
+        long_whole,
+        plans: Vec::new(),
+    })
+}
+
+// ---- the report ------------------------------------------------------------------
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn p50(s: &[Duration]) -> Duration {
+    percentile(s, 50.0)
+}
+
+fn p99(s: &[Duration]) -> Duration {
+    percentile(s, 99.0)
+}
+
+fn max(s: &[Duration]) -> Duration {
+    s.iter().copied().max().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v < 1.0 {
+        format!("{v:.3}")
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn pair(s: &[Duration]) -> String {
+    format!("{} / {} ms", ms(p50(s)), ms(p99(s)))
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+fn rows(n: i64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn series_line(label: &str, s: &Series, floor: Duration) -> String {
+    let errors = if s.errors.is_empty() { String::new() } else { format!("   {} ERRORS", s.errors.len()) };
+    format!(
+        "  {label:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>7.0}/s  {:>5.1}×{errors}",
+        s.samples.len(),
+        ms(p50(&s.samples)),
+        ms(p99(&s.samples)),
+        ms(max(&s.samples)),
+        s.throughput(),
+        ratio(p50(&s.samples), floor),
+    )
+}
+
+fn print_report(reports: &[BackendReport]) {
+    println!();
+    println!("== Reprise Resume and ListHistory (release build; server, clients and workers share one process) ==");
+    for r in reports {
+        let floor = p50(&r.floor);
+        println!();
+        println!("--- {} ---", r.name);
+        println!(
+            "1. floor, single-row INSERT + COMMIT × {}:   p50 {}   p99 {}",
+            r.floor.len(),
+            ms(floor),
+            ms(p99(&r.floor))
+        );
+        println!();
+        println!(
+            "2. Resume RPC (each on a distinct resumable execution; pools prepared in {:.1} s)",
+            r.prep.as_secs_f64()
+        );
+        println!(
+            "  {:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>9}  {:>6}",
+            "", "calls", "p50 ms", "p99 ms", "max ms", "resumes", "p50/floor"
+        );
+        println!("{}", series_line("REJECTED 1-stage approval, stage 0, 1 caller", &r.one, floor));
+        println!("{}", series_line(&format!("  same, {CALLERS} concurrent callers"), &r.many, floor));
+        println!("{}", series_line("FAILED 4-stage, from stage 0 (1 task), 1 caller", &r.four_from_0, floor));
+        println!("{}", series_line("FAILED 4-stage, from stage 2 (carry 2, 4 tasks)", &r.four_from_2, floor));
+        println!(
+            "{}",
+            series_line(
+                &format!("REJECTED approval on a {}-row table, 1 caller", rows(r.large_resume_rows)),
+                &r.large_resume,
+                floor
+            )
+        );
+        println!();
+        println!("3. ListHistory, page_size {HISTORY_PAGE}, through gRPC (p50 / p99)");
+        let header: Vec<String> = r.history.iter().map(|h| format!("{} executions", rows(h.rows))).collect();
+        println!(
+            "  {:<44} {:>26} {:>26}",
+            "",
+            header.first().cloned().unwrap_or_default(),
+            header.get(1).cloned().unwrap_or_default()
+        );
+        let line = |label: &str, f: &dyn Fn(&HistoryReport) -> String| {
+            let cells: Vec<String> = r.history.iter().map(f).collect();
+            println!(
+                "  {label:<44} {:>26} {:>26}",
+                cells.first().cloned().unwrap_or_default(),
+                cells.get(1).cloned().unwrap_or_default()
+            );
+        };
+        line(&format!("first page, random execution × {HISTORY_RANDOM}"), &|h| pair(&h.random));
+        line("  (mean entries per page)", &|h| format!("{:.1}", h.random_entries));
+        line("  same, store queries in-process (no gRPC)", &|h| pair(&h.random_engine));
+        line(&format!("first page, {LONG_CHAIN}-attempt chain × {HISTORY_LONG}"), &|h| pair(&h.long_first));
+        line("  same, store queries in-process (no gRPC)", &|h| pair(&h.long_first_engine));
+        line(&format!("each page paging that chain ({HISTORY_PAGINGS}×20 pages)"), &|h| pair(&h.long_pages));
+        line(&format!("whole chain, {} pages (p50 / max)", LONG_CHAIN / HISTORY_PAGE as i64), &|h| {
+            format!("{} / {} ms", ms(p50(&h.long_whole)), ms(max(&h.long_whole)))
+        });
+        line("seeding time (rows added)", &|h| format!("{:.1} s", h.seed_time.as_secs_f64()));
+        line("executions table + indexes", &|h| {
+            h.table_bytes.map_or("?".into(), |b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)))
+        });
+        if let (Some(a), Some(b)) = (r.history.first(), r.history.get(1)) {
+            println!(
+                "  growth {}→{} (p50): random first page {:.2}× (in-process {:.2}×), long chain first page {:.2}× (in-process {:.2}×)",
+                rows(a.rows),
+                rows(b.rows),
+                ratio(p50(&b.random), p50(&a.random)),
+                ratio(p50(&b.random_engine), p50(&a.random_engine)),
+                ratio(p50(&b.long_first), p50(&a.long_first)),
+                ratio(p50(&b.long_first_engine), p50(&a.long_first_engine)),
+            );
+        }
+        if let Some(h) = r.history.last() {
+            println!("  query plans at {} rows:", rows(h.rows));
+            for line in &h.plans {
+                println!("    {line}");
+            }
+        }
+        println!();
+        let (o, s) = (p50(&r.e2e_original), p50(&r.e2e_resumed));
+        println!(
+            "4. end to end {E2E_STAGES} stages × {E2E_WIDTH} workflows, {E2E_SLOTS} scripted gRPC worker slots, median of {E2E_RUNS} (+1 warm-up):"
+        );
+        println!(
+            "  original run (all {E2E_STAGES} stages; fails in the last): {} ms  ({}..{})",
+            ms(o),
+            ms(r.e2e_original.iter().copied().min().unwrap_or_default()),
+            ms(max(&r.e2e_original))
+        );
+        println!(
+            "  resume from stage index {E2E_RESUME_FROM} (carries {E2E_RESUME_FROM}, runs {}): {} ms  ({}..{}), Resume sent → SUCCEEDED",
+            E2E_STAGES - E2E_RESUME_FROM,
+            ms(s),
+            ms(r.e2e_resumed.iter().copied().min().unwrap_or_default()),
+            ms(max(&r.e2e_resumed))
+        );
+        println!(
+            "  resumed / original: {:.2} (stages run: {:.2}); per stage run: original {} ms, resumed {} ms",
+            ratio(s, o),
+            (E2E_STAGES - E2E_RESUME_FROM) as f64 / E2E_STAGES as f64,
+            ms(o / E2E_STAGES as u32),
+            ms(s / (E2E_STAGES - E2E_RESUME_FROM) as u32),
+        );
+    }
+    if reports.len() > 1 {
+        println!();
+        println!("--- side by side ---");
+        println!("  {:<52} {}", "", reports.iter().map(|r| format!("{:>22}", r.name)).collect::<String>());
+        let line = |label: &str, f: &dyn Fn(&BackendReport) -> String| {
+            println!("  {label:<52} {}", reports.iter().map(|r| format!("{:>22}", f(r))).collect::<String>());
+        };
+        line("floor INSERT+COMMIT p50 / p99", &|r| pair(&r.floor));
+        line("Resume, 1 caller p50 / p99", &|r| pair(&r.one.samples));
+        line("Resume, 1 caller throughput", &|r| format!("{:.0}/s", r.one.throughput()));
+        line(&format!("Resume, {CALLERS} callers p50 / p99"), &|r| pair(&r.many.samples));
+        line(&format!("Resume, {CALLERS} callers throughput"), &|r| format!("{:.0}/s", r.many.throughput()));
+        for (i, label) in
+            ["ListHistory first page @10k p50 / p99", "ListHistory first page @1M p50 / p99"].iter().enumerate()
+        {
+            line(label, &|r| r.history.get(i).map_or("-".into(), |h| pair(&h.random)));
+        }
+        line("1000-chain first page @10k / @1M p50", &|r| {
+            format!(
+                "{} / {} ms",
+                r.history.first().map_or("-".into(), |h| ms(p50(&h.long_first))),
+                r.history.get(1).map_or("-".into(), |h| ms(p50(&h.long_first)))
+            )
+        });
+        for (i, label) in ["  in-process @10k p50 / p99", "  in-process @1M p50 / p99"].iter().enumerate() {
+            line(label, &|r| r.history.get(i).map_or("-".into(), |h| pair(&h.random_engine)));
+        }
+        line("seeding 1M rows (10k + 990k)", &|r| {
+            format!("{:.1} s", r.history.iter().map(|h| h.seed_time.as_secs_f64()).sum::<f64>())
+        });
+        line("e2e 20×4: original / resumed from 10", &|r| {
+            format!("{} / {} ms", ms(p50(&r.e2e_original)), ms(p50(&r.e2e_resumed)))
+        });
+    }
+}
