@@ -1,1 +1,811 @@
-fn main(){}
+//! How long a stage transition takes, compared with the cheapest durable
+//! write the same database can do.
+//!
+//! Run with `cargo bench --bench transitions`. Always measures SQLite (a temp
+//! file database); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a
+//! server (a fresh `reprise_bench_<uuid>` database is created there and
+//! dropped at the end).
+//!
+//! Per backend:
+//! 1. floor: one single-row INSERT + COMMIT in its own transaction
+//!    (`store::begin`, so BEGIN IMMEDIATE on SQLite like the engine's writes),
+//!    on the connection `store::connect` opened;
+//! 2. transition: from sending the CompleteTask that ends a stage's last
+//!    workflow to a poller already parked in PollTask receiving the next
+//!    stage's task, over real gRPC; stages of 1 and of 4 parallel workflows;
+//! 3. end to end: a 20-stage pipeline of 4 parallel no-op workflows, with
+//!    scripted gRPC workers (1, 4 and 8 polling slots) and with the reference
+//!    shell worker (`worker::run_with_channel`, concurrency 4) running `true`.
+//!
+//! Besides, for reading the figures: a gRPC round trip (health check), the
+//! CompleteTask round trip, transitions early vs. late in a 50-stage
+//! execution, and CompleteTask latency while several workers complete at once.
+//!
+//! The bench itself never sleeps inside a measured window: its only sleeps
+//! are the settle pauses that let pollers park in PollTask before the clock
+//! starts. Transitions over 100 ms are counted and reported; one near 1 s
+//! would mean a poller was woken by the engine's recheck timer rather than
+//! by the notification.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use reprise::{
+    engine::{Engine, Settings},
+    proto::{
+        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
+        worker_service_client::WorkerServiceClient,
+    },
+    store,
+    worker::{self, WorkerConfig},
+};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+const POSTGRES_ENV: &str = "REPRISE_TEST_POSTGRES_URL";
+
+const FLOOR_WARMUP: usize = 50;
+const FLOOR_ITERATIONS: usize = 1000;
+/// Measured executions per transition series; one more runs first as warm-up.
+const TRANSITION_EXECUTIONS: usize = 5;
+const TRANSITION_STAGES: usize = 50;
+const E2E_STAGES: usize = 20;
+const E2E_WIDTH: usize = 4;
+/// Measured runs per end-to-end series; one more runs first as warm-up.
+const E2E_RUNS: usize = 5;
+const PING_ITERATIONS: usize = 300;
+/// Transitions slower than this are listed as suspects (missed wake-up,
+/// busy-timeout sleeps, recheck timer).
+const SUSPECT: Duration = Duration::from_millis(100);
+/// Bounds every wait of the bench so a lost wake-up cannot hang it.
+const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Pause (outside the measured window) that lets every poller re-enter
+/// PollTask and park on the server before the clock starts. With several
+/// pollers it is longer: on SQLite their simultaneous claims collide on the
+/// write lock and the losers back off in SQLite's busy handler (sleeps of
+/// 1, 2, 5, 10, ... ms) before they park.
+fn settle(pollers: usize) -> Duration {
+    Duration::from_millis(if pollers == 1 { 3 } else { 25 })
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    eprintln!("reprise transitions bench: server, clients and workers in one process, {cores} cores");
+    let mut reports = vec![bench_backend(Backend::Sqlite).await?];
+    match std::env::var(POSTGRES_ENV) {
+        Ok(url) => match bench_backend(Backend::Postgres(url)).await {
+            Ok(report) => reports.push(report),
+            Err(e) => eprintln!("PostgreSQL bench failed: {e:#}"),
+        },
+        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
+    }
+    print_report(&reports);
+    println!("\n(bench ran in {:.1} s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+// ---- backends ----------------------------------------------------------
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A database that exists for the bench only.
+enum BenchDb {
+    Sqlite { _dir: tempfile::TempDir, url: String },
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+impl BenchDb {
+    async fn create(backend: &Backend) -> anyhow::Result<BenchDb> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("reprise-bench.db").display());
+                BenchDb::Sqlite { _dir: dir, url }
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("reprise_bench_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .with_context(|| format!("connecting to PostgreSQL at {POSTGRES_ENV}"))?;
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.context("create bench database")?;
+                admin.close().await.ok();
+                let url = replace_database(admin_url, &name);
+                BenchDb::Postgres { admin_url: admin_url.clone(), name, url }
+            }
+        })
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            BenchDb::Sqlite { url, .. } | BenchDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let BenchDb::Postgres { admin_url, name, .. } = self {
+            let (admin_url, db_name) = (admin_url.clone(), name.clone());
+            // Drop may run inside the runtime, which must not block: use a thread.
+            let dropped = std::thread::spawn(move || {
+                let name = db_name;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                    let r = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    admin.close().await.ok();
+                    r.ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(_))) {
+                eprintln!("warning: could not drop bench database {name}; drop it by hand");
+            }
+        }
+    }
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+// ---- one backend ---------------------------------------------------------
+
+struct Transitions {
+    /// CompleteTask sent → first task of the next stage received by a parked poller.
+    first: Vec<Duration>,
+    /// CompleteTask sent → last task of the next stage received.
+    all: Vec<Duration>,
+    /// Round trip of that CompleteTask call.
+    complete_rpc: Vec<Duration>,
+    /// Index of the stage that ended, per sample.
+    stage: Vec<usize>,
+    /// Which measured execution (from 1), per sample.
+    execution: Vec<usize>,
+}
+
+impl Transitions {
+    /// Where the slowest transition happened: (execution, stage, time).
+    fn slowest(&self) -> String {
+        match (0..self.first.len()).max_by_key(|&i| self.first[i]) {
+            Some(i) => format!("{} ms (execution {}, stage {})", ms(self.first[i]), self.execution[i], self.stage[i]),
+            None => "-".into(),
+        }
+    }
+
+    /// First-task samples of transitions out of stages in `range`.
+    fn first_of(&self, range: std::ops::Range<usize>) -> Vec<Duration> {
+        self.first.iter().zip(&self.stage).filter(|(_, s)| range.contains(s)).map(|(d, _)| *d).collect()
+    }
+}
+
+/// End-to-end runs and what the workers saw meanwhile.
+struct EndToEnd {
+    runs: Vec<Duration>,
+    /// CompleteTask round trips under load (scripted workers only).
+    complete_rpc: Vec<Duration>,
+}
+
+struct BackendReport {
+    name: &'static str,
+    floor: Vec<Duration>,
+    ping: Vec<Duration>,
+    one: Transitions,
+    four: Transitions,
+    e2e_scripted_1: EndToEnd,
+    e2e_scripted: EndToEnd,
+    e2e_scripted_8: EndToEnd,
+    e2e_shell: EndToEnd,
+}
+
+async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
+    let name = backend.name();
+    let db_guard = BenchDb::create(&backend).await?;
+    let db = store::connect(db_guard.url()).await.context("store::connect")?;
+
+    eprintln!("[{name}] floor: {FLOOR_ITERATIONS} × INSERT + COMMIT");
+    let floor = floor(&db).await?;
+
+    let server = Server::start(db).await?;
+    let result = async {
+        eprintln!("[{name}] gRPC round trip (health check) × {PING_ITERATIONS}");
+        let ping = grpc_ping(&server).await?;
+        eprintln!("[{name}] transitions, 1 workflow per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
+        let one = transitions(&server, 1).await?;
+        eprintln!("[{name}] transitions, 4 workflows per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
+        let four = transitions(&server, 4).await?;
+        eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (1 slot) × {E2E_RUNS}");
+        let scripted_1 = e2e_scripted(&server, 1).await?;
+        eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (4 slots) × {E2E_RUNS}");
+        let scripted_4 = e2e_scripted(&server, 4).await?;
+        eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (8 slots) × {E2E_RUNS}");
+        let scripted_8 = e2e_scripted(&server, 8).await?;
+        eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, reference shell worker (concurrency 4) × {E2E_RUNS}");
+        let e2e_shell = e2e_shell(&server, 4).await?;
+        anyhow::Ok(BackendReport {
+            name,
+            floor,
+            ping,
+            one,
+            four,
+            e2e_scripted_1: scripted_1,
+            e2e_scripted: scripted_4,
+            e2e_scripted_8: scripted_8,
+            e2e_shell,
+        })
+    }
+    .await;
+    server.stop().await;
+    drop(db_guard);
+    result
+}
+
+// ---- 1. the floor --------------------------------------------------------
+
+/// One single-row INSERT + COMMIT per transaction, on a scratch table.
+async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
+    db.execute_unprepared("CREATE TABLE bench_floor (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").await?;
+    let sql = match backend {
+        DbBackend::Postgres => "INSERT INTO bench_floor (id, payload) VALUES ($1, $2)",
+        _ => "INSERT INTO bench_floor (id, payload) VALUES (?, ?)",
+    };
+    let payload = "x".repeat(64);
+    let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
+    for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
+        let started = Instant::now();
+        let txn = store::begin(db).await?;
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
+            .await?;
+        txn.commit().await?;
+        if i >= FLOOR_WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    db.execute_unprepared("DROP TABLE bench_floor").await?;
+    Ok(samples)
+}
+
+// ---- the server ------------------------------------------------------------
+
+struct Server {
+    engine: Engine,
+    address: String,
+    channel: Channel,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    async fn start(db: DatabaseConnection) -> anyhow::Result<Server> {
+        let settings =
+            Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
+        let engine = Engine::new(db, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(reprise::server::serve(listener, engine.clone(), shutdown.clone()));
+        let channel = Channel::from_shared(address.clone())?.connect().await?;
+        Ok(Server { engine, address, channel, shutdown, handle })
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("warning: server ended with an error: {e:#}"),
+            Ok(Err(e)) => eprintln!("warning: server task failed: {e}"),
+            Err(_) => eprintln!("warning: server did not stop within 10 s"),
+        }
+        drop(self.channel);
+        self.engine.db().close_by_ref().await.ok();
+    }
+
+    fn workers(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel.clone())
+    }
+
+    async fn create_pipeline(&self, stages: usize, width: usize, queue: &str) -> anyhow::Result<String> {
+        let stages = (0..stages)
+            .map(|s| pb::Stage {
+                name: stage_name(s),
+                environment: Some(pb::Environment {
+                    name: "bench".into(),
+                    r#type: pb::EnvironmentType::NonProd as i32,
+                }),
+                skip_condition: None,
+                kind: Some(pb::stage::Kind::Workflows(pb::WorkflowStage {
+                    workflows: (0..width)
+                        .map(|w| pb::Workflow {
+                            name: format!("w{w}"),
+                            task_queue: queue.into(),
+                            command: "true".into(),
+                            timeout: None,
+                            max_attempts: 0,
+                        })
+                        .collect(),
+                })),
+            })
+            .collect();
+        let request = pb::CreatePipelineRequest {
+            application: "bench".into(),
+            name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            definition: Some(pb::PipelineDefinition { description: String::new(), variables: vec![], stages }),
+        };
+        let pipeline = PipelineServiceClient::new(self.channel.clone())
+            .create_pipeline(request)
+            .await?
+            .into_inner()
+            .pipeline
+            .context("no pipeline in the response")?;
+        Ok(pipeline.id)
+    }
+
+    async fn start_execution(&self, pipeline_id: &str) -> anyhow::Result<String> {
+        let request = pb::StartExecutionRequest {
+            pipeline_id: pipeline_id.into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Default::default()
+        };
+        let execution = ExecutionServiceClient::new(self.channel.clone())
+            .start_execution(request)
+            .await?
+            .into_inner()
+            .execution
+            .context("no execution in the response")?;
+        Ok(execution.id)
+    }
+
+    /// Follows WatchExecution until the execution is final; returns its status.
+    async fn wait_final(&self, execution_id: &str) -> anyhow::Result<pb::ExecutionStatus> {
+        let request = pb::WatchExecutionRequest { execution_id: execution_id.into() };
+        let mut stream = ExecutionServiceClient::new(self.channel.clone()).watch_execution(request).await?.into_inner();
+        while let Some(item) = stream.next().await {
+            let execution = item?.execution.context("no execution in a watch message")?;
+            let status = pb::ExecutionStatus::try_from(execution.status)?;
+            if is_final(status) {
+                return Ok(status);
+            }
+        }
+        bail!("watch of {execution_id} ended before the execution was final")
+    }
+}
+
+fn stage_name(index: usize) -> String {
+    format!("s{index:02}")
+}
+
+fn is_final(status: pb::ExecutionStatus) -> bool {
+    use pb::ExecutionStatus as S;
+    matches!(status, S::Succeeded | S::Failed | S::Aborted | S::Expired | S::Rejected)
+}
+
+fn queue_name() -> String {
+    format!("bench-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(WAIT_LIMIT, f).await {
+        Ok(r) => r,
+        Err(_) => bail!("{what}: nothing within {} s (a lost wake-up?)", WAIT_LIMIT.as_secs()),
+    }
+}
+
+async fn complete(client: &mut WorkerServiceClient<Channel>, task: &pb::Task) -> anyhow::Result<()> {
+    let request = pb::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        exit_code: 0,
+        output: String::new(),
+        message: String::new(),
+    };
+    client.complete_task(request).await?;
+    Ok(())
+}
+
+fn poll_request(queue: &str, worker_id: &str) -> pb::PollTaskRequest {
+    pb::PollTaskRequest {
+        task_queue: queue.into(),
+        worker_id: worker_id.into(),
+        wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+    }
+}
+
+// ---- baseline: a gRPC round trip ---------------------------------------
+
+async fn grpc_ping(server: &Server) -> anyhow::Result<Vec<Duration>> {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut client = HealthClient::new(server.channel.clone());
+    let mut samples = Vec::with_capacity(PING_ITERATIONS);
+    for i in 0..PING_ITERATIONS + 20 {
+        let started = Instant::now();
+        client.check(HealthCheckRequest { service: String::new() }).await?;
+        if i >= 20 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+// ---- 2. transitions ----------------------------------------------------------
+
+/// A task as a poller received it, stamped on arrival.
+struct Polled {
+    task: pb::Task,
+    at: Instant,
+}
+
+/// A poller that sits in PollTask and forwards every task it gets, stamped.
+fn spawn_poller(
+    mut client: WorkerServiceClient<Channel>,
+    queue: String,
+    id: String,
+    tx: mpsc::UnboundedSender<Polled>,
+    stop: CancellationToken,
+) -> JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        loop {
+            let polled = tokio::select! {
+                r = client.poll_task(poll_request(&queue, &id)) => r,
+                _ = stop.cancelled() => return Ok(()),
+            };
+            let at = Instant::now();
+            let Some(task) = polled.context("PollTask failed")?.into_inner().task else { continue };
+            if tx.send(Polled { task, at }).is_err() {
+                return Ok(());
+            }
+        }
+    })
+}
+
+async fn receive(rx: &mut mpsc::UnboundedReceiver<Polled>, n: usize) -> anyhow::Result<Vec<Polled>> {
+    within("waiting for polled tasks", async {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(rx.recv().await.context("pollers stopped")?);
+        }
+        Ok(out)
+    })
+    .await
+}
+
+/// Pipelines of TRANSITION_STAGES stages of `width` workflows; `width`
+/// pollers wait in PollTask; the bench completes each stage's tasks (the
+/// last one on the clock) and times the next stage's tasks' arrival.
+async fn transitions(server: &Server, width: usize) -> anyhow::Result<Transitions> {
+    let queue = queue_name();
+    let pipeline = server.create_pipeline(TRANSITION_STAGES, width, &queue).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let pollers: Vec<_> = (0..width)
+        .map(|i| spawn_poller(server.workers(), queue.clone(), format!("bench-poller-{i}"), tx.clone(), stop.clone()))
+        .collect();
+    drop(tx);
+    let mut completer = server.workers();
+    let mut out = Transitions { first: vec![], all: vec![], complete_rpc: vec![], stage: vec![], execution: vec![] };
+
+    let run = async {
+        // Execution 0 warms up caches and connections and is not recorded.
+        for execution in 0..=TRANSITION_EXECUTIONS {
+            let execution_id = server.start_execution(&pipeline).await?;
+            let mut current = receive(&mut rx, width).await?;
+            for stage in 0..TRANSITION_STAGES {
+                for p in &current {
+                    ensure!(p.task.execution_id == execution_id, "a task of another execution arrived");
+                    ensure!(
+                        p.task.stage_name == stage_name(stage),
+                        "expected stage {stage}, got {}",
+                        p.task.stage_name
+                    );
+                }
+                // Let every poller get back into PollTask and park there.
+                tokio::time::sleep(settle(width)).await;
+                let last = current.pop().expect("width >= 1");
+                for p in &current {
+                    complete(&mut completer, &p.task).await?;
+                }
+                let started = Instant::now();
+                complete(&mut completer, &last.task).await?;
+                let rpc = started.elapsed();
+                if stage + 1 == TRANSITION_STAGES {
+                    break; // that completion finished the execution
+                }
+                let next = receive(&mut rx, width).await?;
+                if execution > 0 {
+                    out.first.push(next.iter().map(|p| p.at).min().expect("n >= 1") - started);
+                    out.all.push(next.iter().map(|p| p.at).max().expect("n >= 1") - started);
+                    out.complete_rpc.push(rpc);
+                    out.stage.push(stage);
+                    out.execution.push(execution);
+                }
+                current = next;
+            }
+            let status = within("final state", server.wait_final(&execution_id)).await?;
+            ensure!(status == pb::ExecutionStatus::Succeeded, "execution ended {status:?}");
+        }
+        anyhow::Ok(())
+    };
+    let result = run.await;
+    stop.cancel();
+    for p in pollers {
+        let _ = p.await;
+    }
+    result.map(|()| out)
+}
+
+// ---- 3. end to end -------------------------------------------------------------
+
+/// Runs E2E_RUNS (+1 warm-up) executions of a 20×4 pipeline while `workers`
+/// serve its queue; returns start-to-final times.
+async fn e2e_runs(server: &Server, queue: &str) -> anyhow::Result<Vec<Duration>> {
+    let pipeline = server.create_pipeline(E2E_STAGES, E2E_WIDTH, queue).await?;
+    let mut samples = Vec::with_capacity(E2E_RUNS);
+    for run in 0..=E2E_RUNS {
+        let started = Instant::now();
+        let execution_id = server.start_execution(&pipeline).await?;
+        let status = within("end to end run", server.wait_final(&execution_id)).await?;
+        let elapsed = started.elapsed();
+        ensure!(status == pb::ExecutionStatus::Succeeded, "execution ended {status:?}");
+        if run > 0 {
+            samples.push(elapsed);
+        }
+    }
+    Ok(samples)
+}
+
+/// Workers that poll over gRPC and complete every task at once.
+async fn e2e_scripted(server: &Server, slots: usize) -> anyhow::Result<EndToEnd> {
+    let queue = queue_name();
+    let stop = CancellationToken::new();
+    let workers: Vec<_> = (0..slots)
+        .map(|i| {
+            let (mut client, queue, stop) = (server.workers(), queue.clone(), stop.clone());
+            let id = format!("bench-scripted-{i}");
+            tokio::spawn(async move {
+                let mut completes = Vec::new();
+                loop {
+                    let polled = tokio::select! {
+                        r = client.poll_task(poll_request(&queue, &id)) => r,
+                        _ = stop.cancelled() => return anyhow::Ok(completes),
+                    };
+                    if let Some(task) = polled.context("PollTask failed")?.into_inner().task {
+                        let started = Instant::now();
+                        complete(&mut client, &task).await?;
+                        completes.push(started.elapsed());
+                    }
+                }
+            })
+        })
+        .collect();
+    let result = e2e_runs(server, &queue).await;
+    stop.cancel();
+    let mut complete_rpc = Vec::new();
+    for w in workers {
+        match w.await {
+            Ok(Ok(c)) => complete_rpc.extend(c),
+            Ok(Err(e)) => eprintln!("warning: scripted worker: {e:#}"),
+            Err(e) => eprintln!("warning: scripted worker task: {e}"),
+        }
+    }
+    Ok(EndToEnd { runs: result?, complete_rpc })
+}
+
+/// The reference worker (`reprise worker`) running `true` through `sh -c`.
+async fn e2e_shell(server: &Server, concurrency: usize) -> anyhow::Result<EndToEnd> {
+    let queue = queue_name();
+    let stop = CancellationToken::new();
+    let config = WorkerConfig {
+        server: server.address.clone(),
+        queue: queue.clone(),
+        concurrency,
+        worker_id: "bench-shell".into(),
+        token: None,
+    };
+    let worker = tokio::spawn(worker::run_with_channel(server.channel.clone(), config, stop.clone()));
+    let result = e2e_runs(server, &queue).await;
+    stop.cancel();
+    match tokio::time::timeout(Duration::from_secs(10), worker).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("warning: reference worker: {e:#}"),
+        Ok(Err(e)) => eprintln!("warning: reference worker task: {e}"),
+        Err(_) => eprintln!("warning: reference worker did not stop within 10 s"),
+    }
+    Ok(EndToEnd { runs: result?, complete_rpc: vec![] })
+}
+
+// ---- the report ------------------------------------------------------------------
+
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn p50(s: &[Duration]) -> Duration {
+    percentile(s, 50.0)
+}
+
+fn p99(s: &[Duration]) -> Duration {
+    percentile(s, 99.0)
+}
+
+fn max(s: &[Duration]) -> Duration {
+    s.iter().copied().max().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v < 1.0 {
+        format!("{v:.3}")
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn pair(s: &[Duration]) -> String {
+    format!("{} / {} ms", ms(p50(s)), ms(p99(s)))
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+fn trio(s: &[Duration]) -> String {
+    format!("{} / {} / {} ms", ms(p50(s)), ms(p99(s)), ms(max(s)))
+}
+
+fn spread(s: &[Duration]) -> String {
+    let min = s.iter().copied().min().unwrap_or_default();
+    format!("{} ms ({}..{})", ms(p50(s)), ms(min), ms(max(s)))
+}
+
+fn print_report(reports: &[BackendReport]) {
+    println!();
+    println!("== Reprise stage transitions (release build; server, clients and workers share one process) ==");
+    println!(
+        "floor: {FLOOR_ITERATIONS} single-row INSERT+COMMIT; transitions: {TRANSITION_EXECUTIONS} executions × \
+         {} transitions (+1 warm-up execution); e2e: median of {E2E_RUNS} runs (+1 warm-up)",
+        TRANSITION_STAGES - 1
+    );
+    println!();
+    println!(
+        "{:<9} {:<29} {:<29} {:<29} 20x4 e2e (scripted / shell)",
+        "backend", "floor insert+commit p50/p99", "transition p50/p99 (1 wf)", "transition p50/p99 (4 wf)",
+    );
+    for r in reports {
+        println!(
+            "{:<9} {:<29} {:<29} {:<29} {} / {} ms",
+            r.name,
+            pair(&r.floor),
+            pair(&r.one.first),
+            pair(&r.four.first),
+            ms(p50(&r.e2e_scripted.runs)),
+            ms(p50(&r.e2e_shell.runs)),
+        );
+    }
+    println!();
+    let (early, late) = (0..10, TRANSITION_STAGES - 10..TRANSITION_STAGES);
+    for r in reports {
+        let floor = p50(&r.floor);
+        println!("{}:", r.name);
+        println!(
+            "  transition p50 / floor p50:            {:.1}× (1 wf)   {:.1}× (4 wf)",
+            ratio(p50(&r.one.first), floor),
+            ratio(p50(&r.four.first), floor)
+        );
+        println!("  (below: p50 / p99 / max)");
+        println!("  floor insert+commit:                   {}", trio(&r.floor));
+        println!("  transition (1 wf):                     {}", trio(&r.one.first));
+        println!("  transition (4 wf):                     {}", trio(&r.four.first));
+        println!("  gRPC round trip (health check):        {}", trio(&r.ping));
+        println!(
+            "  CompleteTask round trip (1 wf):        {}   (the call that commits the transition)",
+            trio(&r.one.complete_rpc)
+        );
+        println!("  CompleteTask round trip (4 wf, 4th):   {}", trio(&r.four.complete_rpc));
+        println!("  4 wf: until all 4 next tasks handed:   {}", trio(&r.four.all));
+        println!(
+            "  transition p50 out of stages {:>2}..{:<2}:  {} ms (1 wf), {} ms (4 wf)",
+            early.start,
+            early.end - 1,
+            ms(p50(&r.one.first_of(early.clone()))),
+            ms(p50(&r.four.first_of(early.clone())))
+        );
+        println!(
+            "  transition p50 out of stages {:>2}..{:<2}:  {} ms (1 wf), {} ms (4 wf)",
+            late.start,
+            late.end - 2,
+            ms(p50(&r.one.first_of(late.clone()))),
+            ms(p50(&r.four.first_of(late.clone())))
+        );
+        println!(
+            "  slowest transition:                    {} (1 wf), {} (4 wf); over {} ms: {} + {} of {} + {}",
+            r.one.slowest(),
+            r.four.slowest(),
+            SUSPECT.as_millis(),
+            r.one.first.iter().filter(|d| **d > SUSPECT).count(),
+            r.four.first.iter().filter(|d| **d > SUSPECT).count(),
+            r.one.first.len(),
+            r.four.first.len(),
+        );
+        println!("  20x4 e2e, median (min..max):");
+        println!("    scripted, 1 slot:                    {}", spread(&r.e2e_scripted_1.runs));
+        println!("    scripted, 4 slots:                   {}", spread(&r.e2e_scripted.runs));
+        println!("    scripted, 8 slots:                   {}", spread(&r.e2e_scripted_8.runs));
+        println!("    reference shell worker, 4:           {}", spread(&r.e2e_shell.runs));
+        println!(
+            "    per stage:                           scripted 4 slots {} ms, shell {} ms",
+            ms(p50(&r.e2e_scripted.runs) / E2E_STAGES as u32),
+            ms(p50(&r.e2e_shell.runs) / E2E_STAGES as u32),
+        );
+        for (label, e) in [("1 slot", &r.e2e_scripted_1), ("4 slots", &r.e2e_scripted), ("8 slots", &r.e2e_scripted_8)]
+        {
+            println!(
+                "    CompleteTask in e2e, {label:<8}:       {} (n={})",
+                trio(&e.complete_rpc),
+                e.complete_rpc.len()
+            );
+        }
+        if r.name == "sqlite" {
+            println!(
+                "  note: SQLite has one writer; a claim or completion that finds the write lock taken waits in \
+                 SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25, ... ms between tries (not woken when \
+                 the lock frees). Compare CompleteTask with 1 slot and with 4 or 8."
+            );
+        }
+        let slow = [&r.one.first, &r.four.first].into_iter().flatten().filter(|d| **d > SUSPECT).count();
+        if slow > 0 {
+            println!(
+                "  NOTE: {slow} transition(s) took over {} ms (near 1 s would mean a poller woken by the recheck \
+                 timer instead of the notification)",
+                SUSPECT.as_millis()
+            );
+        }
+    }
+}
