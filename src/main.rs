@@ -102,7 +102,9 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
         let verifier = if jwt.is_configured() { Some(Arc::new(Verifier::new(&jwt)?)) } else { None };
         Authenticator::Enabled { verifier, accept_client_certificates: mutual_tls }
     } else if args.insecure_no_auth || dev {
-        tracing::warn!("AUTHENTICATION IS OFF: every caller may start, resume and abort anything; never run like this in production");
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: every caller may start, resume and abort anything; never run like this in production"
+        );
         Authenticator::Disabled
     } else {
         anyhow::bail!(

@@ -34,8 +34,16 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
         .install()
         .map_err(|e| anyhow::anyhow!("metrics endpoint on {address}: {e}"))?;
     metrics::describe_counter!(RPC_REQUESTS, "gRPC calls by method and status code");
-    metrics::describe_histogram!(RPC_DURATION, metrics::Unit::Seconds, "gRPC call latency to response headers, by method");
-    metrics::describe_histogram!(STAGE_TRANSITION, metrics::Unit::Seconds, "duration of the transaction that ends a stage and dispatches the next");
+    metrics::describe_histogram!(
+        RPC_DURATION,
+        metrics::Unit::Seconds,
+        "gRPC call latency to response headers, by method"
+    );
+    metrics::describe_histogram!(
+        STAGE_TRANSITION,
+        metrics::Unit::Seconds,
+        "duration of the transaction that ends a stage and dispatches the next"
+    );
     metrics::describe_counter!(LEASE_EXPIRIES, "task leases that expired (worker vanished)");
     metrics::describe_counter!(RESUMES, "executions resumed");
     metrics::describe_gauge!(EXECUTIONS, "executions by status");

@@ -11,11 +11,11 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::{
     api::{AccessApi, Context, ExecutionApi, PipelineApi, WorkerApi},
     auth::Authenticator,
-    metrics::{self, RpcMetricsLayer},
     engine::Engine,
+    metrics::{self, RpcMetricsLayer},
     proto::{
-        access_service_server::AccessServiceServer, execution_service_server::ExecutionServiceServer, pipeline_service_server::PipelineServiceServer,
-        worker_service_server::WorkerServiceServer,
+        access_service_server::AccessServiceServer, execution_service_server::ExecutionServiceServer,
+        pipeline_service_server::PipelineServiceServer, worker_service_server::WorkerServiceServer,
     },
     scheduler, store,
 };
@@ -44,8 +44,13 @@ pub struct ServeOptions {
 
 /// Serves without authentication or TLS (development and tests).
 pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve_with(listener, engine, ServeOptions { auth: Authenticator::Disabled, tls: None, metrics_sampling: None }, shutdown)
-        .await
+    serve_with(
+        listener,
+        engine,
+        ServeOptions { auth: Authenticator::Disabled, tls: None, metrics_sampling: None },
+        shutdown,
+    )
+    .await
 }
 
 /// Serves until `shutdown` is cancelled, then drains: health goes

@@ -1,6 +1,9 @@
 use tonic::{Request, Response, Status};
 
-use super::{Context, convert, detached, error::{invalid, to_status}};
+use super::{
+    Context, convert, detached,
+    error::{invalid, to_status},
+};
 use crate::{
     domain::{
         access::{Grant, Permission},
@@ -56,7 +59,8 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::AddGroupMemberResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let (group_id, subject) = (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
+        let (group_id, subject) =
+            (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
         let engine = self.0.engine.clone();
         let group = detached(async move { engine.add_member(&caller, &group_id, &subject).await }).await?;
         Ok(Response::new(pb::AddGroupMemberResponse { group: Some(convert::user_group(group)) }))
@@ -68,7 +72,8 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::RemoveGroupMemberResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let (group_id, subject) = (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
+        let (group_id, subject) =
+            (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
         let engine = self.0.engine.clone();
         let group = detached(async move { engine.remove_member(&caller, &group_id, &subject).await }).await?;
         Ok(Response::new(pb::RemoveGroupMemberResponse { group: Some(convert::user_group(group)) }))
@@ -102,7 +107,10 @@ impl AccessService for AccessApi {
         Ok(Response::new(pb::AddGrantResponse { grant: Some(convert::grant(grant)) }))
     }
 
-    async fn remove_grant(&self, request: Request<pb::RemoveGrantRequest>) -> Result<Response<pb::RemoveGrantResponse>, Status> {
+    async fn remove_grant(
+        &self,
+        request: Request<pb::RemoveGrantRequest>,
+    ) -> Result<Response<pb::RemoveGrantResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let id = convert::required("grant_id", request.into_inner().grant_id)?;
         let engine = self.0.engine.clone();

@@ -10,8 +10,8 @@ use tonic::Status;
 use super::error::invalid;
 use crate::{
     domain::{
-        access::{Grant, Permission, UserGroup},
         Violation,
+        access::{Grant, Permission, UserGroup},
         execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
         pipeline::{self as dp, Definition, Skip, StageKind},
         resume::{Block, Planned},

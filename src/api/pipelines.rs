@@ -63,7 +63,8 @@ impl PipelineService for PipelineApi {
         let size = convert::page_size(r.page_size)?;
         let after = convert::page_token(&r.page_token)?;
         let application = (!r.application.is_empty()).then_some(r.application.as_str());
-        let page = self.0.engine.list_pipelines(&caller, application, after.as_deref(), size).await.map_err(to_status)?;
+        let page =
+            self.0.engine.list_pipelines(&caller, application, after.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListPipelinesResponse {
             pipelines: page.items.into_iter().map(convert::pipeline).collect(),
             next_page_token: convert::next_page_token(page.next),

@@ -83,15 +83,19 @@ impl Verifier {
             let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
             let (algorithm, key) = match DecodingKey::from_rsa_pem(&pem) {
                 Ok(key) => (Algorithm::RS256, key),
-                Err(_) => (Algorithm::ES256, DecodingKey::from_ec_pem(&pem).map_err(|e| {
-                    anyhow::anyhow!("{} holds neither an RSA nor an EC public key: {e}", path.display())
-                })?),
+                Err(_) => (
+                    Algorithm::ES256,
+                    DecodingKey::from_ec_pem(&pem).map_err(|e| {
+                        anyhow::anyhow!("{} holds neither an RSA nor an EC public key: {e}", path.display())
+                    })?,
+                ),
             };
             keys.push(Key { kid: None, algorithm, key });
         }
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", path.display()))?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", path.display()))?;
             for jwk in &set.keys {
                 let algorithm = match jwk.common.key_algorithm.map(|a| a.to_string()) {
                     Some(a) => a.parse().map_err(|_| anyhow::anyhow!("JWKS key algorithm {a} is not supported"))?,
@@ -148,7 +152,9 @@ impl Verifier {
                         ErrorKind::ExpiredSignature => TokenError::Expired,
                         ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                         ErrorKind::InvalidIssuer => TokenError::WrongIssuer(self.issuer.clone().unwrap_or_default()),
-                        ErrorKind::InvalidAudience => TokenError::WrongAudience(self.audience.clone().unwrap_or_default()),
+                        ErrorKind::InvalidAudience => {
+                            TokenError::WrongAudience(self.audience.clone().unwrap_or_default())
+                        }
                         ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
                         other => TokenError::Malformed(format!("{other:?}")),
                     };
@@ -165,7 +171,8 @@ fn raw_header(token: &str) -> Result<RawHeader, TokenError> {
     if token.split('.').count() != 3 {
         return Err(TokenError::Malformed("expected three dot-separated parts".into()));
     }
-    let bytes = URL_SAFE_NO_PAD.decode(first).map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
+    let bytes =
+        URL_SAFE_NO_PAD.decode(first).map_err(|_| TokenError::Malformed("the header is not base64url".into()))?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("the header is not a JSON object".into()))
 }
 
@@ -203,11 +210,27 @@ mod tests {
 
         let cases = [
             (json!({"sub": "a", "exp": now() - 3600, "iss": "idp", "aud": "reprise"}), SECRET, TokenError::Expired),
-            (json!({"sub": "a", "exp": now() + 600, "nbf": now() + 3600, "iss": "idp", "aud": "reprise"}), SECRET, TokenError::NotYetValid),
-            (json!({"sub": "a", "exp": now() + 600, "iss": "evil", "aud": "reprise"}), SECRET, TokenError::WrongIssuer("idp".into())),
-            (json!({"sub": "a", "exp": now() + 600, "iss": "idp", "aud": "other"}), SECRET, TokenError::WrongAudience("reprise".into())),
+            (
+                json!({"sub": "a", "exp": now() + 600, "nbf": now() + 3600, "iss": "idp", "aud": "reprise"}),
+                SECRET,
+                TokenError::NotYetValid,
+            ),
+            (
+                json!({"sub": "a", "exp": now() + 600, "iss": "evil", "aud": "reprise"}),
+                SECRET,
+                TokenError::WrongIssuer("idp".into()),
+            ),
+            (
+                json!({"sub": "a", "exp": now() + 600, "iss": "idp", "aud": "other"}),
+                SECRET,
+                TokenError::WrongAudience("reprise".into()),
+            ),
             (ok.clone(), "another-secret-another-secret-xx", TokenError::BadSignature),
-            (json!({"exp": now() + 600, "iss": "idp", "aud": "reprise"}), SECRET, TokenError::MissingClaim("sub".into())),
+            (
+                json!({"exp": now() + 600, "iss": "idp", "aud": "reprise"}),
+                SECRET,
+                TokenError::MissingClaim("sub".into()),
+            ),
         ];
         for (claims, secret, want) in cases {
             assert_eq!(v.verify(&token(claims.clone(), secret)), Err(want), "{claims}");

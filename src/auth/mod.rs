@@ -38,7 +38,8 @@ impl Authenticator {
         };
         match request.metadata().get("authorization") {
             Some(value) => {
-                let value = value.to_str().map_err(|_| unauthenticated("the authorization header is not readable text"))?;
+                let value =
+                    value.to_str().map_err(|_| unauthenticated("the authorization header is not readable text"))?;
                 let token = value
                     .strip_prefix("Bearer ")
                     .or_else(|| value.strip_prefix("bearer "))

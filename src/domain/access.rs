@@ -19,7 +19,8 @@ pub enum Permission {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 4] = [Permission::ExecutePipeline, Permission::View, Permission::RunTasks, Permission::Admin];
+    pub const ALL: [Permission; 4] =
+        [Permission::ExecutePipeline, Permission::View, Permission::RunTasks, Permission::Admin];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,9 +73,14 @@ pub struct Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action<'a> {
     /// Run (or steer) stages of `application` that target these environment types.
-    Execute { application: &'a str, environments: Vec<EnvironmentType> },
+    Execute {
+        application: &'a str,
+        environments: Vec<EnvironmentType>,
+    },
     /// Read anything of `application`.
-    Read { application: &'a str },
+    Read {
+        application: &'a str,
+    },
     RunTasks,
     Administer,
 }
@@ -144,7 +150,9 @@ impl Action<'_> {
                 )
             }
             Action::Read { application } => {
-                format!("it needs any grant on application {application:?}; ask an admin to add one to a group you belong to")
+                format!(
+                    "it needs any grant on application {application:?}; ask an admin to add one to a group you belong to"
+                )
             }
             Action::RunTasks => "it needs a RUN_TASKS grant".into(),
             Action::Administer => "it needs an ADMIN grant".into(),
@@ -226,7 +234,10 @@ mod tests {
         assert!(viewer.authorize(&Action::Read { application: "shop" }).is_ok());
         assert!(viewer.authorize(&Action::Read { application: "bank" }).is_err());
         let denied = viewer.authorize(&Action::Execute { application: "shop", environments: vec![Prod] }).unwrap_err();
-        assert!(denied.0.contains("EXECUTE_PIPELINE") && denied.0.contains("\"shop\"") && denied.0.contains("PROD"), "{denied}");
+        assert!(
+            denied.0.contains("EXECUTE_PIPELINE") && denied.0.contains("\"shop\"") && denied.0.contains("PROD"),
+            "{denied}"
+        );
         assert!(viewer.authorize(&Action::Administer).is_err());
         assert!(viewer.authorize(&Action::RunTasks).is_err());
 
@@ -246,4 +257,3 @@ mod tests {
         assert_eq!(caller(&[]).readable_applications(), Some(vec![]));
     }
 }
-

@@ -3,10 +3,13 @@
 
 use serde_json::json;
 
-use super::{authorize, new_id, now, query::Page, Audit, Engine, Error, Result};
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
     domain::access::{Caller, Grant, Permission, UserGroup},
-    store::{self, access, audit::{self, AuditEvent}, StoreError},
+    store::{
+        self, StoreError, access,
+        audit::{self, AuditEvent},
+    },
 };
 
 /// The group a bootstrap admin is put in at start-up.
@@ -58,7 +61,9 @@ impl Engine {
         let txn = store::begin(self.db()).await?;
         let written = async {
             access::insert_group(&txn, &id, name, now()).await?;
-            Audit::new(caller, "access.group.create", json!({ "group_id": id, "name": name })).record(&txn, None, None).await
+            Audit::new(caller, "access.group.create", json!({ "group_id": id, "name": name }))
+                .record(&txn, None, None)
+                .await
         };
         match written.await {
             Err(StoreError::Duplicate(_)) => {
@@ -119,7 +124,10 @@ impl Engine {
         {
             return Err(Error::invalid(
                 "grant.application",
-                format!("{} grants cover every application and environment; leave application and environment_type unset", grant.permission.as_str()),
+                format!(
+                    "{} grants cover every application and environment; leave application and environment_type unset",
+                    grant.permission.as_str()
+                ),
             ));
         }
         grant.id = new_id();

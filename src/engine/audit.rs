@@ -5,7 +5,10 @@ use sea_orm::ConnectionTrait;
 use super::{new_id, now};
 use crate::{
     domain::access::Caller,
-    store::{self, audit::{self, AuditEvent}},
+    store::{
+        self,
+        audit::{self, AuditEvent},
+    },
 };
 
 /// Who did what, to be recorded with a change.
@@ -21,7 +24,12 @@ impl Audit {
         Audit { actor: caller.subject.clone(), action, details }
     }
 
-    pub(super) async fn record(self, c: &impl ConnectionTrait, application: Option<&str>, execution_id: Option<&str>) -> store::Result<()> {
+    pub(super) async fn record(
+        self,
+        c: &impl ConnectionTrait,
+        application: Option<&str>,
+        execution_id: Option<&str>,
+    ) -> store::Result<()> {
         let event = AuditEvent {
             id: new_id(),
             at: now(),

@@ -84,11 +84,8 @@ impl Engine {
 
     async fn decide(&self, decision: Decision, command: Command) -> Result<ExecutionDetail> {
         let action = if command == Command::Approve { "execution.approve" } else { "execution.reject" };
-        let audit = Audit::new(
-            &decision.caller,
-            action,
-            json!({ "stage": decision.stage_name, "comment": decision.comment }),
-        );
+        let audit =
+            Audit::new(&decision.caller, action, json!({ "stage": decision.stage_name, "comment": decision.comment }));
         let actor = decision.caller.subject.clone();
         let (stage, d) = self
             .change(&decision.execution_id, Some(audit), |d, now| {

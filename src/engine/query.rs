@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{authorize, Engine, Error, Result};
+use super::{Engine, Error, Result, authorize};
 use crate::{
     domain::{
         access::Caller,

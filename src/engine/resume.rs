@@ -86,7 +86,8 @@ impl Engine {
             if !executions::mark_resumed(&txn, old_id, &after.execution.id).await? {
                 return Ok(false);
             }
-            let details = json!({ "resumed_execution_id": old_id, "stage": after.stages[from].name, "stage_index": from });
+            let details =
+                json!({ "resumed_execution_id": old_id, "stage": after.stages[from].name, "stage_index": from });
             let audit = Audit::new(&request.caller, "execution.resume", details);
             audit.record(&txn, Some(&after.execution.application), Some(&after.execution.id)).await?;
             Ok::<_, StoreError>(true)
@@ -188,8 +189,7 @@ impl Engine {
         let Some(origin) = &existing.resumed_from else {
             return Err(Error::AlreadyExists(format!(
                 "request_id {:?} was used to start execution {}",
-                existing.request_id,
-                existing.id
+                existing.request_id, existing.id
             )));
         };
         let old = self.execution(&origin.execution_id).await?;

@@ -52,7 +52,13 @@ impl Engine {
     /// Leases the oldest task of `queue`, waiting up to `wait` for one. Woken
     /// at once by a task queued on this replica; tasks queued by another
     /// replica are seen within the recheck interval.
-    pub async fn poll(&self, caller: &Caller, queue: &str, worker: &str, wait: Duration) -> Result<Option<ClaimedTask>> {
+    pub async fn poll(
+        &self,
+        caller: &Caller,
+        queue: &str,
+        worker: &str,
+        wait: Duration,
+    ) -> Result<Option<ClaimedTask>> {
         authorize::run_tasks(caller)?;
         let deadline = Instant::now() + wait;
         let wakeup = self.notifier().queue(queue);

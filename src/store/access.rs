@@ -1,10 +1,11 @@
 //! User groups, memberships and grants.
 
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{corrupt, entity::{grant, group_member, user_group}, Result};
+use super::{
+    Result, corrupt,
+    entity::{grant, group_member, user_group},
+};
 use crate::domain::{
     access::{Grant, Permission, UserGroup},
     execution::Millis,
@@ -12,9 +13,13 @@ use crate::domain::{
 };
 
 pub async fn insert_group(c: &impl ConnectionTrait, id: &str, name: &str, now: Millis) -> Result<()> {
-    user_group::Entity::insert(user_group::ActiveModel { id: Set(id.into()), name: Set(name.into()), created_at: Set(now) })
-        .exec_without_returning(c)
-        .await?;
+    user_group::Entity::insert(user_group::ActiveModel {
+        id: Set(id.into()),
+        name: Set(name.into()),
+        created_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
     Ok(())
 }
 
@@ -33,9 +38,12 @@ pub async fn delete_group(c: &impl ConnectionTrait, id: &str) -> Result<bool> {
 pub async fn add_member(c: &impl ConnectionTrait, group_id: &str, subject: &str) -> Result<bool> {
     let exists = group_member::Entity::find_by_id((group_id.to_owned(), subject.to_owned())).one(c).await?.is_some();
     if !exists {
-        group_member::Entity::insert(group_member::ActiveModel { group_id: Set(group_id.into()), subject: Set(subject.into()) })
-            .exec_without_returning(c)
-            .await?;
+        group_member::Entity::insert(group_member::ActiveModel {
+            group_id: Set(group_id.into()),
+            subject: Set(subject.into()),
+        })
+        .exec_without_returning(c)
+        .await?;
     }
     Ok(!exists)
 }
@@ -78,7 +86,13 @@ pub async fn grants_of(c: &impl ConnectionTrait, subject: &str) -> Result<Vec<Gr
     if groups.is_empty() {
         return Ok(Vec::new());
     }
-    grant::Entity::find().filter(grant::Column::GroupId.is_in(groups)).all(c).await?.into_iter().map(grant_from_model).collect()
+    grant::Entity::find()
+        .filter(grant::Column::GroupId.is_in(groups))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(grant_from_model)
+        .collect()
 }
 
 pub async fn group(c: &impl ConnectionTrait, id: &str) -> Result<Option<UserGroup>> {
@@ -121,7 +135,8 @@ async fn with_members_and_grants(c: &impl ConnectionTrait, row: user_group::Mode
 
 fn grant_from_model(m: grant::Model) -> Result<Grant> {
     Ok(Grant {
-        permission: Permission::parse(&m.permission).ok_or_else(|| corrupt(format!("permission {:?}", m.permission)))?,
+        permission: Permission::parse(&m.permission)
+            .ok_or_else(|| corrupt(format!("permission {:?}", m.permission)))?,
         environment: match m.environment_type.as_deref() {
             None => None,
             Some(t) => Some(EnvironmentType::parse(t).ok_or_else(|| corrupt(format!("environment type {t:?}")))?),

@@ -3,7 +3,7 @@
 
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{entity::audit_event, Result};
+use super::{Result, entity::audit_event};
 use crate::domain::execution::Millis;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -289,6 +289,8 @@ pub async fn count_by_status(c: &impl ConnectionTrait) -> Result<Vec<(ExecutionS
         .all(c)
         .await?;
     rows.into_iter()
-        .map(|(s, n)| ExecutionStatus::parse(&s).map(|s| (s, n)).ok_or_else(|| corrupt(format!("execution status {s:?}"))))
+        .map(|(s, n)| {
+            ExecutionStatus::parse(&s).map(|s| (s, n)).ok_or_else(|| corrupt(format!("execution status {s:?}")))
+        })
         .collect()
 }

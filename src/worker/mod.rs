@@ -22,8 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, error, info, warn};
 
 use crate::proto::worker_service_client::WorkerServiceClient;
-use bearer::{Bearer, Client};
 use crate::proto::{PollTaskRequest, Task};
+use bearer::{Bearer, Client};
 
 /// How long one PollTask waits on the server for a task.
 const POLL_WAIT: Duration = Duration::from_secs(30);
@@ -143,12 +143,7 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
 
 /// One unit of concurrency: poll, run, repeat. A task that has started is
 /// always seen through, even after shutdown, so its result is reported.
-async fn run_slot(
-    client: Client,
-    config: Arc<WorkerConfig>,
-    slot: usize,
-    shutdown: CancellationToken,
-) {
+async fn run_slot(client: Client, config: Arc<WorkerConfig>, slot: usize, shutdown: CancellationToken) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         // Abandoning a poll on shutdown is safe: a task leased in that instant

@@ -60,7 +60,11 @@ fn jwt_options() -> ServeOptions {
         ..Default::default()
     };
     let verifier = Verifier::new(&config).expect("verifier");
-    ServeOptions { auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false }, tls: None, metrics_sampling: None }
+    ServeOptions {
+        auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false },
+        tls: None,
+        metrics_sampling: None,
+    }
 }
 
 /// A server requiring tokens, with "root" as bootstrap admin.
@@ -117,25 +121,40 @@ impl Secured {
         let stages = envs
             .iter()
             .enumerate()
-            .map(|(i, env)| pb::Stage { environment: Some(pb::Environment { name: "e".into(), r#type: *env as i32 }), ..workflows(&format!("s{i}"), &q, &["w"]) })
+            .map(|(i, env)| pb::Stage {
+                environment: Some(pb::Environment { name: "e".into(), r#type: *env as i32 }),
+                ..workflows(&format!("s{i}"), &q, &["w"])
+            })
             .collect();
         let request = pb::CreatePipelineRequest {
             application: application.into(),
             name: name.into(),
             definition: Some(pb::PipelineDefinition { stages, ..Default::default() }),
         };
-        self.pipelines().create_pipeline(authed(request, &token("root"))).await.expect("pipeline").into_inner().pipeline.unwrap()
+        self.pipelines()
+            .create_pipeline(authed(request, &token("root")))
+            .await
+            .expect("pipeline")
+            .into_inner()
+            .pipeline
+            .unwrap()
     }
 
     async fn start(&self, subject: &str, pipeline_id: &str) -> Result<pb::Execution, tonic::Status> {
         let request = pb::StartExecutionRequest { pipeline_id: pipeline_id.into(), ..Default::default() };
-        self.executions().start_execution(authed(request, &token(subject))).await.map(|r| r.into_inner().execution.unwrap())
+        self.executions()
+            .start_execution(authed(request, &token(subject)))
+            .await
+            .map(|r| r.into_inner().execution.unwrap())
     }
 }
 
 /// Grant scope × environment types of the stages × StartExecution → allowed?
 async fn execute_permissions_follow_grant_scope_and_environment_types(app: TestApp) {
-    use pb::{EnvironmentType::{NonProd, Prod, Unspecified}, Permission::{ExecutePipeline, View}};
+    use pb::{
+        EnvironmentType::{NonProd, Prod, Unspecified},
+        Permission::{ExecutePipeline, View},
+    };
     let s = Secured::boot(&app).await;
     s.grant("all", ExecutePipeline, "", Unspecified).await;
     s.grant("shop", ExecutePipeline, "shop", Unspecified).await;
@@ -148,12 +167,23 @@ async fn execute_permissions_follow_grant_scope_and_environment_types(app: TestA
     let nonprod = s.pipeline("shop", "nonprod", &[NonProd]).await;
 
     let table = [
-        ("all", &prod, true), ("all", &mixed, true), ("all", &nonprod, true),
-        ("shop", &prod, true), ("shop", &mixed, true), ("shop", &nonprod, true),
-        ("shop-prod", &prod, true), ("shop-prod", &mixed, false), ("shop-prod", &nonprod, false),
-        ("shop-nonprod", &prod, false), ("shop-nonprod", &mixed, false), ("shop-nonprod", &nonprod, true),
-        ("bank", &prod, false), ("bank", &mixed, false), ("bank", &nonprod, false),
-        ("viewer", &prod, false), ("nobody", &nonprod, false),
+        ("all", &prod, true),
+        ("all", &mixed, true),
+        ("all", &nonprod, true),
+        ("shop", &prod, true),
+        ("shop", &mixed, true),
+        ("shop", &nonprod, true),
+        ("shop-prod", &prod, true),
+        ("shop-prod", &mixed, false),
+        ("shop-prod", &nonprod, false),
+        ("shop-nonprod", &prod, false),
+        ("shop-nonprod", &mixed, false),
+        ("shop-nonprod", &nonprod, true),
+        ("bank", &prod, false),
+        ("bank", &mixed, false),
+        ("bank", &nonprod, false),
+        ("viewer", &prod, false),
+        ("nobody", &nonprod, false),
     ];
     for (subject, pipeline, allowed) in table {
         let result = s.start(subject, &pipeline.id).await;
@@ -165,7 +195,11 @@ async fn execute_permissions_follow_grant_scope_and_environment_types(app: TestA
             }
             (false, Err(status)) => {
                 assert_eq!(status.code(), Code::PermissionDenied, "{subject} on {}: {status:?}", pipeline.name);
-                assert!(status.message().contains("EXECUTE_PIPELINE") && status.message().contains("\"shop\""), "{}", status.message());
+                assert!(
+                    status.message().contains("EXECUTE_PIPELINE") && status.message().contains("\"shop\""),
+                    "{}",
+                    status.message()
+                );
             }
             (want, got) => panic!("{subject} on {}: wanted allowed={want}, got {got:?}", pipeline.name),
         }
@@ -209,7 +243,8 @@ async fn bad_tokens_are_unauthenticated_and_say_why(app: TestApp) {
 
     // Health and reflection stay open.
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
-    let check = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health is open");
+    let check =
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health is open");
     assert_eq!(check.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
 
@@ -219,7 +254,10 @@ fn base64_url(bytes: &[u8]) -> String {
 }
 
 async fn resume_needs_execute_on_every_stage_it_would_run(app: TestApp) {
-    use pb::{EnvironmentType::{NonProd, Prod}, Permission::ExecutePipeline};
+    use pb::{
+        EnvironmentType::{NonProd, Prod},
+        Permission::ExecutePipeline,
+    };
     let s = Secured::boot(&app).await;
     s.grant("nonprod", ExecutePipeline, "shop", NonProd).await;
     let p = s.pipeline("shop", "deploy", &[Prod, NonProd]).await;
@@ -241,7 +279,10 @@ async fn resume_needs_execute_on_every_stage_it_would_run(app: TestApp) {
 }
 
 async fn reads_need_a_grant_and_lists_show_only_readable_applications(app: TestApp) {
-    use pb::{EnvironmentType::{NonProd, Unspecified}, Permission::View};
+    use pb::{
+        EnvironmentType::{NonProd, Unspecified},
+        Permission::View,
+    };
     let s = Secured::boot(&app).await;
     s.grant("shop-viewer", View, "shop", Unspecified).await;
     let shop = s.pipeline("shop", "deploy", &[NonProd]).await;
@@ -256,12 +297,19 @@ async fn reads_need_a_grant_and_lists_show_only_readable_applications(app: TestA
     assert_eq!(denied.code(), Code::PermissionDenied);
     assert!(denied.message().contains("\"bank\""), "{}", denied.message());
 
-    let listed = s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &viewer)).await.unwrap().into_inner();
+    let listed = s
+        .executions()
+        .list_executions(authed(pb::ListExecutionsRequest::default(), &viewer))
+        .await
+        .unwrap()
+        .into_inner();
     let apps: Vec<_> = listed.executions.iter().map(|e| e.application.as_str()).collect();
     assert_eq!(apps, ["shop"]);
-    let pipelines = s.pipelines().list_pipelines(authed(pb::ListPipelinesRequest::default(), &viewer)).await.unwrap().into_inner();
+    let pipelines =
+        s.pipelines().list_pipelines(authed(pb::ListPipelinesRequest::default(), &viewer)).await.unwrap().into_inner();
     assert_eq!(pipelines.pipelines.len(), 1);
-    let stranger = s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &token("stranger"))).await.unwrap();
+    let stranger =
+        s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &token("stranger"))).await.unwrap();
     assert!(stranger.into_inner().executions.is_empty());
 }
 
@@ -277,11 +325,16 @@ async fn actions_are_audited_in_their_transaction(app: TestApp) {
     let list = pb::ListAuditEventsRequest { execution_id: e.id.clone(), ..Default::default() };
     let events = s.access().list_audit_events(authed(list, &token("root"))).await.unwrap().into_inner().events;
     let actions: Vec<_> = events.iter().map(|e| (e.action.as_str(), e.actor.as_str())).collect();
-    assert_eq!(actions, [("execution.abort", "root"), ("execution.start", "root")], "newest first; the refused abort left none");
+    assert_eq!(
+        actions,
+        [("execution.abort", "root"), ("execution.start", "root")],
+        "newest first; the refused abort left none"
+    );
     assert!(events[0].details.contains("first"));
     assert_eq!(events[0].application, "shop");
 
-    let all = s.access().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &token("root"))).await.unwrap();
+    let all =
+        s.access().list_audit_events(authed(pb::ListAuditEventsRequest::default(), &token("root"))).await.unwrap();
     let all: Vec<_> = all.into_inner().events.into_iter().map(|e| e.action).collect();
     assert!(all.contains(&"access.grant.add".to_string()) && all.contains(&"pipeline.create".to_string()), "{all:?}");
 
@@ -297,16 +350,23 @@ async fn access_service_is_for_admins_only(app: TestApp) {
     use pb::{EnvironmentType::Unspecified, Permission::ExecutePipeline};
     let s = Secured::boot(&app).await;
     s.grant("deployer", ExecutePipeline, "", Unspecified).await;
-    let attempt = s.access().create_user_group(authed(pb::CreateUserGroupRequest { name: "mine".into() }, &token("deployer"))).await;
+    let attempt = s
+        .access()
+        .create_user_group(authed(pb::CreateUserGroupRequest { name: "mine".into() }, &token("deployer")))
+        .await;
     let status = attempt.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     assert!(status.message().contains("ADMIN"), "{}", status.message());
     let list = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &token("deployer"))).await;
     assert_eq!(list.unwrap_err().code(), Code::PermissionDenied);
-    let groups = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &token("root"))).await.unwrap();
+    let groups =
+        s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &token("root"))).await.unwrap();
     let names: Vec<_> = groups.into_inner().groups.into_iter().map(|g| g.name).collect();
     assert!(names.contains(&"bootstrap-admins".to_string()) && names.contains(&"g-deployer".to_string()), "{names:?}");
-    let duplicate = s.access().create_user_group(authed(pb::CreateUserGroupRequest { name: "g-deployer".into() }, &token("root"))).await;
+    let duplicate = s
+        .access()
+        .create_user_group(authed(pb::CreateUserGroupRequest { name: "g-deployer".into() }, &token("root")))
+        .await;
     assert_eq!(duplicate.unwrap_err().code(), Code::AlreadyExists);
     s.engine.bootstrap_admin("root").await.expect("bootstrapping again is harmless");
 }
@@ -369,12 +429,17 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
     };
     let channel = connect(client_cert, client_key).await.expect("TLS connect with a good certificate");
     let mut access = AccessServiceClient::new(channel);
-    let groups = access.list_user_groups(pb::ListUserGroupsRequest::default()).await.expect("the certificate's CN is the subject");
+    let groups = access
+        .list_user_groups(pb::ListUserGroupsRequest::default())
+        .await
+        .expect("the certificate's CN is the subject");
     assert!(groups.into_inner().groups.iter().any(|g| g.members.contains(&"deployer".to_string())));
 
     let rogue = match connect(rogue_cert, rogue_key).await {
         Err(_) => None,
-        Ok(channel) => Some(AccessServiceClient::new(channel).list_user_groups(pb::ListUserGroupsRequest::default()).await),
+        Ok(channel) => {
+            Some(AccessServiceClient::new(channel).list_user_groups(pb::ListUserGroupsRequest::default()).await)
+        }
     };
     assert!(!matches!(rogue, Some(Ok(_))), "a certificate from another CA is refused: {rogue:?}");
 }

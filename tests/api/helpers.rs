@@ -78,13 +78,16 @@ impl TestDb {
             Backend::Postgres => {
                 let Ok(admin_url) = std::env::var(POSTGRES_ENV) else {
                     if std::env::var("REPRISE_TEST_REQUIRE_POSTGRES").is_ok() {
-                        panic!("{POSTGRES_ENV} is not set but REPRISE_TEST_REQUIRE_POSTGRES is: refusing to skip PostgreSQL");
+                        panic!(
+                            "{POSTGRES_ENV} is not set but REPRISE_TEST_REQUIRE_POSTGRES is: refusing to skip PostgreSQL"
+                        );
                     }
                     eprintln!("skipped: set {POSTGRES_ENV} to run this test on PostgreSQL");
                     return None;
                 };
                 let name = format!("reprise_t_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(&admin_url).await.expect("PostgreSQL reachable at REPRISE_TEST_POSTGRES_URL");
+                let admin =
+                    Database::connect(&admin_url).await.expect("PostgreSQL reachable at REPRISE_TEST_POSTGRES_URL");
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
                 admin.close().await.ok();
                 let url = replace_database(&admin_url, &name);
@@ -248,13 +251,25 @@ impl TestApp {
         self.create_pipeline_with(name, vec![], stages).await
     }
 
-    pub async fn create_pipeline_with(&self, name: &str, variables: Vec<pb::Variable>, stages: Vec<pb::Stage>) -> pb::Pipeline {
+    pub async fn create_pipeline_with(
+        &self,
+        name: &str,
+        variables: Vec<pb::Variable>,
+        stages: Vec<pb::Stage>,
+    ) -> pb::Pipeline {
         let request = pb::CreatePipelineRequest {
             application: "shop".into(),
             name: name.into(),
             definition: Some(pb::PipelineDefinition { description: String::new(), variables, stages }),
         };
-        self.pipelines.clone().create_pipeline(request).await.expect("create pipeline").into_inner().pipeline.expect("pipeline")
+        self.pipelines
+            .clone()
+            .create_pipeline(request)
+            .await
+            .expect("create pipeline")
+            .into_inner()
+            .pipeline
+            .expect("pipeline")
     }
 
     pub async fn start(&self, pipeline_id: &str) -> pb::Execution {
@@ -268,7 +283,14 @@ impl TestApp {
             request_id: uuid::Uuid::new_v4().to_string(),
             ..Default::default()
         };
-        self.executions.clone().start_execution(request).await.expect("start").into_inner().execution.expect("execution")
+        self.executions
+            .clone()
+            .start_execution(request)
+            .await
+            .expect("start")
+            .into_inner()
+            .execution
+            .expect("execution")
     }
 
     pub async fn get(&self, id: &str) -> pb::Execution {
@@ -436,7 +458,12 @@ async fn run_task(mut client: WorkerServiceClient<Channel>, task: pb::Task, scri
 }
 
 /// Heartbeats for `d`; false if the task was cancelled or the lease lost.
-async fn heartbeat_for(client: &mut WorkerServiceClient<Channel>, task: &pb::Task, d: Duration, seen: &Arc<Mutex<Seen>>) -> bool {
+async fn heartbeat_for(
+    client: &mut WorkerServiceClient<Channel>,
+    task: &pb::Task,
+    d: Duration,
+    seen: &Arc<Mutex<Seen>>,
+) -> bool {
     let end = tokio::time::Instant::now() + d;
     loop {
         let now = tokio::time::Instant::now();

@@ -14,7 +14,9 @@ crate::on_both_backends!(
 
 async fn a_pipeline_of_workflow_stages_succeeds(app: TestApp) {
     let q = queue();
-    let p = app.create_pipeline("deploy", vec![workflows("build", &q, &["compile"]), workflows("ship", &q, &["a", "b"])]).await;
+    let p = app
+        .create_pipeline("deploy", vec![workflows("build", &q, &["compile"]), workflows("ship", &q, &["a", "b"])])
+        .await;
     let worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
     let e = app.start(&p.id).await;
     let done = app.wait_final(&e.id).await;
@@ -27,7 +29,9 @@ async fn a_pipeline_of_workflow_stages_succeeds(app: TestApp) {
 
 async fn a_failing_workflow_fails_the_execution_after_its_siblings_end(app: TestApp) {
     let q = queue();
-    let p = app.create_pipeline("deploy", vec![workflows("ship", &q, &["good", "bad"]), workflows("after", &q, &["x"])]).await;
+    let p = app
+        .create_pipeline("deploy", vec![workflows("ship", &q, &["good", "bad"]), workflows("after", &q, &["x"])])
+        .await;
     let _worker = app.worker(&q, |t| match t.workflow_name.as_str() {
         "bad" => Script::Fail(Duration::ZERO),
         _ => Script::Succeed(Duration::from_millis(300)),

@@ -4,13 +4,13 @@
 mod helpers;
 
 mod auth;
-mod lifecycle;
-mod control;
-mod workers;
-mod requests;
-mod durability;
-mod resume;
-mod replicas;
-mod scale_out;
-mod metrics;
 mod cli;
+mod control;
+mod durability;
+mod lifecycle;
+mod metrics;
+mod replicas;
+mod requests;
+mod resume;
+mod scale_out;
+mod workers;

@@ -45,7 +45,9 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
     let address = metrics_address();
     let q = queue();
     let p = app.create_pipeline("metered", vec![workflows("one", &q, &["a"]), workflows("two", &q, &["b"])]).await;
-    let _worker = app.worker(&q, |t| if t.stage_name == "two" { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) });
+    let _worker = app.worker(&q, |t| {
+        if t.stage_name == "two" { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) }
+    });
     let e = app.start(&p.id).await;
     app.wait_final(&e.id).await;
     let resume = pb::ResumeRequest {

@@ -17,7 +17,9 @@ crate::on_both_backends!(
 async fn replicas_share_the_work_and_hand_each_task_out_once(app: TestApp) {
     let q = queue();
     let replica = app.replica(test_settings()).await;
-    let p = app.create_pipeline("fan", vec![workflows("one", &q, &["a", "b", "c", "d"]), workflows("two", &q, &["e", "f"])]).await;
+    let p = app
+        .create_pipeline("fan", vec![workflows("one", &q, &["a", "b", "c", "d"]), workflows("two", &q, &["e", "f"])])
+        .await;
     let on_first = app.worker(&q, |_| Script::Succeed(Duration::from_millis(20)));
     let on_second = replica.worker(&q, |_| Script::Succeed(Duration::from_millis(20)));
     let mut ids = Vec::new();
@@ -42,7 +44,11 @@ async fn a_poller_on_one_replica_wakes_when_another_queues_a_task(app: TestApp) 
     let p = app.create_pipeline("wake", vec![workflows("one", &q, &["a"])]).await;
     let mut workers = replica.workers.clone();
     let poll = tokio::spawn(async move {
-        let request = pb::PollTaskRequest { task_queue: q, worker_id: "w".into(), wait: Some(prost_types::Duration { seconds: 15, nanos: 0 }) };
+        let request = pb::PollTaskRequest {
+            task_queue: q,
+            worker_id: "w".into(),
+            wait: Some(prost_types::Duration { seconds: 15, nanos: 0 }),
+        };
         let task = workers.poll_task(request).await.expect("poll").into_inner().task;
         (task, Instant::now())
     });
@@ -84,7 +90,8 @@ async fn health_reports_readiness_and_liveness(app: TestApp) {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
     let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "reprise.v1.ExecutionService", "reprise.v1.AccessService", reprise::server::LIVENESS] {
-        let status = health.check(HealthCheckRequest { service: service.into() }).await.expect("health").into_inner().status;
+        let status =
+            health.check(HealthCheckRequest { service: service.into() }).await.expect("health").into_inner().status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
 }

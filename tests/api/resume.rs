@@ -2,8 +2,8 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
         Arc,
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -109,7 +109,10 @@ async fn resuming_from_a_failed_parallel_stage_reruns_all_its_workflows_and_noth
     }
     assert!(!done.stages[2].carried_over);
     let origin = done.resumed_from.as_ref().expect("origin");
-    assert_eq!((origin.execution_id.as_str(), origin.stage_name.as_str(), origin.stage_index), (failed.id.as_str(), "rollout", 2));
+    assert_eq!(
+        (origin.execution_id.as_str(), origin.stage_name.as_str(), origin.stage_index),
+        (failed.id.as_str(), "rollout", 2)
+    );
 
     let original = app.get(&failed.id).await;
     assert_eq!(status(&original), pb::ExecutionStatus::Failed, "the original keeps its status");
@@ -124,7 +127,8 @@ async fn resume_from_the_first_stage_runs_everything_again(app: TestApp) {
         from_stage: Some(pb::resume_request::FromStage::StageIndex(0)),
         ..resume_request(&failed.id, "")
     };
-    let resumed = app.executions.clone().resume(request).await.expect("resume").into_inner().execution.expect("execution");
+    let resumed =
+        app.executions.clone().resume(request).await.expect("resume").into_inner().execution.expect("execution");
     let done = app.wait_final(&resumed.id).await;
     assert_eq!(status(&done), pb::ExecutionStatus::Succeeded);
     assert!(done.stages.iter().all(|s| !s.carried_over));
@@ -142,14 +146,26 @@ async fn resume_refuses_unreached_unknown_and_out_of_range_stages(app: TestApp) 
 
     let unknown = resume(&app, &failed.id, "nope").await.unwrap_err();
     assert_eq!(unknown.code(), Code::InvalidArgument);
-    assert!(unknown.message().contains("stage_name") && unknown.message().contains("\"rollout\""), "{}", unknown.message());
+    assert!(
+        unknown.message().contains("stage_name") && unknown.message().contains("\"rollout\""),
+        "{}",
+        unknown.message()
+    );
 
-    let request = pb::ResumeRequest { from_stage: Some(pb::resume_request::FromStage::StageIndex(9)), ..resume_request(&failed.id, "") };
+    let request = pb::ResumeRequest {
+        from_stage: Some(pb::resume_request::FromStage::StageIndex(9)),
+        ..resume_request(&failed.id, "")
+    };
     let out_of_range = app.executions.clone().resume(request).await.unwrap_err();
     assert_eq!(out_of_range.code(), Code::InvalidArgument);
     assert!(out_of_range.message().contains("stage_index"), "{}", out_of_range.message());
 
-    let missing = app.executions.clone().resume(pb::ResumeRequest { from_stage: None, ..resume_request(&failed.id, "") }).await.unwrap_err();
+    let missing = app
+        .executions
+        .clone()
+        .resume(pb::ResumeRequest { from_stage: None, ..resume_request(&failed.id, "") })
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidArgument);
 
     let no_such = resume(&app, "no-such-execution", "build").await.unwrap_err();
@@ -163,7 +179,14 @@ async fn resume_refuses_unreached_unknown_and_out_of_range_stages(app: TestApp) 
 async fn resume_by_status_table(app: TestApp) {
     let q = queue();
     let p = app
-        .create_pipeline("table", vec![workflows("work", &q, &["w"]), approval("gate", Duration::from_secs(60)), workflows("end", &q, &["w"])])
+        .create_pipeline(
+            "table",
+            vec![
+                workflows("work", &q, &["w"]),
+                approval("gate", Duration::from_secs(60)),
+                workflows("end", &q, &["w"]),
+            ],
+        )
         .await;
     let _worker = app.worker(&q, |t| match t.workflow_name.as_str() {
         _ if t.stage_name == "end" => Script::RunUntilCancelled,
@@ -185,14 +208,19 @@ async fn resume_by_status_table(app: TestApp) {
     // REJECTED is resumable.
     let rejected = app.start(&p.id).await;
     app.wait_until(&rejected.id, waiting).await;
-    let reject = pb::RejectRequest { execution_id: rejected.id.clone(), stage_name: String::new(), comment: "no".into() };
+    let reject =
+        pb::RejectRequest { execution_id: rejected.id.clone(), stage_name: String::new(), comment: "no".into() };
     app.executions.clone().reject(reject).await.unwrap();
     assert!(resume(&app, &rejected.id, "gate").await.is_ok());
 
     // ABORTED is resumable.
     let aborted = app.start(&p.id).await;
     app.wait_until(&aborted.id, waiting).await;
-    app.executions.clone().abort(pb::AbortRequest { execution_id: aborted.id.clone(), reason: "test".into() }).await.unwrap();
+    app.executions
+        .clone()
+        .abort(pb::AbortRequest { execution_id: aborted.id.clone(), reason: "test".into() })
+        .await
+        .unwrap();
     assert!(resume(&app, &aborted.id, "work").await.is_ok());
 
     // SUCCEEDED is not.
@@ -212,12 +240,23 @@ async fn resume_by_status_table(app: TestApp) {
 
 async fn a_resume_runs_the_pinned_version_with_the_original_inputs(app: TestApp) {
     let q = queue();
-    let region = vec![pb::Variable { name: "region".into(), default_value: Some("eu".into()), description: String::new() }];
-    let p = app.create_pipeline_with("pinned", region.clone(), vec![workflows("a", &q, &["one"]), workflows("b", &q, &["two"])]).await;
+    let region =
+        vec![pb::Variable { name: "region".into(), default_value: Some("eu".into()), description: String::new() }];
+    let p = app
+        .create_pipeline_with(
+            "pinned",
+            region.clone(),
+            vec![workflows("a", &q, &["one"]), workflows("b", &q, &["two"])],
+        )
+        .await;
     let fail_b = Arc::new(AtomicBool::new(true));
     let flag = fail_b.clone();
     let worker = app.worker(&q, move |t| {
-        if t.stage_name == "b" && flag.load(Ordering::SeqCst) { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) }
+        if t.stage_name == "b" && flag.load(Ordering::SeqCst) {
+            Script::Fail(Duration::ZERO)
+        } else {
+            Script::Succeed(Duration::ZERO)
+        }
     });
     let e = app.start_with(&p.id, &[("region", "us")]).await;
     app.wait_final(&e.id).await;
@@ -228,7 +267,11 @@ async fn a_resume_runs_the_pinned_version_with_the_original_inputs(app: TestApp)
         definition: Some(pb::PipelineDefinition {
             description: "v2".into(),
             variables: region,
-            stages: vec![workflows("a", &q, &["one"]), workflows("b", &q, &["two", "three"]), workflows("c", &q, &["four"])],
+            stages: vec![
+                workflows("a", &q, &["one"]),
+                workflows("b", &q, &["two", "three"]),
+                workflows("c", &q, &["four"]),
+            ],
         }),
     };
     app.pipelines.clone().update_pipeline(update).await.expect("update");
@@ -249,7 +292,9 @@ async fn a_resume_runs_the_pinned_version_with_the_original_inputs(app: TestApp)
 async fn chains_of_resumes_show_in_history_and_only_the_latest_can_be_resumed(app: TestApp) {
     let q = queue();
     let p = app.create_pipeline("chain", vec![workflows("a", &q, &["ok"]), workflows("b", &q, &["bad"])]).await;
-    let _worker = app.worker(&q, |t| if t.stage_name == "b" { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) });
+    let _worker = app.worker(&q, |t| {
+        if t.stage_name == "b" { Script::Fail(Duration::ZERO) } else { Script::Succeed(Duration::ZERO) }
+    });
     let first = app.start(&p.id).await;
     app.wait_final(&first.id).await;
     let mut ids = vec![first.id.clone()];
@@ -325,7 +370,8 @@ async fn concurrent_resumes_create_exactly_one_execution_and_retries_are_idempot
     let first = app.executions.clone().resume(request.clone()).await.unwrap().into_inner().execution.unwrap();
     let again = app.executions.clone().resume(request.clone()).await.unwrap().into_inner().execution.unwrap();
     assert_eq!(first.id, again.id);
-    let reused = pb::ResumeRequest { from_stage: Some(pb::resume_request::FromStage::StageName("build".into())), ..request };
+    let reused =
+        pb::ResumeRequest { from_stage: Some(pb::resume_request::FromStage::StageName("build".into())), ..request };
     assert_eq!(app.executions.clone().resume(reused).await.unwrap_err().code(), Code::AlreadyExists);
 }
 
@@ -370,7 +416,10 @@ async fn validate_only_returns_the_plan_and_creates_nothing(app: TestApp) {
     assert!(preview.execution.is_none());
     let actions: Vec<_> = preview.plan.iter().map(|s| (s.name.as_str(), s.action)).collect();
     use pb::PlannedAction::{CarryOver, Run};
-    assert_eq!(actions, [("build", CarryOver as i32), ("test", CarryOver as i32), ("rollout", Run as i32), ("verify", Run as i32)]);
+    assert_eq!(
+        actions,
+        [("build", CarryOver as i32), ("test", CarryOver as i32), ("rollout", Run as i32), ("verify", Run as i32)]
+    );
     assert_eq!(preview.plan[0].carried_from_execution_id, failed.id);
     assert_eq!(preview.plan[2].workflows, ["eu", "us", "asia", "au"]);
     assert_eq!(app.get(&failed.id).await.resumed_by_execution_id, "");
@@ -395,8 +444,15 @@ async fn an_aborted_resume_can_be_resumed_again_and_reports_what_was_not_rolled_
     // The resumed run hangs in "rollout" until aborted.
     let hanging = app.worker(&q, |_| Script::RunUntilCancelled);
     let resumed = resume(&app, &failed.id, "rollout").await.unwrap().execution.unwrap();
-    app.wait_until(&resumed.id, |e| e.stages[2].workflows.iter().all(|w| w.status == pb::WorkflowStatus::Running as i32)).await;
-    let aborted = app.executions.clone().abort(pb::AbortRequest { execution_id: resumed.id.clone(), reason: "bad canary".into() }).await;
+    app.wait_until(&resumed.id, |e| {
+        e.stages[2].workflows.iter().all(|w| w.status == pb::WorkflowStatus::Running as i32)
+    })
+    .await;
+    let aborted = app
+        .executions
+        .clone()
+        .abort(pb::AbortRequest { execution_id: resumed.id.clone(), reason: "bad canary".into() })
+        .await;
     assert_eq!(status(&aborted.unwrap().into_inner().execution.unwrap()), pb::ExecutionStatus::Aborted);
     drop(hanging);
 
@@ -413,7 +469,10 @@ async fn get_execution_marks_valid_resume_points(app: TestApp) {
     let q = queue();
     let (failed, _worker, _) = failed_run(&app, &q).await;
     let points = |e: &pb::Execution| -> Vec<(bool, i32)> {
-        e.stages.iter().map(|s| s.resume_point.as_ref().map(|p| (p.resumable, p.block)).expect("resume point")).collect()
+        e.stages
+            .iter()
+            .map(|s| s.resume_point.as_ref().map(|p| (p.resumable, p.block)).expect("resume point"))
+            .collect()
     };
     use pb::ResumeBlock as B;
     let got = app.get(&failed.id).await;
@@ -444,7 +503,8 @@ async fn chain_limits_refuse_resumes_past_them(app: TestApp) {
     let app = app.restart_with(reprise::engine::Settings { chain_limits: limits, ..test_settings() }).await;
     let p = app.create_pipeline("limited", vec![approval("gate", Duration::from_secs(600))]).await;
     let first = app.start(&p.id).await;
-    let reject = |id: &str| pb::RejectRequest { execution_id: id.into(), stage_name: String::new(), comment: String::new() };
+    let reject =
+        |id: &str| pb::RejectRequest { execution_id: id.into(), stage_name: String::new(), comment: String::new() };
     app.executions.clone().reject(reject(&first.id)).await.unwrap();
     let second = resume(&app, &first.id, "gate").await.expect("attempt 2 is within the limit").execution.unwrap();
     app.executions.clone().reject(reject(&second.id)).await.unwrap();

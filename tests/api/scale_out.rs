@@ -2,12 +2,7 @@
 //! workers attached to different ones, one process killed with SIGKILL in
 //! the middle of several executions.
 
-use std::{
-    collections::HashMap,
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, process::Stdio, sync::Arc, time::Duration};
 
 use reprise::proto::{
     self as pb, execution_service_client::ExecutionServiceClient, worker_service_client::WorkerServiceClient,
@@ -55,21 +50,32 @@ async fn three_processes_finish_every_execution_when_one_is_killed(app: TestApp)
         servers.push(spawn_server(app.db_url()).await);
     }
     let q = queue();
-    let stages = vec![workflows("one", &q, &["a", "b", "c"]), workflows("two", &q, &["d", "e", "f"]), workflows("three", &q, &["g"])];
+    let stages = vec![
+        workflows("one", &q, &["a", "b", "c"]),
+        workflows("two", &q, &["d", "e", "f"]),
+        workflows("three", &q, &["g"]),
+    ];
     let p = app.create_pipeline("scale", stages).await;
 
     let slow: ScriptFn = Arc::new(|_| Script::Succeed(Duration::from_millis(300)));
-    let workers: Vec<TestWorker> =
-        servers.iter().map(|s| TestWorker::start(WorkerServiceClient::new(s.channel.clone()), &q, slow.clone())).collect();
+    let workers: Vec<TestWorker> = servers
+        .iter()
+        .map(|s| TestWorker::start(WorkerServiceClient::new(s.channel.clone()), &q, slow.clone()))
+        .collect();
 
     let mut first = ExecutionServiceClient::new(servers[0].channel.clone());
     let mut ids = Vec::new();
     for i in 0..6 {
-        let request = pb::StartExecutionRequest { pipeline_id: p.id.clone(), request_id: format!("scale-{i}"), ..Default::default() };
+        let request = pb::StartExecutionRequest {
+            pipeline_id: p.id.clone(),
+            request_id: format!("scale-{i}"),
+            ..Default::default()
+        };
         ids.push(first.start_execution(request).await.expect("start").into_inner().execution.unwrap().id);
     }
     // Kill the third process once work is under way everywhere.
-    app.wait_until(&ids[5], |e| e.stages[0].workflows.iter().any(|w| w.status != pb::WorkflowStatus::Queued as i32)).await;
+    app.wait_until(&ids[5], |e| e.stages[0].workflows.iter().any(|w| w.status != pb::WorkflowStatus::Queued as i32))
+        .await;
     let mut victim = servers.pop().unwrap();
     victim.child.kill().await.expect("SIGKILL");
 
@@ -96,7 +102,10 @@ async fn three_processes_finish_every_execution_when_one_is_killed(app: TestApp)
         leases.sort_by_key(|(_, attempt)| *attempt);
         if leases.len() > 1 {
             repeated += 1;
-            assert_eq!(leases[0].0, 2, "task {task} was handed out again although its first worker's server lived: {leases:?}");
+            assert_eq!(
+                leases[0].0, 2,
+                "task {task} was handed out again although its first worker's server lived: {leases:?}"
+            );
         }
         assert!(leases.len() <= 2, "task {task} handed out {} times", leases.len());
     }

@@ -6,16 +6,42 @@ use sea_orm_migration::{prelude::*, schema::*};
 pub struct Migration;
 
 #[derive(DeriveIden)]
-enum UserGroups { Table, Id, Name, CreatedAt }
+enum UserGroups {
+    Table,
+    Id,
+    Name,
+    CreatedAt,
+}
 
 #[derive(DeriveIden)]
-enum GroupMembers { Table, GroupId, Subject }
+enum GroupMembers {
+    Table,
+    GroupId,
+    Subject,
+}
 
 #[derive(DeriveIden)]
-enum Grants { Table, Id, GroupId, Permission, Application, EnvironmentType, CreatedAt }
+enum Grants {
+    Table,
+    Id,
+    GroupId,
+    Permission,
+    Application,
+    EnvironmentType,
+    CreatedAt,
+}
 
 #[derive(DeriveIden)]
-enum AuditEvents { Table, Id, At, Actor, Action, Application, ExecutionId, Details }
+enum AuditEvents {
+    Table,
+    Id,
+    At,
+    Actor,
+    Action,
+    Application,
+    ExecutionId,
+    Details,
+}
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -38,8 +64,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("ix_group_members_subject").table(GroupMembers::Table).col(GroupMembers::Subject).to_owned())
-            .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_group_members_subject")
+                .table(GroupMembers::Table)
+                .col(GroupMembers::Subject)
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(Grants::Table)
@@ -52,7 +84,8 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("ix_grants_group").table(Grants::Table).col(Grants::GroupId).to_owned()).await?;
+        m.create_index(Index::create().name("ix_grants_group").table(Grants::Table).col(Grants::GroupId).to_owned())
+            .await?;
         m.create_table(
             Table::create()
                 .table(AuditEvents::Table)
@@ -67,17 +100,32 @@ impl MigrationTrait for Migration {
         )
         .await?;
         m.create_index(
-            Index::create().name("ix_audit_application").table(AuditEvents::Table).col(AuditEvents::Application).col(AuditEvents::Id).to_owned(),
+            Index::create()
+                .name("ix_audit_application")
+                .table(AuditEvents::Table)
+                .col(AuditEvents::Application)
+                .col(AuditEvents::Id)
+                .to_owned(),
         )
         .await?;
         m.create_index(
-            Index::create().name("ix_audit_execution").table(AuditEvents::Table).col(AuditEvents::ExecutionId).col(AuditEvents::Id).to_owned(),
+            Index::create()
+                .name("ix_audit_execution")
+                .table(AuditEvents::Table)
+                .col(AuditEvents::ExecutionId)
+                .col(AuditEvents::Id)
+                .to_owned(),
         )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for table in [AuditEvents::Table.into_iden(), Grants::Table.into_iden(), GroupMembers::Table.into_iden(), UserGroups::Table.into_iden()] {
+        for table in [
+            AuditEvents::Table.into_iden(),
+            Grants::Table.into_iden(),
+            GroupMembers::Table.into_iden(),
+            UserGroups::Table.into_iden(),
+        ] {
             m.drop_table(Table::drop().table(table).to_owned()).await?;
         }
         Ok(())
