@@ -1,7 +1,7 @@
 //! The recorded state of an execution, as the engine reads and writes it.
 //! Times are milliseconds since the Unix epoch.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use super::{
     pipeline::Definition,
@@ -105,7 +105,8 @@ pub struct WorkflowRun {
 #[derive(Debug, Clone)]
 pub struct ExecutionDetail {
     pub execution: Execution,
-    pub definition: Definition,
+    /// The pinned version, shared: it never changes once written.
+    pub definition: Arc<Definition>,
     pub stages: Vec<StageRun>,
     pub workflows: Vec<WorkflowRun>,
 }

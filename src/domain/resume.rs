@@ -215,10 +215,10 @@ mod tests {
                 started_at: Some(0),
                 ended_at: None,
             },
-            definition: Definition {
+            definition: std::sync::Arc::new(Definition {
                 stages: (0..stages.len()).map(|i| stage(&format!("s{i}"), &["a", "b"])).collect(),
                 ..Default::default()
-            },
+            }),
             stages: stages
                 .iter()
                 .enumerate()

@@ -21,10 +21,15 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     domain::{
-        execution::{ExecutionDetail, Millis},
+        execution::{Execution, ExecutionDetail, Millis},
+        pipeline::Definition,
         resume::ChainLimits,
     },
-    store::{self, Db, executions},
+    store::{
+        self, Db,
+        executions::{self, Scope},
+        pipelines::DefinitionCache,
+    },
 };
 
 pub use audit::Audit;
@@ -65,11 +70,19 @@ struct Inner {
     db: Db,
     settings: Settings,
     notifier: Notifier,
+    definitions: DefinitionCache,
 }
 
 impl Engine {
     pub fn new(db: Db, settings: Settings) -> Self {
-        Self { inner: Arc::new(Inner { db, settings, notifier: Notifier::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                settings,
+                notifier: Notifier::default(),
+                definitions: DefinitionCache::default(),
+            }),
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -84,12 +97,26 @@ impl Engine {
         &self.inner.notifier
     }
 
-    /// Runs `change` on one execution inside one transaction: lock, load,
-    /// change in memory, save what differs, commit, then announce. An error
-    /// from `change` rolls everything back.
+    pub(crate) fn definitions(&self) -> &DefinitionCache {
+        &self.inner.definitions
+    }
+
+    /// The pipeline version `execution` is pinned to.
+    async fn definition_of(&self, execution: &Execution) -> Result<Arc<Definition>> {
+        let (id, version) = (&execution.pipeline_id, execution.pipeline_version);
+        self.definitions().pinned(self.db(), id, version).await?.ok_or_else(|| {
+            store::StoreError::Corrupt(format!("execution {} pins missing pipeline {id} v{version}", execution.id))
+                .into()
+        })
+    }
+
+    /// Runs `change` on one execution inside one transaction: lock, load
+    /// (the workflows of `scope`), change in memory, save what differs,
+    /// commit, then announce. An error from `change` rolls everything back.
     async fn change<T>(
         &self,
         execution_id: &str,
+        scope: Scope<'_>,
         audit: Option<Audit>,
         change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
     ) -> Result<(T, ExecutionDetail)> {
@@ -99,8 +126,9 @@ impl Engine {
             txn.rollback().await.map_err(store::StoreError::from)?;
             return Err(Error::not_found("execution", execution_id));
         }
-        let before =
-            executions::load(&txn, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
+        let before = executions::load(&txn, execution_id, self.definitions(), scope)
+            .await?
+            .ok_or_else(|| Error::not_found("execution", execution_id))?;
         let mut after = before.clone();
         let out = match change(&mut after, now()) {
             Ok(out) => out,

@@ -10,7 +10,7 @@ use crate::{
         access::Caller,
         execution::{Execution, ExecutionDetail},
     },
-    store::executions::{self, ListFilter},
+    store::executions::{self, ListFilter, Scope},
 };
 
 /// One page of a keyset-paginated list.
@@ -34,7 +34,9 @@ impl<T> Page<T> {
 
 impl Engine {
     pub async fn execution(&self, id: &str) -> Result<ExecutionDetail> {
-        executions::load(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))
+        executions::load(self.db(), id, self.definitions(), Scope::Whole)
+            .await?
+            .ok_or_else(|| Error::not_found("execution", id))
     }
 
     /// The execution, if `caller` may read it.

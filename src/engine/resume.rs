@@ -11,7 +11,11 @@ use crate::{
         resume::{self, Block, Planned, ResolveError, StageRef},
         status::{ExecutionStatus, StageStatus},
     },
-    store::{self, StoreError, executions, pipelines},
+    store::{
+        self, StoreError,
+        executions::{self, Scope},
+        pipelines,
+    },
 };
 
 #[derive(Debug, Clone)]
@@ -69,7 +73,9 @@ impl Engine {
             txn.rollback().await?;
             return Err(Error::not_found("execution", old_id));
         }
-        let old = executions::load(&txn, old_id).await?.ok_or_else(|| Error::not_found("execution", old_id))?;
+        let old = executions::load(&txn, old_id, self.definitions(), Scope::Whole)
+            .await?
+            .ok_or_else(|| Error::not_found("execution", old_id))?;
         let from = match self.check_resume(&request.caller, &old, &request.stage).await {
             Ok(from) => from,
             Err(e) => {

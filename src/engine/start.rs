@@ -79,7 +79,7 @@ impl Engine {
                 .map(|(index, s)| StageRun::pending(index, &s.name))
                 .collect(),
             workflows: Vec::new(),
-            definition: pipeline.definition,
+            definition: std::sync::Arc::new(pipeline.definition),
         };
         let mut after = before.clone();
         progress::advance(&mut after, now);

@@ -11,7 +11,10 @@ use crate::{
         execution::{Millis, WorkflowRun},
         status::WorkflowStatus,
     },
-    store::tasks,
+    store::{
+        executions::{self, Scope},
+        tasks,
+    },
 };
 
 /// The server keeps at most this much of a task's output.
@@ -83,15 +86,18 @@ impl Engine {
     async fn try_claim(&self, queue: &str, worker: &str) -> Result<Option<ClaimedTask>> {
         let lease = self.settings().lease;
         let token = new_id();
-        let Some(id) = tasks::claim(self.db(), queue, worker, &token, now(), lease.as_millis() as i64).await? else {
+        let Some(run) = tasks::claim(self.db(), queue, worker, &token, now(), lease.as_millis() as i64).await? else {
             return Ok(None);
         };
         self.notifier().deadlines_changed();
-        let run = tasks::get(self.db(), &id).await?.ok_or_else(|| Error::not_found("task", &id))?;
         self.notifier().execution_changed(&run.execution_id);
-        let detail = self.execution(&run.execution_id).await?;
-        let stage_name = detail.stages[run.stage_index].name.clone();
-        let e = &detail.execution;
+        // The execution's row and its cached definition are all a worker
+        // needs besides the task: no need to read the other stages and tasks.
+        let e = executions::get(self.db(), &run.execution_id)
+            .await?
+            .ok_or_else(|| Error::not_found("execution", &run.execution_id))?;
+        let definition = self.definition_of(&e).await?;
+        let stage_name = definition.stages[run.stage_index].name.clone();
         let mut environment: BTreeMap<String, String> = e
             .variables
             .iter()
@@ -128,8 +134,9 @@ impl Engine {
     pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
         authorize::run_tasks(caller)?;
         let task = tasks::get(self.db(), &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
+        let scope = Scope::Open { task: Some(&c.task_id) };
         let (run, _) = self
-            .change(&task.execution_id, None, |d, now| {
+            .change(&task.execution_id, scope, None, |d, now| {
                 let w = d
                     .workflows
                     .iter_mut()

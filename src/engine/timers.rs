@@ -8,7 +8,10 @@ use crate::{
         execution::Millis,
         status::{ExecutionStatus, StageStatus, WorkflowStatus},
     },
-    store::{executions, tasks},
+    store::{
+        executions::{self, Scope},
+        tasks,
+    },
 };
 
 /// How many due items one pass handles; the loop comes back for the rest.
@@ -37,7 +40,7 @@ impl Engine {
 
     async fn fire_task_timer(&self, execution_id: &str, task_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, None, |d, now| {
+            .change(execution_id, Scope::Open { task: Some(task_id) }, None, |d, now| {
                 let Some(w) = d.workflows.iter_mut().find(|w| w.task_id == task_id) else { return Ok(None) };
                 if w.status != WorkflowStatus::Running {
                     return Ok(None); // someone else got there first
@@ -86,7 +89,7 @@ impl Engine {
 
     async fn expire_approval(&self, execution_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, None, |d, now| {
+            .change(execution_id, Scope::Open { task: None }, None, |d, now| {
                 let Some(index) =
                     d.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)
                 else {

@@ -11,7 +11,8 @@ use sea_orm::{
 use super::{
     Result, corrupt,
     entity::{execution, stage},
-    pipelines, tasks,
+    pipelines::DefinitionCache,
+    tasks,
 };
 use crate::domain::{
     execution::{Execution, ExecutionDetail, ResumeOrigin, StageRun},
@@ -119,10 +120,28 @@ pub async fn find_by_request_id(c: &impl ConnectionTrait, request_id: &str) -> R
     .transpose()
 }
 
-/// Everything about one execution: its row, pinned definition, stages and workflows.
-pub async fn load(c: &impl ConnectionTrait, id: &str) -> Result<Option<ExecutionDetail>> {
+/// How many of an execution's workflows a load reads.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every workflow: for reads, control calls that answer with the whole
+    /// execution, and resume, which carries results over.
+    Whole,
+    /// What a scheduler step can touch: open workflows, every workflow of a
+    /// running stage, and `task` (to say why a late report is refused). It
+    /// keeps a transition's cost flat however far the execution has got.
+    Open { task: Option<&'a str> },
+}
+
+/// One execution: its row, pinned definition, stages and the workflows of `scope`.
+pub async fn load(
+    c: &impl ConnectionTrait,
+    id: &str,
+    definitions: &DefinitionCache,
+    scope: Scope<'_>,
+) -> Result<Option<ExecutionDetail>> {
     let Some(execution) = get(c, id).await? else { return Ok(None) };
-    let pipeline = pipelines::get(c, &execution.pipeline_id, Some(execution.pipeline_version))
+    let definition = definitions
+        .pinned(c, &execution.pipeline_id, execution.pipeline_version)
         .await?
         .ok_or_else(|| corrupt(format!("execution {id} pins a missing pipeline version")))?;
     let stages = stage::Entity::find()
@@ -133,8 +152,14 @@ pub async fn load(c: &impl ConnectionTrait, id: &str) -> Result<Option<Execution
         .into_iter()
         .map(stage_from_model)
         .collect::<Result<Vec<_>>>()?;
-    let workflows = tasks::of_execution(c, id).await?;
-    Ok(Some(ExecutionDetail { execution, definition: pipeline.definition, stages, workflows }))
+    let workflows = match scope {
+        Scope::Whole => tasks::of_execution(c, id).await?,
+        Scope::Open { task } => {
+            let running = stages.iter().filter(|s| s.status == StageStatus::Running).map(|s| s.index as i32);
+            tasks::open_of_execution(c, id, running.collect(), task).await?
+        }
+    };
+    Ok(Some(ExecutionDetail { execution, definition, stages, workflows }))
 }
 
 /// Writes the rows that differ between `before` and `after` (inserting new

@@ -1,5 +1,10 @@
 //! Pipelines and their immutable versions.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
 };
@@ -99,6 +104,37 @@ pub async fn get(c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Re
     record(head, row).map(Some)
 }
 
+/// Parsed definitions of pinned versions. A version never changes once
+/// written, so every load of every execution on it can share one parsed
+/// copy instead of reading and parsing the JSON again on each transition.
+#[derive(Default)]
+pub struct DefinitionCache {
+    parsed: Mutex<HashMap<(String, i64), Arc<Definition>>>,
+}
+
+/// Beyond this many versions the cache starts over; it only saves work.
+const CACHED_VERSIONS: usize = 1024;
+
+impl DefinitionCache {
+    /// The definition of `id` at `version`; `Ok(None)` if that version does not exist.
+    pub async fn pinned(&self, c: &impl ConnectionTrait, id: &str, version: i64) -> Result<Option<Arc<Definition>>> {
+        let key = (id.to_owned(), version);
+        if let Some(found) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(Some(found.clone()));
+        }
+        let Some(row) = pipeline_version::Entity::find_by_id(key.clone()).one(c).await? else {
+            return Ok(None);
+        };
+        let definition = Arc::new(parse(&row)?);
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if parsed.len() >= CACHED_VERSIONS {
+            parsed.clear();
+        }
+        parsed.insert(key, definition.clone());
+        Ok(Some(definition))
+    }
+}
+
 /// Whether the pipeline exists at all (to tell "no such pipeline" from "no such version").
 pub async fn latest_version(c: &impl ConnectionTrait, id: &str) -> Result<Option<i64>> {
     Ok(pipeline::Entity::find_by_id(id.to_owned()).one(c).await?.map(|p| p.latest_version))
@@ -136,9 +172,13 @@ pub async fn list(
     Ok(out)
 }
 
+fn parse(row: &pipeline_version::Model) -> Result<Definition> {
+    serde_json::from_str(&row.definition)
+        .map_err(|e| corrupt(format!("pipeline {} v{}: {e}", row.pipeline_id, row.version)))
+}
+
 fn record(head: pipeline::Model, row: pipeline_version::Model) -> Result<PipelineRecord> {
-    let definition = serde_json::from_str(&row.definition)
-        .map_err(|e| corrupt(format!("pipeline {} v{}: {e}", head.id, row.version)))?;
+    let definition = parse(&row)?;
     Ok(PipelineRecord {
         id: head.id,
         application: head.application,

@@ -4,7 +4,8 @@
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -17,6 +18,32 @@ use crate::domain::{
 pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<WorkflowRun>> {
     task::Entity::find()
         .filter(task::Column::ExecutionId.eq(execution_id))
+        .order_by_asc(task::Column::StageIndex)
+        .order_by_asc(task::Column::WorkflowIndex)
+        .all(c)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// The open workflows of an execution, every workflow of the stages in
+/// `running_stages`, and `also` if given.
+pub async fn open_of_execution(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    running_stages: Vec<i32>,
+    also: Option<&str>,
+) -> Result<Vec<WorkflowRun>> {
+    let open = [WorkflowStatus::Queued.as_str(), WorkflowStatus::Running.as_str()];
+    let mut wanted =
+        Condition::any().add(task::Column::Status.is_in(open)).add(task::Column::StageIndex.is_in(running_stages));
+    if let Some(id) = also {
+        wanted = wanted.add(task::Column::Id.eq(id));
+    }
+    task::Entity::find()
+        .filter(task::Column::ExecutionId.eq(execution_id))
+        .filter(wanted)
         .order_by_asc(task::Column::StageIndex)
         .order_by_asc(task::Column::WorkflowIndex)
         .all(c)
@@ -76,8 +103,8 @@ async fn announce_queued(c: &impl ConnectionTrait, before: &[WorkflowRun], after
     Ok(())
 }
 
-/// Leases the oldest queued task of `queue` to a worker, in one statement.
-/// Returns its id, or None if the queue is empty.
+/// Leases the oldest queued task of `queue` to a worker, in one statement
+/// that also returns the leased task. None if the queue is empty.
 pub async fn claim(
     c: &impl ConnectionTrait,
     queue: &str,
@@ -85,7 +112,7 @@ pub async fn claim(
     lease_token: &str,
     now: Millis,
     lease_ms: i64,
-) -> Result<Option<String>> {
+) -> Result<Option<WorkflowRun>> {
     let (sql, lock) = if is_postgres(c) { (CLAIM_PG, " FOR UPDATE SKIP LOCKED") } else { (CLAIM_SQLITE, "") };
     let sql = sql.replace("{lock}", lock);
     let stmt = Statement::from_sql_and_values(
@@ -93,18 +120,18 @@ pub async fn claim(
         sql,
         [lease_token.into(), worker.into(), (now + lease_ms).into(), now.into(), queue.into()],
     );
-    let row = c.query_one_raw(stmt).await?;
-    row.map(|r| r.try_get::<String>("", "id")).transpose().map_err(Into::into)
+    let Some(row) = c.query_one_raw(stmt).await? else { return Ok(None) };
+    from_model(task::Model::from_query_result(&row, "")?).map(Some)
 }
 
 const CLAIM_PG: &str = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, \
     lease_owner = $2, lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4) \
     WHERE id = (SELECT id FROM tasks WHERE task_queue = $5 AND status = 'QUEUED' ORDER BY id LIMIT 1{lock}) \
-    RETURNING id";
+    RETURNING *";
 const CLAIM_SQLITE: &str = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = ?1, \
     lease_owner = ?2, lease_expires_at = ?3, deadline_at = ?4 + timeout_ms, started_at = COALESCE(started_at, ?4) \
     WHERE id = (SELECT id FROM tasks WHERE task_queue = ?5 AND status = 'QUEUED' ORDER BY id LIMIT 1{lock}) \
-    RETURNING id";
+    RETURNING *";
 
 /// Extends a running task's lease if `lease_token` still holds it.
 pub async fn extend_lease(c: &impl ConnectionTrait, id: &str, lease_token: &str, until: Millis) -> Result<bool> {
