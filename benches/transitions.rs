@@ -68,9 +68,8 @@ const WAIT_LIMIT: Duration = Duration::from_secs(20);
 
 /// Pause (outside the measured window) that lets every poller re-enter
 /// PollTask and park on the server before the clock starts. With several
-/// pollers it is longer: on SQLite their simultaneous claims collide on the
-/// write lock and the losers back off in SQLite's busy handler (sleeps of
-/// 1, 2, 5, 10, ... ms) before they park.
+/// pollers it is longer: on SQLite their simultaneous claims queue for the
+/// one write turn before they park.
 fn settle(pollers: usize) -> Duration {
     Duration::from_millis(if pollers == 1 { 3 } else { 25 })
 }
@@ -794,9 +793,8 @@ fn print_report(reports: &[BackendReport]) {
         }
         if r.name == "sqlite" {
             println!(
-                "  note: SQLite has one writer; a claim or completion that finds the write lock taken waits in \
-                 SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25, ... ms between tries (not woken when \
-                 the lock frees). Compare CompleteTask with 1 slot and with 4 or 8."
+                "  note: SQLite has one writer; claims and completions queue for the engine's write turn, so \
+                 with 4 or 8 slots CompleteTask includes waiting behind the other slots' writes."
             );
         }
         let slow = [&r.one.first, &r.four.first].into_iter().flatten().filter(|d| **d > SUSPECT).count();

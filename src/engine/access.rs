@@ -7,7 +7,7 @@ use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
     domain::access::{Caller, Grant, Permission, UserGroup},
     store::{
-        self, StoreError, access,
+        StoreError, access,
         audit::{self, AuditEvent},
     },
 };
@@ -58,7 +58,7 @@ impl Engine {
             return Err(Error::invalid("name", "required, at most 128 characters"));
         }
         let id = new_id();
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         let written = async {
             access::insert_group(&txn, &id, name, now()).await?;
             Audit::new(caller, "access.group.create", json!({ "group_id": id, "name": name }))
@@ -77,7 +77,7 @@ impl Engine {
 
     pub async fn delete_group(&self, caller: &Caller, group_id: &str) -> Result<()> {
         authorize::administer(caller)?;
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         if !access::delete_group(&txn, group_id).await? {
             txn.rollback().await?;
             return Err(Error::not_found("user group", group_id));
@@ -93,7 +93,7 @@ impl Engine {
             return Err(Error::invalid("subject", "required: the `sub` claim of the member's tokens"));
         }
         self.group(group_id).await?;
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         if access::add_member(&txn, group_id, subject).await? {
             Audit::new(caller, "access.member.add", json!({ "group_id": group_id, "subject": subject }))
                 .record(&txn, None, None)
@@ -106,7 +106,7 @@ impl Engine {
     pub async fn remove_member(&self, caller: &Caller, group_id: &str, subject: &str) -> Result<UserGroup> {
         authorize::administer(caller)?;
         self.group(group_id).await?;
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         if access::remove_member(&txn, group_id, subject).await? {
             Audit::new(caller, "access.member.remove", json!({ "group_id": group_id, "subject": subject }))
                 .record(&txn, None, None)
@@ -131,7 +131,7 @@ impl Engine {
             ));
         }
         grant.id = new_id();
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         access::insert_grant(&txn, &grant, now()).await?;
         let details = json!({
             "grant_id": grant.id, "group_id": grant.group_id, "permission": grant.permission.as_str(),
@@ -144,7 +144,7 @@ impl Engine {
 
     pub async fn remove_grant(&self, caller: &Caller, grant_id: &str) -> Result<()> {
         authorize::administer(caller)?;
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         let Some(grant) = access::delete_grant(&txn, grant_id).await? else {
             txn.rollback().await?;
             return Err(Error::not_found("grant", grant_id));

@@ -19,6 +19,8 @@ mod timers;
 
 use std::{sync::Arc, time::Duration};
 
+use sea_orm::{DatabaseTransaction, DbBackend};
+
 use crate::{
     domain::{
         execution::{Execution, ExecutionDetail, Millis},
@@ -71,18 +73,15 @@ struct Inner {
     settings: Settings,
     notifier: Notifier,
     definitions: DefinitionCache,
+    /// Present on SQLite only: see [`Engine::write_turn`].
+    write_turn: Option<tokio::sync::Mutex<()>>,
 }
 
 impl Engine {
     pub fn new(db: Db, settings: Settings) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                db,
-                settings,
-                notifier: Notifier::default(),
-                definitions: DefinitionCache::default(),
-            }),
-        }
+        let write_turn = (db.get_database_backend() == DbBackend::Sqlite).then(tokio::sync::Mutex::default);
+        let (notifier, definitions) = (Notifier::default(), DefinitionCache::default());
+        Self { inner: Arc::new(Inner { db, settings, notifier, definitions, write_turn }) }
     }
 
     pub fn db(&self) -> &Db {
@@ -99,6 +98,24 @@ impl Engine {
 
     pub(crate) fn definitions(&self) -> &DefinitionCache {
         &self.inner.definitions
+    }
+
+    /// This process's turn to write. SQLite lets one writer in at a time and
+    /// makes the others sleep and retry (1, 2, 5, 10 … ms, never woken when
+    /// the lock frees); queueing this process's writers here instead hands
+    /// the lock on the moment it is released. None on PostgreSQL, which
+    /// locks rows, not the database.
+    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.inner.write_turn {
+            Some(turn) => Some(turn.lock().await),
+            None => None,
+        }
+    }
+
+    /// A write transaction, with the turn that must outlive it.
+    async fn begin(&self) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, DatabaseTransaction)> {
+        let turn = self.write_turn().await;
+        Ok((turn, store::begin(self.db()).await?))
     }
 
     /// The pipeline version `execution` is pinned to.
@@ -121,7 +138,7 @@ impl Engine {
         change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
     ) -> Result<(T, ExecutionDetail)> {
         let started = std::time::Instant::now();
-        let txn = store::begin(self.db()).await?;
+        let (turn, txn) = self.begin().await?;
         if !executions::lock(&txn, execution_id).await? {
             txn.rollback().await.map_err(store::StoreError::from)?;
             return Err(Error::not_found("execution", execution_id));
@@ -142,6 +159,7 @@ impl Engine {
             audit.record(&txn, Some(&after.execution.application), Some(&after.execution.id)).await?;
         }
         txn.commit().await.map_err(store::StoreError::from)?;
+        drop(turn);
         self.notifier().announce(&before, &after);
         observe_stages(&before, &after, started);
         Ok((out, after))

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
     domain::{access::Caller, pipeline::Definition},
-    store::{self, StoreError, pipelines, pipelines::PipelineRecord},
+    store::{StoreError, pipelines, pipelines::PipelineRecord},
 };
 
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ impl Engine {
         }
         authorize::execute(caller, &new.application, &new.definition, 0)?;
         let id = new_id();
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         let written = async {
             pipelines::insert(&txn, &id, &new.application, &new.name, &new.definition, now()).await?;
             Audit::new(caller, "pipeline.create", json!({ "pipeline_id": id, "name": new.name }))
@@ -70,7 +70,7 @@ impl Engine {
         let id = &update.pipeline_id;
         let current = self.pipeline(id, None).await?;
         authorize::execute(caller, &current.application, &update.definition, 0)?;
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         if !pipelines::add_version(&txn, id, update.expected_version, &update.definition, now()).await? {
             let latest = pipelines::latest_version(&txn, id).await?;
             txn.rollback().await?;

@@ -12,7 +12,7 @@ use crate::{
         status::{ExecutionStatus, StageStatus},
     },
     store::{
-        self, StoreError,
+        StoreError,
         executions::{self, Scope},
         pipelines,
     },
@@ -67,7 +67,7 @@ impl Engine {
             let from = self.check_resume(&request.caller, &old, &request.stage).await?;
             return self.outcome(&old, from, None).await;
         }
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         let old_id = &request.execution_id;
         if !executions::lock(&txn, old_id).await? {
             txn.rollback().await?;

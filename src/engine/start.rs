@@ -12,7 +12,7 @@ use crate::{
         inputs,
         status::ExecutionStatus,
     },
-    store::{self, StoreError, executions},
+    store::{StoreError, executions},
 };
 
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ impl Engine {
         let mut after = before.clone();
         progress::advance(&mut after, now);
 
-        let txn = store::begin(self.db()).await?;
+        let (_turn, txn) = self.begin().await?;
         let audit = Audit::new(
             &request.caller,
             "execution.start",

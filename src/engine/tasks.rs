@@ -86,9 +86,10 @@ impl Engine {
     async fn try_claim(&self, queue: &str, worker: &str) -> Result<Option<ClaimedTask>> {
         let lease = self.settings().lease;
         let token = new_id();
-        let Some(run) = tasks::claim(self.db(), queue, worker, &token, now(), lease.as_millis() as i64).await? else {
-            return Ok(None);
-        };
+        let turn = self.write_turn().await;
+        let claimed = tasks::claim(self.db(), queue, worker, &token, now(), lease.as_millis() as i64).await?;
+        drop(turn);
+        let Some(run) = claimed else { return Ok(None) };
         self.notifier().deadlines_changed();
         self.notifier().execution_changed(&run.execution_id);
         // The execution's row and its cached definition are all a worker
@@ -116,7 +117,10 @@ impl Engine {
     pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
-        if tasks::extend_lease(self.db(), task_id, lease_token, until).await? {
+        let turn = self.write_turn().await;
+        let extended = tasks::extend_lease(self.db(), task_id, lease_token, until).await?;
+        drop(turn);
+        if extended {
             return Ok(Beat { cancelled: false, lease_expires_at: until });
         }
         let task = tasks::get(self.db(), task_id).await?.ok_or_else(|| Error::not_found("task", task_id))?;
