@@ -12,6 +12,7 @@ crate::on_both_backends!(
     a_poller_on_one_replica_wakes_when_another_queues_a_task,
     replicas_starting_together_on_a_new_database_all_come_up,
     health_reports_readiness_and_liveness,
+    readiness_follows_the_database_and_liveness_does_not,
 );
 
 async fn replicas_share_the_work_and_hand_each_task_out_once(app: TestApp) {
@@ -94,4 +95,42 @@ async fn health_reports_readiness_and_liveness(app: TestApp) {
             health.check(HealthCheckRequest { service: service.into() }).await.expect("health").into_inner().status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
     }
+}
+
+async fn readiness_follows_the_database_and_liveness_does_not(app: TestApp) {
+    if app.backend == Backend::Sqlite {
+        return; // an embedded file that is open cannot become unreachable
+    }
+    use sea_orm::{ConnectionTrait, Database};
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    let admin = Database::connect(&std::env::var(POSTGRES_ENV).unwrap()).await.unwrap();
+    let name = app.db_url().rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let mut health = HealthClient::new(app.channel.clone());
+    let mut wait_for = async |service: &str, want: ServingStatus| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+            if status == want as i32 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{service:?} never became {want:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+
+    // The database refuses new connections and drops the server's.
+    admin.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+    let kill = format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'");
+    admin.execute_unprepared(&kill).await.unwrap();
+    wait_for("", ServingStatus::NotServing).await;
+    wait_for("reprise.v1.ExecutionService", ServingStatus::NotServing).await;
+    wait_for(reprise::server::LIVENESS, ServingStatus::Serving).await;
+
+    admin.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true")).await.unwrap();
+    wait_for("", ServingStatus::Serving).await;
+    let q = queue();
+    let p = app.create_pipeline("after-outage", vec![workflows("one", &q, &["a"])]).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let done = app.wait_final(&app.start(&p.id).await.id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "the server works again once the database is back");
 }
