@@ -9,7 +9,7 @@ use crate::domain::{
     machine::{Command, Effect, check_command},
     status::{ExecutionStatus, StageStatus},
 };
-use crate::store::executions::Scope;
+use crate::store::executions::{Key, Scope};
 
 /// An approval decision.
 #[derive(Debug, Clone)]
@@ -27,7 +27,7 @@ impl Engine {
         let actor = caller.subject.as_str();
         let audit = Audit::new(caller, "execution.abort", json!({ "reason": reason }));
         let (_, d) = self
-            .change(execution_id, Scope::Whole, Some(audit), |d, now| {
+            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, now| {
                 authorize::steer(caller, d)?;
                 if let Effect::To(_) = check_command(d.execution.status, Command::Abort)? {
                     abort(d, reason, actor, now);
@@ -43,7 +43,7 @@ impl Engine {
         let actor = caller.subject.as_str();
         let audit = Audit::new(caller, "execution.pause", json!({}));
         let (_, d) = self
-            .change(execution_id, Scope::Whole, Some(audit), |d, _| {
+            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, _| {
                 authorize::steer(caller, d)?;
                 if let Effect::To(status) = check_command(d.execution.status, Command::Pause)? {
                     d.execution.status = status;
@@ -60,7 +60,7 @@ impl Engine {
         let actor = caller.subject.as_str();
         let audit = Audit::new(caller, "execution.continue", json!({}));
         let (_, d) = self
-            .change(execution_id, Scope::Whole, Some(audit), |d, now| {
+            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, now| {
                 authorize::steer(caller, d)?;
                 if let Effect::To(status) = check_command(d.execution.status, Command::Continue)? {
                     d.execution.status =
@@ -89,7 +89,7 @@ impl Engine {
             Audit::new(&decision.caller, action, json!({ "stage": decision.stage_name, "comment": decision.comment }));
         let actor = decision.caller.subject.clone();
         let (stage, d) = self
-            .change(&decision.execution_id, Scope::Whole, Some(audit), |d, now| {
+            .change(Key::Id(&decision.execution_id), Scope::Whole, Some(audit), |d, now| {
                 authorize::steer(&decision.caller, d)?;
                 check_command(d.execution.status, command)?;
                 let index = waiting_stage(d, decision.stage_name.as_deref())?;

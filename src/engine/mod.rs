@@ -29,7 +29,7 @@ use crate::{
     },
     store::{
         self, Db,
-        executions::{self, Scope},
+        executions::{self, Key, Scope},
         pipelines::DefinitionCache,
     },
 };
@@ -132,20 +132,21 @@ impl Engine {
     /// commit, then announce. An error from `change` rolls everything back.
     async fn change<T>(
         &self,
-        execution_id: &str,
+        key: Key<'_>,
         scope: Scope<'_>,
         audit: Option<Audit>,
         change: impl FnOnce(&mut ExecutionDetail, Millis) -> Result<T>,
     ) -> Result<(T, ExecutionDetail)> {
         let started = std::time::Instant::now();
         let (turn, txn) = self.begin().await?;
-        if !executions::lock(&txn, execution_id).await? {
+        let Some(execution) = executions::lock(&txn, key).await? else {
             txn.rollback().await.map_err(store::StoreError::from)?;
-            return Err(Error::not_found("execution", execution_id));
-        }
-        let before = executions::load(&txn, execution_id, self.definitions(), scope)
-            .await?
-            .ok_or_else(|| Error::not_found("execution", execution_id))?;
+            return Err(match key {
+                Key::Id(id) => Error::not_found("execution", id),
+                Key::OfTask(id) => Error::not_found("task", id),
+            });
+        };
+        let before = executions::detail_of(&txn, execution, self.definitions(), scope).await?;
         let mut after = before.clone();
         let out = match change(&mut after, now()) {
             Ok(out) => out,

@@ -13,7 +13,7 @@ use crate::{
     },
     store::{
         StoreError,
-        executions::{self, Scope},
+        executions::{self, Key, Scope},
         pipelines,
     },
 };
@@ -69,13 +69,11 @@ impl Engine {
         }
         let (_turn, txn) = self.begin().await?;
         let old_id = &request.execution_id;
-        if !executions::lock(&txn, old_id).await? {
+        let Some(locked) = executions::lock(&txn, Key::Id(old_id)).await? else {
             txn.rollback().await?;
             return Err(Error::not_found("execution", old_id));
-        }
-        let old = executions::load(&txn, old_id, self.definitions(), Scope::Whole)
-            .await?
-            .ok_or_else(|| Error::not_found("execution", old_id))?;
+        };
+        let old = executions::detail_of(&txn, locked, self.definitions(), Scope::Whole).await?;
         let from = match self.check_resume(&request.caller, &old, &request.stage).await {
             Ok(from) => from,
             Err(e) => {

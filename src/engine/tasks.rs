@@ -12,7 +12,7 @@ use crate::{
         status::WorkflowStatus,
     },
     store::{
-        executions::{self, Scope},
+        executions::{self, Key, Scope},
         tasks,
     },
 };
@@ -137,10 +137,9 @@ impl Engine {
     /// execution on (next stage dispatched) in the same transaction.
     pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
         authorize::run_tasks(caller)?;
-        let task = tasks::get(self.db(), &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
         let scope = Scope::Open { task: Some(&c.task_id) };
         let (run, _) = self
-            .change(&task.execution_id, scope, None, |d, now| {
+            .change(Key::OfTask(&c.task_id), scope, None, |d, now| {
                 let w = d
                     .workflows
                     .iter_mut()

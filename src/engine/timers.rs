@@ -9,7 +9,7 @@ use crate::{
         status::{ExecutionStatus, StageStatus, WorkflowStatus},
     },
     store::{
-        executions::{self, Scope},
+        executions::{self, Key, Scope},
         tasks,
     },
 };
@@ -40,7 +40,7 @@ impl Engine {
 
     async fn fire_task_timer(&self, execution_id: &str, task_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, Scope::Open { task: Some(task_id) }, None, |d, now| {
+            .change(Key::Id(execution_id), Scope::Open { task: Some(task_id) }, None, |d, now| {
                 let Some(w) = d.workflows.iter_mut().find(|w| w.task_id == task_id) else { return Ok(None) };
                 if w.status != WorkflowStatus::Running {
                     return Ok(None); // someone else got there first
@@ -89,7 +89,7 @@ impl Engine {
 
     async fn expire_approval(&self, execution_id: &str) -> Result<bool> {
         let (fired, _) = self
-            .change(execution_id, Scope::Open { task: None }, None, |d, now| {
+            .change(Key::Id(execution_id), Scope::Open { task: None }, None, |d, now| {
                 let Some(index) =
                     d.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)
                 else {

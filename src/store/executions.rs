@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, Query},
 };
 
 use super::{
     Result, corrupt,
-    entity::{execution, stage},
+    entity::{execution, stage, task},
     pipelines::DefinitionCache,
     tasks,
 };
@@ -65,16 +65,35 @@ pub async fn insert(c: &impl ConnectionTrait, detail: &ExecutionDetail, fingerpr
     Ok(())
 }
 
+/// Which execution a writer locks.
+#[derive(Debug, Clone, Copy)]
+pub enum Key<'a> {
+    Id(&'a str),
+    /// The execution a task belongs to (a worker's report names only the task).
+    OfTask(&'a str),
+}
+
 /// Takes the write lock on one execution for the rest of the transaction by
-/// bumping its revision; every writer does this first, so writers of one
-/// execution queue behind each other on any backend. False if it does not exist.
-pub async fn lock(c: &impl ConnectionTrait, id: &str) -> Result<bool> {
-    let r = execution::Entity::update_many()
+/// bumping its revision, and returns its row in the same statement; every
+/// writer does this first, so writers of one execution queue behind each
+/// other on any backend. None if it does not exist.
+pub async fn lock(c: &impl ConnectionTrait, key: Key<'_>) -> Result<Option<Execution>> {
+    let which = match key {
+        Key::Id(id) => execution::Column::Id.eq(id),
+        Key::OfTask(task_id) => execution::Column::Id.in_subquery(
+            Query::select()
+                .column(task::Column::ExecutionId)
+                .from(task::Entity)
+                .and_where(task::Column::Id.eq(task_id))
+                .to_owned(),
+        ),
+    };
+    let rows = execution::Entity::update_many()
         .col_expr(execution::Column::Revision, Expr::col(execution::Column::Revision).add(1))
-        .filter(execution::Column::Id.eq(id))
-        .exec(c)
+        .filter(which)
+        .exec_with_returning(c)
         .await?;
-    Ok(r.rows_affected == 1)
+    rows.into_iter().next().map(from_model).transpose()
 }
 
 /// Links `id` to the execution that resumed it, unless another resume did
@@ -140,6 +159,17 @@ pub async fn load(
     scope: Scope<'_>,
 ) -> Result<Option<ExecutionDetail>> {
     let Some(execution) = get(c, id).await? else { return Ok(None) };
+    detail_of(c, execution, definitions, scope).await.map(Some)
+}
+
+/// The rest of an execution whose row is in hand: definition, stages and the workflows of `scope`.
+pub async fn detail_of(
+    c: &impl ConnectionTrait,
+    execution: Execution,
+    definitions: &DefinitionCache,
+    scope: Scope<'_>,
+) -> Result<ExecutionDetail> {
+    let id = execution.id.as_str();
     let definition = definitions
         .pinned(c, &execution.pipeline_id, execution.pipeline_version)
         .await?
@@ -159,7 +189,7 @@ pub async fn load(
             tasks::open_of_execution(c, id, running.collect(), task).await?
         }
     };
-    Ok(Some(ExecutionDetail { execution, definition, stages, workflows }))
+    Ok(ExecutionDetail { execution, definition, stages, workflows })
 }
 
 /// Writes the rows that differ between `before` and `after` (inserting new

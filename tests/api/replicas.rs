@@ -109,7 +109,8 @@ async fn readiness_follows_the_database_and_liveness_does_not(app: TestApp) {
     let mut wait_for = async |service: &str, want: ServingStatus| {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
+            let status =
+                health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner().status;
             if status == want as i32 {
                 return;
             }
