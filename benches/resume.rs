@@ -410,13 +410,13 @@ impl Workers {
                             message: String::new(),
                         };
                         // A stage that failed may refuse its other workflows' late reports.
-                        if let Err(status) = client.complete_task(request).await {
-                            if !matches!(
+                        if let Err(status) = client.complete_task(request).await
+                            && !matches!(
                                 status.code(),
                                 tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::Aborted
-                            ) {
-                                return Err(status).context("CompleteTask failed");
-                            }
+                            )
+                        {
+                            return Err(status).context("CompleteTask failed");
                         }
                     }
                 })

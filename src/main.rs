@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args, false, shutdown).await,
-        Command::Client(command) => std::process::exit(reprise::client::main(command).await),
+        Command::Client(_) => unreachable!("client commands return from main before logging starts"),
         Command::Worker(args) => {
             let config = worker::WorkerConfig {
                 server: args.server,

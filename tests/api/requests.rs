@@ -310,12 +310,12 @@ async fn a_retried_start_with_one_request_id_creates_one_execution(app: TestApp)
     let retry = client.start_execution(request("us")).await.expect("retry").into_inner().execution.unwrap();
     assert_eq!(retry.id, first.id, "a retry returns the first call's execution");
     assert_eq!(retry.request_id, request_id);
-    assert_eq!(execution_ids(&execution_pages(&app, of_pipeline(&p.id), 0).await), [first.id.clone()]);
+    assert_eq!(execution_ids(&execution_pages(&app, of_pipeline(&p.id), 0).await), std::slice::from_ref(&first.id));
 
     let different = client.start_execution(request("eu")).await;
     let refused = assert_code(different, Code::AlreadyExists);
     assert!(refused.message().contains(&request_id), "{refused:?}");
-    assert_eq!(execution_ids(&execution_pages(&app, of_pipeline(&p.id), 0).await), [first.id.clone()]);
+    assert_eq!(execution_ids(&execution_pages(&app, of_pipeline(&p.id), 0).await), std::slice::from_ref(&first.id));
 }
 
 async fn concurrent_starts_with_one_request_id_create_one_execution(app: TestApp) {
@@ -396,7 +396,7 @@ async fn list_executions_pages_newest_first_and_filters(app: TestApp) {
     let pages = execution_pages(&app, of_pipeline(&waiting.id), 3).await;
     assert_eq!(sizes(&pages), [3, 3, 1]);
     assert_eq!(execution_ids(&pages), running, "newest first, each once");
-    let times: Vec<_> = pages.iter().flatten().map(|e| e.create_time.clone().unwrap()).collect();
+    let times: Vec<_> = pages.iter().flatten().map(|e| e.create_time.unwrap()).collect();
     assert!(times.windows(2).all(|w| (w[0].seconds, w[0].nanos) >= (w[1].seconds, w[1].nanos)), "{times:?}");
 
     let pages = execution_pages(&app, pb::ListExecutionsRequest::default(), 3).await;
@@ -458,7 +458,10 @@ async fn list_pipelines_pages_by_id_and_filters_by_application(app: TestApp) {
     assert_eq!(sizes(&all), [8], "the default page holds them all");
     assert!(all[0].iter().any(|p| p.id == billing.id));
     let billing_only = pipeline_pages(&app, "billing", 0).await;
-    assert_eq!(billing_only.iter().flatten().map(|p| p.id.clone()).collect::<Vec<_>>(), [billing.id.clone()]);
+    assert_eq!(
+        billing_only.iter().flatten().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        std::slice::from_ref(&billing.id)
+    );
 
     let mut client = app.pipelines.clone();
     let garbage = pb::ListPipelinesRequest { page_token: "%%%".into(), ..Default::default() };

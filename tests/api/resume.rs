@@ -481,7 +481,7 @@ async fn get_execution_marks_valid_resume_points(app: TestApp) {
     let old = app.get(&failed.id).await;
     assert_eq!(points(&old)[0], (false, B::NotLatest as i32));
     let new = app.get(&resumed.id).await;
-    assert!(points(&new).iter().take(3).all(|p| p.0 == false));
+    assert!(points(&new).iter().take(3).all(|p| !p.0));
 }
 
 async fn resume_refuses_changed_inputs(app: TestApp) {
