@@ -67,7 +67,7 @@ impl Engine {
             let from = self.check_resume(&request.caller, &old, &request.stage).await?;
             return self.outcome(&old, from, None).await;
         }
-        let (_turn, txn) = self.begin().await?;
+        let (turn, txn) = self.begin().await?;
         let old_id = &request.execution_id;
         let Some(locked) = executions::lock(&txn, Key::Id(old_id)).await? else {
             txn.rollback().await?;
@@ -101,6 +101,7 @@ impl Engine {
             Ok(true) => txn.commit().await?,
             Ok(false) | Err(StoreError::Duplicate(_)) => {
                 txn.rollback().await?;
+                drop(turn);
                 if let Some(done) = self.replay_resume(&request, &fingerprint).await? {
                     return Ok(done);
                 }
@@ -110,6 +111,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
+        drop(turn);
         self.notifier().announce(&before, &after);
         self.notifier().execution_changed(old_id);
         metrics::counter!(crate::metrics::RESUMES).increment(1);

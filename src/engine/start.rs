@@ -84,7 +84,7 @@ impl Engine {
         let mut after = before.clone();
         progress::advance(&mut after, now);
 
-        let (_turn, txn) = self.begin().await?;
+        let (turn, txn) = self.begin().await?;
         let audit = Audit::new(
             &request.caller,
             "execution.start",
@@ -101,12 +101,14 @@ impl Engine {
             Err(StoreError::Duplicate(_)) => {
                 // A concurrent call with the same request id won the insert.
                 txn.rollback().await?;
+                drop(turn);
                 return self.replay(&request, &fingerprint).await?.ok_or_else(|| {
                     Error::Conflict("a concurrent start with this request id is in progress; retry".into())
                 });
             }
             Err(e) => return Err(e.into()),
         }
+        drop(turn);
         self.notifier().announce(&before, &after);
         super::observe_stages(&before, &after, started);
         tracing::info!(execution_id = %id, pipeline_id = %after.execution.pipeline_id,
