@@ -37,7 +37,7 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
     metrics::describe_histogram!(
         RPC_DURATION,
         metrics::Unit::Seconds,
-        "gRPC call latency to response headers, by method"
+        "gRPC call duration to its final status (a stream's whole life), by method"
     );
     metrics::describe_histogram!(
         STAGE_TRANSITION,
@@ -109,9 +109,9 @@ where
     S: Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<MeteredBody<RB>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -122,23 +122,100 @@ where
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
-            let response = response.await;
-            // An error answer is "trailers-only": its grpc-status is in the
-            // headers. Without one the call succeeded (or, for a stream,
-            // started); its final status is not known here.
-            let code = match &response {
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .map_or("OK", |c| code_name(tonic::Code::from_i32(c))),
-                Err(_) => "TRANSPORT_ERROR",
-            };
-            metrics::counter!(RPC_REQUESTS, "method" => method.clone(), "code" => code).increment(1);
-            metrics::histogram!(RPC_DURATION, "method" => method).record(started.elapsed().as_secs_f64());
-            response
+            match response.await {
+                // An error answer is "trailers-only": its grpc-status is in
+                // the headers. Otherwise it comes in the trailers at the end
+                // of the body (a stream's, after its last message).
+                Ok(response) => {
+                    let code = status_code(response.headers());
+                    let call = Call { method, started, code };
+                    Ok(response.map(|inner| MeteredBody { inner, call: Some(call) }))
+                }
+                Err(e) => {
+                    Call { method, started, code: Some("TRANSPORT_ERROR") }.record();
+                    Err(e)
+                }
+            }
         })
+    }
+}
+
+/// One call being answered; recorded once, when its body ends or is dropped.
+struct Call {
+    method: String,
+    started: Instant,
+    /// Known once headers or trailers carried a grpc-status.
+    code: Option<&'static str>,
+}
+
+impl Call {
+    fn record(self) {
+        // A body dropped before its trailers: the client went away mid-call.
+        let code = self.code.unwrap_or("CANCELLED");
+        metrics::counter!(RPC_REQUESTS, "method" => self.method.clone(), "code" => code).increment(1);
+        metrics::histogram!(RPC_DURATION, "method" => self.method).record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+fn status_code(headers: &http::HeaderMap) -> Option<&'static str> {
+    let code = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    Some(code_name(tonic::Code::from_i32(code)))
+}
+
+/// A response body that reports its call's final status and duration.
+pub struct MeteredBody<B> {
+    inner: B,
+    call: Option<Call>,
+}
+
+impl<B> http_body::Body for MeteredBody<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(trailers), Some(call)) = (frame.trailers_ref(), self.call.as_mut()) {
+                    call.code = status_code(trailers).or(call.code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(call) = self.call.as_mut() {
+                    call.code = call.code.or(Some("TRANSPORT_ERROR"));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(mut call) = self.call.take() {
+                    call.code = call.code.or(Some("UNKNOWN")); // ended without a grpc-status
+                    call.record();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for MeteredBody<B> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.record();
+        }
     }
 }
 

@@ -58,11 +58,37 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
     app.executions.clone().resume(resume).await.expect("resume");
     let missing = pb::GetExecutionRequest { execution_id: "missing".into() };
     assert!(app.executions.clone().get_execution(missing).await.is_err());
+    // A stream's status is its last word: the watch of an ended execution
+    // ends OK after its messages; the watch of a missing one fails.
+    let watch = |id: &str| pb::WatchExecutionRequest { execution_id: id.into() };
+    let mut stream = app.executions.clone().watch_execution(watch(&e.id)).await.expect("watch").into_inner();
+    while stream.message().await.expect("watch message").is_some() {}
+    let failed = match app.executions.clone().watch_execution(watch("missing")).await {
+        Ok(response) => response.into_inner().message().await.err(),
+        Err(status) => Some(status),
+    };
+    assert_eq!(failed.map(|s| s.code()), Some(tonic::Code::NotFound));
+    // A watcher that hangs up mid-stream is counted as cancelled, not as the
+    // OK its response headers implied.
+    let held = app.create_pipeline("held", vec![approval("gate", Duration::from_secs(600))]).await;
+    let waiting = app.start(&held.id).await;
+    let mut stream = app.executions.clone().watch_execution(watch(&waiting.id)).await.expect("watch").into_inner();
+    stream.message().await.expect("first watch message");
+    drop(stream);
+    let cancelled =
+        r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/WatchExecution",code="CANCELLED"}"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !scrape(address).await.contains(cancelled) {
+        assert!(tokio::time::Instant::now() < deadline, "no {cancelled} after the watcher hung up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let text = scrape(address).await;
     for expected in [
         r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/StartExecution",code="OK"}"#,
         r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/GetExecution",code="NOT_FOUND"}"#,
+        r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/WatchExecution",code="OK"}"#,
+        r#"reprise_rpc_requests_total{method="/reprise.v1.ExecutionService/WatchExecution",code="NOT_FOUND"}"#,
         r#"reprise_rpc_duration_seconds_bucket{method="/reprise.v1.WorkerService/CompleteTask""#,
         "reprise_stage_transition_seconds_count",
         "reprise_resumes_total",
