@@ -467,7 +467,11 @@ async fn an_aborted_resume_can_be_resumed_again_and_reports_what_was_not_rolled_
 
 async fn get_execution_marks_valid_resume_points(app: TestApp) {
     let q = queue();
-    let (failed, _worker, _) = failed_run(&app, &q).await;
+    let (failed, worker, _) = failed_run(&app, &q).await;
+    // No worker from here on, so the resumed execution stays RUNNING
+    // (otherwise it fails again at once and is itself resumable).
+    drop(worker);
+    tokio::time::sleep(Duration::from_millis(200)).await; // the server drops the worker's waiting poll
     let points = |e: &pb::Execution| -> Vec<(bool, i32)> {
         e.stages
             .iter()
@@ -481,7 +485,9 @@ async fn get_execution_marks_valid_resume_points(app: TestApp) {
     let old = app.get(&failed.id).await;
     assert_eq!(points(&old)[0], (false, B::NotLatest as i32));
     let new = app.get(&resumed.id).await;
-    assert!(points(&new).iter().take(3).all(|p| !p.0));
+    assert_eq!(status(&new), pb::ExecutionStatus::Running);
+    let not_resumable = (false, B::ExecutionNotResumable as i32);
+    assert_eq!(points(&new), [not_resumable, not_resumable, not_resumable, (false, B::NeverReached as i32)]);
 }
 
 async fn resume_refuses_changed_inputs(app: TestApp) {
