@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, ExprTrait, Query},
+    ColumnTrait, ConnectionTrait, EntityTrait, Iterable, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
 use super::{
@@ -207,10 +207,22 @@ pub async fn save(c: &impl ConnectionTrait, before: &ExecutionDetail, after: &Ex
             .exec(c)
             .await?;
     }
-    for (old, new) in before.stages.iter().zip(&after.stages) {
-        if old != new {
-            stage::Entity::update(stage_model(&after.execution.id, new)).exec(c).await?;
-        }
+    let changed: Vec<_> = before
+        .stages
+        .iter()
+        .zip(&after.stages)
+        .filter(|(old, new)| old != new)
+        .map(|(_, new)| stage_model(&after.execution.id, new))
+        .collect();
+    if !changed.is_empty() {
+        // One statement for every changed stage (one ends, the next starts).
+        let key = [stage::Column::ExecutionId, stage::Column::StageIndex];
+        let rest = stage::Column::iter()
+            .filter(|column| !matches!(column, stage::Column::ExecutionId | stage::Column::StageIndex));
+        stage::Entity::insert_many(changed)
+            .on_conflict(OnConflict::columns(key).update_columns(rest).to_owned())
+            .exec_without_returning(c)
+            .await?;
     }
     tasks::save(c, &before.workflows, &after.workflows).await
 }

@@ -4,9 +4,9 @@
 
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    Statement,
-    sea_query::{Expr, ExprTrait},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Iterable, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 
 use super::{Result, corrupt, entity::task, is_postgres};
@@ -57,20 +57,17 @@ pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRu
     task::Entity::find_by_id(id.to_owned()).one(c).await?.map(from_model).transpose()
 }
 
-/// Inserts workflows new in `after` and updates those that changed.
+/// Inserts workflows new in `after` and updates those that changed, in one
+/// statement (a report that ends a stage also queues the next one's tasks).
 pub async fn save(c: &impl ConnectionTrait, before: &[WorkflowRun], after: &[WorkflowRun]) -> Result<()> {
-    let mut new = Vec::new();
-    for w in after {
-        match before.iter().find(|b| b.task_id == w.task_id) {
-            None => new.push(to_model(w)),
-            Some(old) if old != w => {
-                task::Entity::update(to_model(w)).exec(c).await?;
-            }
-            Some(_) => {}
-        }
-    }
-    if !new.is_empty() {
-        task::Entity::insert_many(new).exec_without_returning(c).await?;
+    let changed: Vec<_> =
+        after.iter().filter(|w| before.iter().find(|b| b.task_id == w.task_id) != Some(*w)).map(to_model).collect();
+    if !changed.is_empty() {
+        let rest = task::Column::iter().filter(|column| !matches!(column, task::Column::Id));
+        task::Entity::insert_many(changed)
+            .on_conflict(OnConflict::column(task::Column::Id).update_columns(rest).to_owned())
+            .exec_without_returning(c)
+            .await?;
     }
     announce_queued(c, before, after).await
 }
