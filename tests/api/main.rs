@@ -9,6 +9,7 @@ mod control;
 mod durability;
 mod lifecycle;
 mod metrics;
+mod reference_worker;
 mod replicas;
 mod requests;
 mod resume;
