@@ -43,8 +43,11 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
             worker::run(config, shutdown).await
         }
         Command::Dev(args) => {
+            // The port is bound before the worker starts, so its first
+            // connection is accepted rather than refused.
+            let server = prepare(args.serve, true).await?;
             let config = worker::WorkerConfig {
-                server: format!("http://{}", args.serve.listen),
+                server: format!("http://{}", server.listener.local_addr()?),
                 queue: args.queue,
                 concurrency: args.concurrency.max(1),
                 worker_id: format!("dev-{}", default_worker_id()),
@@ -52,7 +55,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
             };
             tracing::info!(queue = %config.queue, "dev mode: server and built-in worker in one process");
             let worker = tokio::spawn(worker::run(config, shutdown.clone()));
-            let served = serve(args.serve, true, shutdown.clone()).await;
+            let served = server.serve(shutdown.clone()).await;
             shutdown.cancel();
             worker.await??;
             served
@@ -61,6 +64,23 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
 }
 
 async fn serve(args: ServeArgs, dev: bool, shutdown: CancellationToken) -> anyhow::Result<()> {
+    prepare(args, dev).await?.serve(shutdown).await
+}
+
+/// A server with its database migrated and its port bound, not yet serving.
+struct Prepared {
+    listener: TcpListener,
+    engine: Engine,
+    options: ServeOptions,
+}
+
+impl Prepared {
+    async fn serve(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        reprise::server::serve_with(self.listener, self.engine, self.options, shutdown).await
+    }
+}
+
+async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
     let mut options = serve_options(&args.auth, dev)?;
     if let Some(address) = args.metrics_listen {
         reprise::metrics::install(address)?;
@@ -77,7 +97,7 @@ async fn serve(args: ServeArgs, dev: bool, shutdown: CancellationToken) -> anyho
         engine.bootstrap_admin(admin).await?;
     }
     let listener = TcpListener::bind(args.listen).await?;
-    reprise::server::serve_with(listener, engine, options, shutdown).await
+    Ok(Prepared { listener, engine, options })
 }
 
 /// Authentication and TLS from the flags. `serve` refuses to run without
