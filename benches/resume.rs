@@ -26,6 +26,8 @@
 //!    1 to 1,000 attempts; block 0 is a 1,000-attempt chain that is also
 //!    paged through end to end), then Resume latency again on that table.
 
+mod common;
+
 use std::{
     collections::HashSet,
     future::Future,
@@ -35,23 +37,18 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use reprise::{
-    engine::{Engine, Settings},
     proto::{
         self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
-        worker_service_client::WorkerServiceClient,
     },
     store,
 };
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use tokio::{net::TcpListener, task::JoinHandle};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-const POSTGRES_ENV: &str = "REPRISE_TEST_POSTGRES_URL";
-
-const FLOOR_WARMUP: usize = 50;
-const FLOOR_ITERATIONS: usize = 1000;
+use common::*;
 
 /// Resumes before the measured series (connections, caches), not recorded.
 const RESUME_WARMUP: usize = 20;
@@ -107,138 +104,15 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-// ---- backends ----------------------------------------------------------
-
-#[derive(Clone)]
-enum Backend {
-    Sqlite,
-    Postgres(String),
-}
-
-impl Backend {
-    fn name(&self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-}
-
-/// A database that exists for the bench only.
-enum BenchDb {
-    Sqlite { _dir: tempfile::TempDir, url: String },
-    Postgres { admin_url: String, name: String, url: String },
-}
-
-impl BenchDb {
-    async fn create(backend: &Backend) -> anyhow::Result<BenchDb> {
-        Ok(match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir()?;
-                let url = format!("sqlite://{}", dir.path().join("reprise-bench.db").display());
-                BenchDb::Sqlite { _dir: dir, url }
-            }
-            Backend::Postgres(admin_url) => {
-                let name = format!("reprise_bench_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(admin_url.as_str())
-                    .await
-                    .with_context(|| format!("connecting to PostgreSQL at {POSTGRES_ENV}"))?;
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.context("create bench database")?;
-                admin.close().await.ok();
-                let url = replace_database(admin_url, &name);
-                BenchDb::Postgres { admin_url: admin_url.clone(), name, url }
-            }
-        })
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            BenchDb::Sqlite { url, .. } | BenchDb::Postgres { url, .. } => url,
-        }
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        if let BenchDb::Postgres { admin_url, name, .. } = self {
-            let (admin_url, db_name) = (admin_url.clone(), name.clone());
-            // Drop may run inside the runtime, which must not block: use a thread.
-            let dropped = std::thread::spawn(move || {
-                let name = db_name;
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(async {
-                    let admin = Database::connect(admin_url.as_str()).await.ok()?;
-                    let r = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                    admin.close().await.ok();
-                    r.ok()
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Some(_))) {
-                eprintln!("warning: could not drop bench database {name}; drop it by hand");
-            }
-        }
-    }
-}
-
-fn replace_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
 // ---- the server ------------------------------------------------------------
 
-struct Server {
-    engine: Engine,
-    address: String,
-    channel: Channel,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
 impl Server {
-    async fn start(db: DatabaseConnection) -> anyhow::Result<Server> {
-        let settings =
-            Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Default::default() };
-        let engine = Engine::new(db, settings);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(reprise::server::serve(listener, engine.clone(), shutdown.clone()));
-        let channel = Channel::from_shared(address.clone())?.connect().await?;
-        Ok(Server { engine, address, channel, shutdown, handle })
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("warning: server ended with an error: {e:#}"),
-            Ok(Err(e)) => eprintln!("warning: server task failed: {e}"),
-            Err(_) => eprintln!("warning: server did not stop within 10 s"),
-        }
-        drop(self.channel);
-        self.engine.db().close_by_ref().await.ok();
-    }
-
     fn db(&self) -> &DatabaseConnection {
         self.engine.db()
     }
 
     fn executions(&self) -> ExecutionServiceClient<Channel> {
         ExecutionServiceClient::new(self.channel.clone())
-    }
-
-    fn workers(&self) -> WorkerServiceClient<Channel> {
-        WorkerServiceClient::new(self.channel.clone())
     }
 
     /// A client on a connection of its own.
@@ -326,15 +200,6 @@ fn approval_stage(name: &str) -> pb::Stage {
 
 fn names(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
-fn is_final(status: pb::ExecutionStatus) -> bool {
-    use pb::ExecutionStatus as S;
-    matches!(status, S::Succeeded | S::Failed | S::Aborted | S::Expired | S::Rejected)
-}
-
-fn queue_name() -> String {
-    format!("bench-{}", uuid::Uuid::new_v4().simple())
 }
 
 async fn within<T>(what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
@@ -570,33 +435,6 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         large_resume,
         large_resume_rows,
     })
-}
-
-// ---- 1. the floor --------------------------------------------------------
-
-/// One single-row INSERT + COMMIT per transaction, on a scratch table.
-async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
-    let backend = db.get_database_backend();
-    db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
-    db.execute_unprepared("CREATE TABLE bench_floor (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").await?;
-    let sql = match backend {
-        DbBackend::Postgres => "INSERT INTO bench_floor (id, payload) VALUES ($1, $2)",
-        _ => "INSERT INTO bench_floor (id, payload) VALUES (?, ?)",
-    };
-    let payload = "x".repeat(64);
-    let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
-    for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
-        let started = Instant::now();
-        let txn = store::begin(db).await?;
-        txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
-            .await?;
-        txn.commit().await?;
-        if i >= FLOOR_WARMUP {
-            samples.push(started.elapsed());
-        }
-    }
-    db.execute_unprepared("DROP TABLE bench_floor").await?;
-    Ok(samples)
 }
 
 // ---- 2. Resume -----------------------------------------------------------------
@@ -1053,50 +891,6 @@ async fn history_series(server: &Server, base: i64, seeded: i64) -> anyhow::Resu
 }
 
 // ---- the report ------------------------------------------------------------------
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-fn p50(s: &[Duration]) -> Duration {
-    percentile(s, 50.0)
-}
-
-fn p99(s: &[Duration]) -> Duration {
-    percentile(s, 99.0)
-}
-
-fn max(s: &[Duration]) -> Duration {
-    s.iter().copied().max().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> String {
-    let v = d.as_secs_f64() * 1e3;
-    if v < 1.0 {
-        format!("{v:.3}")
-    } else if v < 10.0 {
-        format!("{v:.2}")
-    } else if v < 100.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-fn pair(s: &[Duration]) -> String {
-    format!("{} / {} ms", ms(p50(s)), ms(p99(s)))
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
 
 fn rows(n: i64) -> String {
     if n >= 1_000_000 && n % 1_000_000 == 0 {

@@ -1,0 +1,223 @@
+//! What both benchmarks need: a throw-away database per backend, the
+//! one-commit floor, an in-process server, and percentiles for the report.
+
+#![allow(dead_code)] // each bench uses its own subset
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use reprise::{
+    engine::{Engine, Settings},
+    proto::{self as pb, worker_service_client::WorkerServiceClient},
+    store,
+};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const POSTGRES_ENV: &str = "REPRISE_TEST_POSTGRES_URL";
+
+pub const FLOOR_WARMUP: usize = 50;
+pub const FLOOR_ITERATIONS: usize = 1000;
+
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A database that exists for the bench only.
+pub enum BenchDb {
+    Sqlite { _dir: tempfile::TempDir, url: String },
+    Postgres { admin_url: String, name: String, url: String },
+}
+
+impl BenchDb {
+    pub async fn create(backend: &Backend) -> anyhow::Result<BenchDb> {
+        Ok(match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}", dir.path().join("reprise-bench.db").display());
+                BenchDb::Sqlite { _dir: dir, url }
+            }
+            Backend::Postgres(admin_url) => {
+                let name = format!("reprise_bench_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(admin_url.as_str())
+                    .await
+                    .with_context(|| format!("connecting to PostgreSQL at {POSTGRES_ENV}"))?;
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.context("create bench database")?;
+                admin.close().await.ok();
+                let url = replace_database(admin_url, &name);
+                BenchDb::Postgres { admin_url: admin_url.clone(), name, url }
+            }
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            BenchDb::Sqlite { url, .. } | BenchDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        if let BenchDb::Postgres { admin_url, name, .. } = self {
+            let (admin_url, db_name) = (admin_url.clone(), name.clone());
+            // Drop may run inside the runtime, which must not block: use a thread.
+            let dropped = std::thread::spawn(move || {
+                let name = db_name;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let admin = Database::connect(admin_url.as_str()).await.ok()?;
+                    let r = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    admin.close().await.ok();
+                    r.ok()
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Some(_))) {
+                eprintln!("warning: could not drop bench database {name}; drop it by hand");
+            }
+        }
+    }
+}
+
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// One single-row INSERT + COMMIT per transaction, on a scratch table.
+pub async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
+    let backend = db.get_database_backend();
+    db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
+    db.execute_unprepared("CREATE TABLE bench_floor (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").await?;
+    let sql = match backend {
+        DbBackend::Postgres => "INSERT INTO bench_floor (id, payload) VALUES ($1, $2)",
+        _ => "INSERT INTO bench_floor (id, payload) VALUES (?, ?)",
+    };
+    let payload = "x".repeat(64);
+    let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
+    for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
+        let started = Instant::now();
+        let txn = store::begin(db).await?;
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
+            .await?;
+        txn.commit().await?;
+        if i >= FLOOR_WARMUP {
+            samples.push(started.elapsed());
+        }
+    }
+    db.execute_unprepared("DROP TABLE bench_floor").await?;
+    Ok(samples)
+}
+
+pub struct Server {
+    pub engine: Engine,
+    pub address: String,
+    pub channel: Channel,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(db: DatabaseConnection) -> anyhow::Result<Server> {
+        let settings =
+            Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
+        let engine = Engine::new(db, settings);
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(reprise::server::serve(listener, engine.clone(), shutdown.clone()));
+        let channel = Channel::from_shared(address.clone())?.connect().await?;
+        Ok(Server { engine, address, channel, shutdown, handle })
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.handle).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => eprintln!("warning: server ended with an error: {e:#}"),
+            Ok(Err(e)) => eprintln!("warning: server task failed: {e}"),
+            Err(_) => eprintln!("warning: server did not stop within 10 s"),
+        }
+        drop(self.channel);
+        self.engine.db().close_by_ref().await.ok();
+    }
+
+    pub fn workers(&self) -> WorkerServiceClient<Channel> {
+        WorkerServiceClient::new(self.channel.clone())
+    }
+}
+
+pub fn is_final(status: pb::ExecutionStatus) -> bool {
+    use pb::ExecutionStatus as S;
+    matches!(status, S::Succeeded | S::Failed | S::Aborted | S::Expired | S::Rejected)
+}
+
+pub fn queue_name() -> String {
+    format!("bench-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+pub fn p50(s: &[Duration]) -> Duration {
+    percentile(s, 50.0)
+}
+
+pub fn p99(s: &[Duration]) -> Duration {
+    percentile(s, 99.0)
+}
+
+pub fn max(s: &[Duration]) -> Duration {
+    s.iter().copied().max().unwrap_or_default()
+}
+
+pub fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1e3;
+    if v < 1.0 {
+        format!("{v:.3}")
+    } else if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+pub fn pair(s: &[Duration]) -> String {
+    format!("{} / {} ms", ms(p50(s)), ms(p99(s)))
+}
+
+pub fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
