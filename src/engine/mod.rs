@@ -23,8 +23,7 @@ use sea_orm::{DatabaseTransaction, DbBackend};
 
 use crate::{
     domain::{
-        execution::{Execution, ExecutionDetail, Millis},
-        pipeline::Definition,
+        execution::{ExecutionDetail, Millis},
         resume::ChainLimits,
     },
     store::{
@@ -116,15 +115,6 @@ impl Engine {
     async fn begin(&self) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, DatabaseTransaction)> {
         let turn = self.write_turn().await;
         Ok((turn, store::begin(self.db()).await?))
-    }
-
-    /// The pipeline version `execution` is pinned to.
-    async fn definition_of(&self, execution: &Execution) -> Result<Arc<Definition>> {
-        let (id, version) = (&execution.pipeline_id, execution.pipeline_version);
-        self.definitions().pinned(self.db(), id, version).await?.ok_or_else(|| {
-            store::StoreError::Corrupt(format!("execution {} pins missing pipeline {id} v{version}", execution.id))
-                .into()
-        })
     }
 
     /// Runs `change` on one execution inside one transaction: lock, load

@@ -53,8 +53,8 @@ pub struct Completion {
 
 impl Engine {
     /// Leases the oldest task of `queue`, waiting up to `wait` for one. Woken
-    /// at once by a task queued on this replica; tasks queued by another
-    /// replica are seen within the recheck interval.
+    /// at once by a task queued on this replica, and by PostgreSQL's NOTIFY
+    /// for one queued on another; the recheck interval bounds a lost wake-up.
     pub async fn poll(
         &self,
         caller: &Caller,
@@ -97,7 +97,7 @@ impl Engine {
         let e = executions::get(self.db(), &run.execution_id)
             .await?
             .ok_or_else(|| Error::not_found("execution", &run.execution_id))?;
-        let definition = self.definition_of(&e).await?;
+        let definition = self.definitions().pinned_by(self.db(), &e).await?;
         let stage_name = definition.stages[run.stage_index].name.clone();
         let mut environment: BTreeMap<String, String> = e
             .variables

@@ -170,10 +170,7 @@ pub async fn detail_of(
     scope: Scope<'_>,
 ) -> Result<ExecutionDetail> {
     let id = execution.id.as_str();
-    let definition = definitions
-        .pinned(c, &execution.pipeline_id, execution.pipeline_version)
-        .await?
-        .ok_or_else(|| corrupt(format!("execution {id} pins a missing pipeline version")))?;
+    let definition = definitions.pinned_by(c, &execution).await?;
     let stages = stage::Entity::find()
         .filter(stage::Column::ExecutionId.eq(id))
         .order_by_asc(stage::Column::StageIndex)

@@ -13,7 +13,10 @@ use super::{
     Result, corrupt,
     entity::{pipeline, pipeline_version},
 };
-use crate::domain::{execution::Millis, pipeline::Definition};
+use crate::domain::{
+    execution::{Execution, Millis},
+    pipeline::Definition,
+};
 
 /// A pipeline at one version.
 #[derive(Debug, Clone)]
@@ -116,22 +119,23 @@ pub struct DefinitionCache {
 const CACHED_VERSIONS: usize = 1024;
 
 impl DefinitionCache {
-    /// The definition of `id` at `version`; `Ok(None)` if that version does not exist.
-    pub async fn pinned(&self, c: &impl ConnectionTrait, id: &str, version: i64) -> Result<Option<Arc<Definition>>> {
-        let key = (id.to_owned(), version);
+    /// The pipeline version `execution` is pinned to; its absence is corruption.
+    pub async fn pinned_by(&self, c: &impl ConnectionTrait, execution: &Execution) -> Result<Arc<Definition>> {
+        let key = (execution.pipeline_id.clone(), execution.pipeline_version);
         if let Some(found) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(Some(found.clone()));
+            return Ok(found.clone());
         }
-        let Some(row) = pipeline_version::Entity::find_by_id(key.clone()).one(c).await? else {
-            return Ok(None);
-        };
+        let row = pipeline_version::Entity::find_by_id(key.clone())
+            .one(c)
+            .await?
+            .ok_or_else(|| corrupt(format!("execution {} pins missing pipeline {} v{}", execution.id, key.0, key.1)))?;
         let definition = Arc::new(parse(&row)?);
         let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
         if parsed.len() >= CACHED_VERSIONS {
             parsed.clear();
         }
         parsed.insert(key, definition.clone());
-        Ok(Some(definition))
+        Ok(definition)
     }
 }
 

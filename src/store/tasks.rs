@@ -16,15 +16,7 @@ use crate::domain::{
 };
 
 pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<WorkflowRun>> {
-    task::Entity::find()
-        .filter(task::Column::ExecutionId.eq(execution_id))
-        .order_by_asc(task::Column::StageIndex)
-        .order_by_asc(task::Column::WorkflowIndex)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(from_model)
-        .collect()
+    of_execution_matching(c, execution_id, Condition::all()).await
 }
 
 /// The open workflows of an execution, every workflow of the stages in
@@ -41,6 +33,15 @@ pub async fn open_of_execution(
     if let Some(id) = also {
         wanted = wanted.add(task::Column::Id.eq(id));
     }
+    of_execution_matching(c, execution_id, wanted).await
+}
+
+/// The workflows of an execution that match `wanted`, in stage and workflow order.
+async fn of_execution_matching(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    wanted: Condition,
+) -> Result<Vec<WorkflowRun>> {
     task::Entity::find()
         .filter(task::Column::ExecutionId.eq(execution_id))
         .filter(wanted)
