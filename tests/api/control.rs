@@ -418,15 +418,6 @@ fn stages_given(worker: &TestWorker, execution_id: &str) -> Vec<String> {
     stages
 }
 
-/// Polls `check` (state a test worker records) until it holds; fails after 10 s.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "{what}: did not happen within 10 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// GetExecution without the per-stage resume points, which only GetExecution
 /// fills in: comparable with what WatchExecution and the commands return.
 async fn get_as_watched(app: &TestApp, id: &str) -> pb::Execution {

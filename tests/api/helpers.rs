@@ -333,6 +333,15 @@ impl Drop for TestApp {
     }
 }
 
+/// Polls `check` (state a test worker or process leaves) until it holds; fails after 10 s.
+pub async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}: did not happen within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn is_final(status: i32) -> bool {
     use pb::ExecutionStatus as S;
     [S::Succeeded, S::Failed, S::Aborted, S::Expired, S::Rejected].iter().any(|s| *s as i32 == status)

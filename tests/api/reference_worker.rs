@@ -102,11 +102,7 @@ async fn an_abort_kills_the_running_process(app: TestApp) {
     let p = app.create_pipeline("long", vec![shell("long", &q, &command)]).await;
     let _worker = ReferenceWorker::start(&app, &q);
     let e = app.start(&p.id).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !started.exists() {
-        assert!(tokio::time::Instant::now() < deadline, "the command never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the command starts", || started.exists()).await;
 
     let request = pb::AbortRequest { execution_id: e.id.clone(), reason: "stop".into() };
     app.executions.clone().abort(request).await.expect("abort");
