@@ -101,6 +101,22 @@ pub fn settle_stage(d: &mut ExecutionDetail, index: usize, now: Millis) {
     }
 }
 
+/// A workflow ran past its timeout: it expires, and as that ends its stage
+/// at once the stage's other open workflows are cancelled (their workers
+/// hear it on the next heartbeat). The caller then settles the stage.
+pub fn expire_workflow(d: &mut ExecutionDetail, task_id: &str, now: Millis) {
+    let Some(w) = d.workflows.iter_mut().find(|w| w.task_id == task_id) else { return };
+    w.status = WorkflowStatus::Expired;
+    w.status_message = format!("ran past its timeout of {} ms", w.timeout_ms);
+    w.ended_at = Some(now);
+    let (stage, name) = (w.stage_index, w.name.clone());
+    for sibling in d.workflows.iter_mut().filter(|s| s.stage_index == stage && !s.status.is_final()) {
+        sibling.status = WorkflowStatus::Cancelled;
+        sibling.status_message = format!("cancelled: workflow {name:?} of this stage expired");
+        sibling.ended_at = Some(now);
+    }
+}
+
 /// Records a final status: later stages never run, nothing is left queued.
 pub fn finish(d: &mut ExecutionDetail, status: ExecutionStatus, message: String, now: Millis) {
     d.execution.status = status;

@@ -148,16 +148,26 @@ impl Engine {
                 if w.status != WorkflowStatus::Running || w.lease_token.as_deref() != Some(c.lease_token.as_str()) {
                     return Err(stale(w, &c.lease_token));
                 }
+                w.exit_code = c.exit_code;
+                w.output = tail(&c.output, MAX_OUTPUT).to_owned();
+                w.lease_expires_at = None;
+                let stage = w.stage_index;
+                if w.deadline_at.is_some_and(|t| t <= now) {
+                    // Reported after its timeout (a worker that enforces the
+                    // timeout reports just then): the same expiry the timer
+                    // would record, whichever of the two comes first.
+                    progress::expire_workflow(d, &c.task_id, now);
+                    let run = d.workflows.iter().find(|w| w.task_id == c.task_id).cloned();
+                    progress::settle_stage(d, stage, now);
+                    return run.ok_or_else(|| Error::not_found("task", &c.task_id));
+                }
                 w.status = match c.outcome {
                     Outcome::Succeeded => WorkflowStatus::Succeeded,
                     Outcome::Failed => WorkflowStatus::Failed,
                 };
-                w.exit_code = c.exit_code;
-                w.output = tail(&c.output, MAX_OUTPUT).to_owned();
                 w.status_message = c.message.clone();
                 w.ended_at = Some(now);
-                w.lease_expires_at = None;
-                let (stage, run) = (w.stage_index, w.clone());
+                let run = w.clone();
                 progress::settle_stage(d, stage, now);
                 Ok(run)
             })

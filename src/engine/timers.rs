@@ -48,9 +48,10 @@ impl Engine {
                 let expired = w.deadline_at.is_some_and(|t| t <= now);
                 let lease_lost = w.lease_expires_at.is_some_and(|t| t <= now);
                 if expired {
-                    w.status = WorkflowStatus::Expired;
-                    w.status_message = format!("ran past its timeout of {} ms", w.timeout_ms);
-                    w.ended_at = Some(now);
+                    let (stage, name, attempt) = (w.stage_index, w.name.clone(), w.attempt);
+                    progress::expire_workflow(d, task_id, now);
+                    progress::settle_stage(d, stage, now);
+                    return Ok(Some((WorkflowStatus::Expired, name, attempt)));
                 } else if lease_lost && w.attempt < w.max_attempts {
                     metrics::counter!(crate::metrics::LEASE_EXPIRIES).increment(1);
                     w.status = WorkflowStatus::Queued;
@@ -68,15 +69,6 @@ impl Engine {
                     return Ok(None);
                 }
                 let (stage, status, name, attempt) = (w.stage_index, w.status, w.name.clone(), w.attempt);
-                if expired {
-                    // A timeout ends the stage at once: the other workflows
-                    // are cancelled (their workers hear it on the next heartbeat).
-                    for sibling in d.workflows.iter_mut().filter(|s| s.stage_index == stage && !s.status.is_final()) {
-                        sibling.status = WorkflowStatus::Cancelled;
-                        sibling.status_message = format!("cancelled: workflow {name:?} of this stage expired");
-                        sibling.ended_at = Some(now);
-                    }
-                }
                 progress::settle_stage(d, stage, now);
                 Ok(Some((status, name, attempt)))
             })
