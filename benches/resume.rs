@@ -108,7 +108,7 @@ async fn run() -> anyhow::Result<()> {
 
 impl Server {
     fn db(&self) -> &DatabaseConnection {
-        self.engine.db()
+        self.engine.store().connection()
     }
 
     fn executions(&self) -> ExecutionServiceClient<Channel> {

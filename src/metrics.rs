@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use crate::{engine::Engine, store};
+use crate::{domain::status::ExecutionStatus, engine::Engine, store};
 
 pub const RPC_REQUESTS: &str = "reprise_rpc_requests_total";
 pub const RPC_DURATION: &str = "reprise_rpc_duration_seconds";
@@ -46,7 +46,10 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
     );
     metrics::describe_counter!(LEASE_EXPIRIES, "task leases that expired (worker vanished)");
     metrics::describe_counter!(RESUMES, "executions resumed");
-    metrics::describe_gauge!(EXECUTIONS, "executions by status");
+    metrics::describe_gauge!(
+        EXECUTIONS,
+        "executions not yet final, by status (QUEUED, RUNNING, PAUSED); read through an index of active executions only"
+    );
     metrics::describe_gauge!(TASKS_WAITING, "tasks queued and not yet leased, by task queue");
     tracing::info!(%address, "serving Prometheus metrics on /metrics");
     Ok(())
@@ -56,15 +59,16 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
 pub async fn sample(engine: Engine, every: Duration, shutdown: CancellationToken) {
     let mut seen_queues: Vec<String> = Vec::new();
     loop {
-        match store::executions::count_by_status(engine.db()).await {
+        match store::executions::count_active(&engine.store().reader()).await {
             Ok(counts) => {
-                for (status, n) in counts {
+                for status in [ExecutionStatus::Queued, ExecutionStatus::Running, ExecutionStatus::Paused] {
+                    let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
                     metrics::gauge!(EXECUTIONS, "status" => status.as_str()).set(n as f64);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "could not sample executions"),
         }
-        match store::tasks::waiting_by_queue(engine.db()).await {
+        match store::tasks::waiting_by_queue(&engine.store().reader()).await {
             Ok(waiting) => {
                 for queue in &seen_queues {
                     if !waiting.iter().any(|(q, _)| q == queue) {

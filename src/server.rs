@@ -17,7 +17,7 @@ use crate::{
         access_service_server::AccessServiceServer, execution_service_server::ExecutionServiceServer,
         pipeline_service_server::PipelineServiceServer, worker_service_server::WorkerServiceServer,
     },
-    scheduler, store,
+    scheduler,
 };
 
 /// The health name that reports the process alive, not the database.
@@ -72,7 +72,7 @@ pub async fn serve_with(
     let tasks = TaskTracker::new();
     tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
     tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
-    tasks.spawn(relay_queued_tasks(engine.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::relay(engine.clone(), shutdown.clone()));
     if let Some(every) = options.metrics_sampling {
         tasks.spawn(metrics::sample(engine.clone(), every, shutdown.clone()));
     }
@@ -128,42 +128,34 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Wakes this replica's pollers when another replica queues a task
-/// (PostgreSQL LISTEN/NOTIFY), reconnecting after failures.
-async fn relay_queued_tasks(engine: Engine, shutdown: CancellationToken) {
-    loop {
-        let listen = store::listen_for_queued_tasks(engine.db(), |queue| engine.notifier().task_queued(queue));
-        tokio::select! {
-            result = listen => match result {
-                Ok(()) => return, // not PostgreSQL: nothing to relay
-                Err(e) => tracing::warn!(error = %e, "lost the task notification channel; pollers fall back to rechecking"),
-            },
-            _ = shutdown.cancelled() => return,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-/// Reports NOT_SERVING while the database does not answer.
+/// Readiness follows the store: NOT_SERVING while the database cannot be
+/// reached or cannot commit (a full disk), SERVING again as soon as a probe
+/// commits. While it is down the probe runs every second, and calls fail at
+/// once instead of waiting for a connection.
 async fn watch_database(engine: Engine, health: HealthReporter, shutdown: CancellationToken) {
-    let mut healthy = true;
+    let store = engine.store().clone();
+    let mut serving = true;
     loop {
+        let every = if store.is_ready() { Duration::from_secs(2) } else { Duration::from_secs(1) };
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
         }
-        let ok = tokio::time::timeout(Duration::from_secs(2), store::ping(engine.db())).await.is_ok_and(|r| r.is_ok());
-        if ok != healthy {
-            healthy = ok;
-            if ok {
-                tracing::info!("database reachable again");
-            } else {
-                tracing::error!("database unreachable; health is NOT_SERVING");
+        let probed = tokio::time::timeout(Duration::from_secs(2), store.probe()).await;
+        match probed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "health probe failed");
+                if !matches!(e, crate::store::StoreError::Unavailable(ref u) if u.cause == crate::store::Cause::Full) {
+                    store.set_up(false);
+                }
             }
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            Err(_) => store.set_up(false),
+        }
+        let ready = store.is_ready();
+        if ready != serving {
+            serving = ready;
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             set_health(&health, status).await;
         }
     }

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use reprise::{
     engine::{Engine, Settings},
     proto::{self as pb, worker_service_client::WorkerServiceClient},
-    store,
+    store::Store,
 };
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -106,8 +106,11 @@ pub fn replace_database(url: &str, name: &str) -> String {
     }
 }
 
-/// One single-row INSERT + COMMIT per transaction, on a scratch table.
-pub async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
+/// One single-row INSERT + COMMIT per transaction, on a scratch table,
+/// through the store's own write transaction (the SQLite writer connection,
+/// a pooled PostgreSQL one): the cheapest durable write the engine can do.
+pub async fn floor(store: &Store) -> anyhow::Result<Vec<Duration>> {
+    let db = store.connection();
     let backend = db.get_database_backend();
     db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
     db.execute_unprepared("CREATE TABLE bench_floor (id BIGINT PRIMARY KEY, payload TEXT NOT NULL)").await?;
@@ -119,7 +122,7 @@ pub async fn floor(db: &DatabaseConnection) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
     for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
         let started = Instant::now();
-        let txn = store::begin(db).await?;
+        let txn = store.write().await?;
         txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
             .await?;
         txn.commit().await?;
@@ -140,7 +143,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn start(db: DatabaseConnection) -> anyhow::Result<Server> {
+    pub async fn start(db: Store) -> anyhow::Result<Server> {
         let settings =
             Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
         let engine = Engine::new(db, settings);
@@ -161,7 +164,7 @@ impl Server {
             Err(_) => eprintln!("warning: server did not stop within 10 s"),
         }
         drop(self.channel);
-        self.engine.db().close_by_ref().await.ok();
+        self.engine.store().close().await;
     }
 
     pub fn workers(&self) -> WorkerServiceClient<Channel> {

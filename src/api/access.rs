@@ -126,14 +126,12 @@ impl AccessService for AccessApi {
         let r = request.into_inner();
         let size = convert::page_size(r.page_size)?;
         let before = convert::page_token(&r.page_token)?;
-        let application = (!r.application.is_empty()).then_some(r.application.as_str());
-        let execution = (!r.execution_id.is_empty()).then_some(r.execution_id.as_str());
-        let page = self
-            .0
-            .engine
-            .list_audit(&caller, application, execution, before.as_deref(), size)
-            .await
-            .map_err(to_status)?;
+        let filter = crate::store::audit::AuditFilter {
+            application: (!r.application.is_empty()).then_some(r.application),
+            execution_id: (!r.execution_id.is_empty()).then_some(r.execution_id),
+            chain_id: (!r.chain_id.is_empty()).then_some(r.chain_id),
+        };
+        let page = self.0.engine.list_audit(&caller, &filter, before.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: page.items.into_iter().map(convert::audit_event).collect(),
             next_page_token: convert::next_page_token(page.next),

@@ -12,7 +12,7 @@ use crate::{
     domain::{
         Violation,
         access::{Grant, Permission, UserGroup},
-        execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageRun, WorkflowRun},
+        execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageMark, StageRun, WorkflowRun},
         pipeline::{self as dp, Definition, Skip, StageKind},
         resume::{Block, Planned},
         status::{ExecutionStatus, StageStatus, WorkflowStatus},
@@ -76,7 +76,14 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
             return None;
         }
     };
-    Some(dp::Stage { name: s.name, environment_name: env.name, environment_type, skip, kind })
+    Some(dp::Stage {
+        name: s.name,
+        environment_name: env.name,
+        environment_type,
+        skip,
+        kind,
+        failure_policy: Default::default(),
+    })
 }
 
 fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow {
@@ -198,7 +205,12 @@ pub fn execution(e: &Execution) -> pb::Execution {
         resumed_from: e.resumed_from.as_ref().map(origin),
         resumed_by_execution_id: e.resumed_by.clone().unwrap_or_default(),
         resume_count: e.attempt - 1,
+        end_stage: e.end_stage.as_ref().map(stage_mark),
     }
+}
+
+fn stage_mark(m: &StageMark) -> pb::StageRef {
+    pb::StageRef { index: Some(m.index as i32), name: m.name.clone() }
 }
 
 fn stage_run<'a>(
@@ -228,7 +240,8 @@ pub fn origin(o: &ResumeOrigin) -> pb::ResumeOrigin {
     pb::ResumeOrigin {
         execution_id: o.execution_id.clone(),
         stage_name: o.stage_name.clone(),
-        stage_index: o.stage_index as i32,
+        stage_index: Some(o.stage_index as i32),
+        reason: o.reason.clone(),
     }
 }
 
@@ -289,6 +302,9 @@ pub fn history_entry(e: &Execution) -> pb::HistoryEntry {
         create_time: Some(timestamp(e.created_at)),
         start_time: e.started_at.map(timestamp),
         end_time: e.ended_at.map(timestamp),
+        status_message: e.status_message.clone(),
+        end_stage: e.end_stage.as_ref().map(stage_mark),
+        resume_reason: e.resumed_from.as_ref().map(|o| o.reason.clone()).unwrap_or_default(),
     }
 }
 
@@ -454,5 +470,7 @@ pub fn audit_event(e: AuditEvent) -> pb::AuditEvent {
         application: e.application.unwrap_or_default(),
         execution_id: e.execution_id.unwrap_or_default(),
         details: e.details,
+        chain_id: e.chain_id.unwrap_or_default(),
+        related_execution_id: e.related_execution_id.unwrap_or_default(),
     }
 }

@@ -4,7 +4,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::engine::Error;
+use crate::{engine::Error, store::StoreError};
 
 pub fn to_status(error: Error) -> Status {
     match error {
@@ -23,9 +23,21 @@ pub fn to_status(error: Error) -> Status {
         Error::AlreadyExists(m) => Status::already_exists(m),
         Error::Denied(m) => Status::permission_denied(format!("permission denied: {m}")),
         Error::Conflict(m) => Status::aborted(m),
-        Error::Store(e) => {
-            tracing::error!(error = %e, "storage failure");
-            Status::unavailable("the database is unavailable or failed; retry later")
+        Error::Store(StoreError::Unavailable(u)) => {
+            tracing::warn!(error = %u.message, "storage unavailable");
+            Status::unavailable(format!("{}; nothing was changed, retry", u.message))
+        }
+        Error::Store(StoreError::Duplicate(m)) => {
+            tracing::warn!(error = %m, "unexpected duplicate key");
+            Status::aborted("a concurrent change won; read again and retry")
+        }
+        Error::Store(e @ (StoreError::Rejected(_) | StoreError::Corrupt(_))) => {
+            // The database refused the statement and would again: a bug, or a
+            // limit the service failed to enforce. Never worth a retry.
+            tracing::error!(error = %e, "the database refused a statement");
+            Status::internal(
+                "the server could not store or read this request (the database refused it); it was not applied and retrying will not help",
+            )
         }
     }
 }

@@ -61,7 +61,7 @@ impl ExecutionService for ExecutionApi {
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let engine = &self.0.engine;
         let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
-        let points = engine.resume_points(&d).await.map_err(to_status)?;
+        let points = engine.resume_points(&d);
         let execution = convert::with_resume_points(convert::execution_detail(&d), points);
         Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution) }))
     }
@@ -141,22 +141,24 @@ impl ExecutionService for ExecutionApi {
             Some(pb::resume_request::FromStage::StageIndex(i)) => StageRef::Index(i as i64),
             _ => return Err(invalid("stage_name", "set stage_name or stage_index: the stage to resume from")),
         };
-        let unchangeable = [
-            ("variables", !r.variables.is_empty()),
-            ("artifacts", !r.artifacts.is_empty()),
-            ("pipeline_version", r.pipeline_version != 0),
-        ];
+        let unchangeable = [("variables", !r.variables.is_empty()), ("artifacts", !r.artifacts.is_empty())];
         if let Some((field, _)) = unchangeable.iter().find(|(_, set)| *set) {
             return Err(invalid(
                 field,
                 "a resume runs with the original inputs and pinned pipeline version and cannot change them; leave it empty, or start a new execution",
             ));
         }
+        const MAX_REASON: usize = 1024;
+        if r.reason.chars().count() > MAX_REASON {
+            return Err(invalid("reason", format!("at most {MAX_REASON} characters")));
+        }
         let resume = ResumeRequest {
             execution_id: convert::required("execution_id", r.execution_id)?,
             stage,
             request_id: (!r.request_id.is_empty()).then_some(r.request_id),
             validate_only: r.validate_only,
+            reason: r.reason,
+            pipeline_version: (r.pipeline_version != 0).then_some(r.pipeline_version),
             caller,
         };
         let engine = self.0.engine.clone();
@@ -193,12 +195,10 @@ impl ExecutionService for ExecutionApi {
         let caller = self.0.caller(&request).await?;
         let id = convert::required("execution_id", request.into_inner().execution_id)?;
         let Context { engine, shutdown } = self.0.clone();
-        let mut changes = engine.notifier().subscribe_executions();
         // Fail fast on an unknown id instead of opening an empty stream.
-        let first = engine.execution_for(&caller, &id).await.map_err(to_status)?;
+        let (mut watch, mut detail) = engine.watch(&caller, &id).await.map_err(to_status)?;
         let stream = async_stream::try_stream! {
             let mut last = None;
-            let mut detail = first;
             loop {
                 let snapshot = convert::execution_detail(&detail);
                 if last.as_ref() != Some(&snapshot) {
@@ -208,11 +208,26 @@ impl ExecutionService for ExecutionApi {
                 if detail.execution.status.is_final() || shutdown.is_cancelled() {
                     break;
                 }
+                // Woken by the commit that changes it (here or, announced,
+                // on another replica); a recheck only while announcements
+                // from other replicas do not arrive.
+                let recheck = engine.settings().recheck;
+                let relayed = engine.events().is_relayed();
                 tokio::select! {
-                    _ = engine.wait_for_change(&id, &mut changes) => {}
-                    _ = shutdown.cancelled() => {}
+                    changed = watch.changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep(recheck), if !relayed => {}
+                    _ = shutdown.cancelled() => break,
                 }
-                detail = engine.execution(&id).await.map_err(to_status)?;
+                let stamp = *watch.changes.borrow_and_update();
+                detail = if relayed {
+                    engine.execution_after(&id, stamp).await.map_err(to_status)?
+                } else {
+                    engine.execution(&id).await.map_err(to_status)?
+                };
             }
         };
         Ok(Response::new(Box::pin(stream)))

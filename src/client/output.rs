@@ -392,7 +392,8 @@ mod tests {
             resumed_from: Some(pb::ResumeOrigin {
                 execution_id: "e1".into(),
                 stage_name: "ship".into(),
-                stage_index: 1,
+                stage_index: Some(1),
+                reason: String::new(),
             }),
             variables: [("region".to_string(), "eu".to_string()), ("a".to_string(), "1".to_string())].into(),
             stages: vec![
@@ -517,7 +518,8 @@ ship/b    FAILED  3     exit status 3
                     resumed_from: Some(pb::ResumeOrigin {
                         execution_id: "e1".into(),
                         stage_name: "ship".into(),
-                        stage_index: 1,
+                        stage_index: Some(1),
+                        reason: String::new(),
                     }),
                     triggered_by: "bob".into(),
                     ..Default::default()

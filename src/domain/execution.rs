@@ -24,13 +24,81 @@ pub struct Execution {
     pub triggered_by: String,
     pub chain_id: String,
     pub attempt: i32,
-    /// Set on a resume: the execution it resumed and the stage it resumed from.
+    /// When the chain's first attempt was created (chain age limits need it
+    /// without reading that attempt).
+    pub chain_created_at: Millis,
+    /// Set on a resume: the execution it resumed, the stage it resumed from, and why.
     pub resumed_from: Option<ResumeOrigin>,
     /// The execution that resumed this one; None while this is the latest of its chain.
     pub resumed_by: Option<String>,
+    /// The stage where it failed, was aborted, expired or was rejected.
+    pub end_stage: Option<StageMark>,
     pub created_at: Millis,
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
+}
+
+/// A stage named by index and name, as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageMark {
+    pub index: usize,
+    pub name: String,
+}
+
+/// How many workflows of a stage are in each state. Kept on the stage row by
+/// the transaction that changes a workflow, so deciding whether a stage has
+/// ended never reads its workflows (the cost of a report is flat in the
+/// stage's width).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkflowCounts {
+    pub total: u32,
+    /// Queued or running.
+    pub open: u32,
+    pub failed: u32,
+    pub expired: u32,
+    pub cancelled: u32,
+}
+
+impl WorkflowCounts {
+    /// A stage that just queued `n` workflows.
+    pub fn queued(n: u32) -> Self {
+        WorkflowCounts { total: n, open: n, ..Default::default() }
+    }
+
+    pub fn succeeded(&self) -> u32 {
+        self.total.saturating_sub(self.open + self.failed + self.expired + self.cancelled)
+    }
+
+    /// The change one open workflow's end makes.
+    pub fn delta_of_end(status: WorkflowStatus) -> CountsDelta {
+        let mut d = CountsDelta { open: -1, ..Default::default() };
+        match status {
+            WorkflowStatus::Failed => d.failed = 1,
+            WorkflowStatus::Expired => d.expired = 1,
+            WorkflowStatus::Cancelled => d.cancelled = 1,
+            WorkflowStatus::Succeeded => {}
+            WorkflowStatus::Queued | WorkflowStatus::Running => d.open = 0,
+        }
+        d
+    }
+
+    pub fn apply(&mut self, d: CountsDelta) {
+        let add = |v: &mut u32, by: i32| *v = (*v as i64 + by as i64).max(0) as u32;
+        add(&mut self.open, d.open);
+        add(&mut self.failed, d.failed);
+        add(&mut self.expired, d.expired);
+        add(&mut self.cancelled, d.cancelled);
+    }
+}
+
+/// A change to [`WorkflowCounts`], applied in the database where the
+/// workflow's own row changes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountsDelta {
+    pub open: i32,
+    pub failed: i32,
+    pub expired: i32,
+    pub cancelled: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +113,19 @@ pub struct StageRun {
     pub deadline_at: Option<Millis>,
     pub decided_by: String,
     pub decision_comment: String,
-    /// Set when the stage was carried over by a resume: where it really ran.
+    /// Set when the stage was carried over by a resume: the execution where
+    /// it really ran (its workflows are read from there).
     pub carried_from: Option<String>,
+    pub counts: WorkflowCounts,
+    /// The first workflow of the stage that failed or expired, and its
+    /// message (short): why the stage ended, without copying every message.
+    pub first_failure: Option<FailureNote>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureNote {
+    pub workflow: String,
+    pub message: String,
 }
 
 impl StageRun {
@@ -63,6 +142,8 @@ impl StageRun {
             decided_by: String::new(),
             decision_comment: String::new(),
             carried_from: None,
+            counts: WorkflowCounts::default(),
+            first_failure: None,
         }
     }
 }
@@ -72,6 +153,8 @@ pub struct ResumeOrigin {
     pub execution_id: String,
     pub stage_index: usize,
     pub stage_name: String,
+    /// Why the caller resumed, as given (may be empty).
+    pub reason: String,
 }
 
 /// One workflow of a started stage, and the task that carries it to workers.
@@ -101,7 +184,48 @@ pub struct WorkflowRun {
     pub deadline_at: Option<Millis>,
 }
 
-/// An execution with everything needed to show it or decide its next step.
+/// An execution with what its rules need to decide the next step: the row,
+/// the pinned definition and every stage (workflows are changed set-wise and
+/// counted on their stage, never loaded for a decision).
+#[derive(Debug, Clone)]
+pub struct ExecutionState {
+    pub execution: Execution,
+    /// The pinned version, shared: it never changes once written.
+    pub definition: Arc<Definition>,
+    pub stages: Vec<StageRun>,
+}
+
+impl ExecutionState {
+    /// The approval stage waiting for a decision, if any.
+    pub fn waiting_approval(&self) -> Option<&StageRun> {
+        self.stages.iter().find(|s| s.status == StageStatus::WaitingApproval)
+    }
+
+    /// The state of an execution whose stage `current` is running, rebuilt
+    /// from that stage's row alone: stages run strictly in order, so every
+    /// stage before it has passed and every stage after it is pending. A
+    /// report or timer needs nothing else, so its cost does not grow with the
+    /// pipeline's length. The stages before `current` stand in as passed
+    /// and are never written (nothing changes a passed stage).
+    pub fn around_running_stage(execution: Execution, definition: Arc<Definition>, current: StageRun) -> Self {
+        let stages = definition
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(index, s)| match index.cmp(&current.index) {
+                std::cmp::Ordering::Less => {
+                    StageRun { status: StageStatus::Succeeded, ..StageRun::pending(index, &s.name) }
+                }
+                std::cmp::Ordering::Equal => current.clone(),
+                std::cmp::Ordering::Greater => StageRun::pending(index, &s.name),
+            })
+            .collect();
+        ExecutionState { execution, definition, stages }
+    }
+}
+
+/// An execution with everything needed to show it: its state and the
+/// workflows of every started stage (carried-over ones read from where they ran).
 #[derive(Debug, Clone)]
 pub struct ExecutionDetail {
     pub execution: Execution,
@@ -119,5 +243,31 @@ impl ExecutionDetail {
     /// The approval stage waiting for a decision, if any.
     pub fn waiting_approval(&self) -> Option<&StageRun> {
         self.stages.iter().find(|s| s.status == StageStatus::WaitingApproval)
+    }
+
+    /// The decision-making part of this view.
+    pub fn state(&self) -> ExecutionState {
+        ExecutionState {
+            execution: self.execution.clone(),
+            definition: self.definition.clone(),
+            stages: self.stages.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_each_kind_of_end() {
+        let mut c = WorkflowCounts::queued(5);
+        for s in [WorkflowStatus::Succeeded, WorkflowStatus::Failed, WorkflowStatus::Expired, WorkflowStatus::Cancelled]
+        {
+            c.apply(WorkflowCounts::delta_of_end(s));
+        }
+        assert_eq!(c, WorkflowCounts { total: 5, open: 1, failed: 1, expired: 1, cancelled: 1 });
+        assert_eq!(c.succeeded(), 1);
+        assert_eq!(WorkflowCounts::delta_of_end(WorkflowStatus::Running), CountsDelta::default());
     }
 }

@@ -98,8 +98,9 @@ pub struct Plan {
     pub skip: Vec<(usize, String)>,
     /// The stage to start now.
     pub start: Option<usize>,
-    /// The final status to record, with a message for people.
-    pub finish: Option<(E, String)>,
+    /// The final status to record, with a message for people and the stage
+    /// that ended it (none when every stage passed).
+    pub finish: Option<(E, String, Option<usize>)>,
 }
 
 /// Walks the stages in order from the first one not yet passed: skips those
@@ -117,7 +118,7 @@ pub fn plan(status: E, stages: &[(S, &Stage)], variables: &BTreeMap<String, Stri
             S::Pending => {}
             ended => {
                 let final_status = execution_outcome(*ended).unwrap_or(E::Failed);
-                plan.finish = Some((final_status, format!("stage {:?} ended {ended}", stage.name)));
+                plan.finish = Some((final_status, format!("stage {:?} ended {ended}", stage.name), Some(index)));
                 return plan;
             }
         }
@@ -131,12 +132,12 @@ pub fn plan(status: E, stages: &[(S, &Stage)], variables: &BTreeMap<String, Stri
                 return plan;
             }
             Err(e) => {
-                plan.finish = Some((E::Failed, format!("skip condition of stage {:?}: {e}", stage.name)));
+                plan.finish = Some((E::Failed, format!("skip condition of stage {:?}: {e}", stage.name), Some(index)));
                 return plan;
             }
         }
     }
-    plan.finish = Some((E::Succeeded, "every stage succeeded or was skipped".into()));
+    plan.finish = Some((E::Succeeded, "every stage succeeded or was skipped".into(), None));
     plan
 }
 

@@ -49,6 +49,19 @@ pub struct Stage {
     pub environment_type: EnvironmentType,
     pub skip: Option<Skip>,
     pub kind: StageKind,
+    /// What a workflow stage does when one of its workflows fails.
+    #[serde(default)]
+    pub failure_policy: FailurePolicy,
+}
+
+/// When a failing workflow ends its stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailurePolicy {
+    /// The stage ends when every workflow has ended (the default).
+    #[default]
+    WaitForAll,
+    /// The first failure cancels the running siblings and ends the stage FAILED at once.
+    FailFast,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,6 +225,7 @@ pub(crate) mod tests {
             environment_type: EnvironmentType::NonProd,
             skip: None,
             kind: StageKind::Workflows(workflows.iter().map(|w| workflow(w)).collect()),
+            failure_policy: FailurePolicy::WaitForAll,
         }
     }
 

@@ -1,55 +1,102 @@
 //! Access management: resolving a caller's grants, user groups, members,
-//! grants and the audit trail. Every change is audited in its transaction.
+//! grants and the audit trail. Every change is audited in its transaction
+//! and clears the grants cached for callers (here, and through the commit's
+//! announcement on the other replicas).
 
+use std::time::Duration;
+
+use moka::sync::Cache;
 use serde_json::json;
 
-use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page, work::Unit};
 use crate::{
     domain::access::{Caller, Grant, Permission, UserGroup},
     store::{
         StoreError, access,
-        audit::{self, AuditEvent},
+        audit::{self, AuditEvent, AuditFilter},
     },
 };
 
 /// The group a bootstrap admin is put in at start-up.
 const BOOTSTRAP_GROUP: &str = "bootstrap-admins";
 
+/// Callers' grants, so a call costs no query for them. Cleared by every
+/// access change; the time limit bounds how late a change made while the
+/// channel from other replicas was down is seen.
+pub(super) struct Callers {
+    grants: Cache<String, Vec<Grant>>,
+}
+
+impl Default for Callers {
+    fn default() -> Self {
+        Callers { grants: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build() }
+    }
+}
+
+impl Callers {
+    pub fn clear(&self) {
+        self.grants.invalidate_all();
+    }
+}
+
 impl Engine {
     /// The caller with `subject`'s grants, from every group it belongs to.
     pub async fn caller(&self, subject: &str) -> Result<Caller> {
-        let grants = access::grants_of(self.db(), subject).await?;
+        let grants = match self.inner.callers.grants.get(subject) {
+            Some(grants) => grants,
+            None => {
+                let grants = access::grants_of(&self.store().reader(), subject).await?;
+                self.inner.callers.grants.insert(subject.to_owned(), grants.clone());
+                grants
+            }
+        };
         Ok(Caller { subject: subject.to_owned(), grants, unrestricted: false })
+    }
+
+    /// Another replica changed access: forget cached grants.
+    pub fn access_changed_elsewhere(&self) {
+        self.inner.callers.clear();
     }
 
     /// Makes `subject` an admin through the bootstrap group; safe to run on
     /// every start of every replica.
     pub async fn bootstrap_admin(&self, subject: &str) -> Result<()> {
         let system = Caller::unrestricted("system:bootstrap");
-        let group_id = match access::group_by_name(self.db(), BOOTSTRAP_GROUP).await? {
-            Some(id) => id,
-            None => match self.create_group(&system, BOOTSTRAP_GROUP).await {
-                Ok(g) => {
-                    let grant = Grant {
-                        id: String::new(),
-                        group_id: g.id.clone(),
-                        permission: Permission::Admin,
-                        application: None,
-                        environment: None,
-                    };
-                    self.add_grant(&system, grant).await?;
-                    g.id
-                }
-                // Another replica created it at the same moment.
-                Err(Error::AlreadyExists(_)) => access::group_by_name(self.db(), BOOTSTRAP_GROUP)
-                    .await?
-                    .ok_or_else(|| Error::Conflict("bootstrap group vanished; restart".into()))?,
-                Err(e) => return Err(e),
-            },
-        };
+        let group_id =
+            match access::group_by_name(&self.store().reader(), BOOTSTRAP_GROUP).await? {
+                Some(id) => id,
+                None => match self.create_group(&system, BOOTSTRAP_GROUP).await {
+                    Ok(g) => {
+                        let grant = Grant {
+                            id: String::new(),
+                            group_id: g.id.clone(),
+                            permission: Permission::Admin,
+                            application: None,
+                            environment: None,
+                        };
+                        self.add_grant(&system, grant).await?;
+                        g.id
+                    }
+                    // Another replica created it at the same moment.
+                    Err(Error::AlreadyExists(_)) => access::group_by_name(&self.store().reader(), BOOTSTRAP_GROUP)
+                        .await?
+                        .ok_or_else(|| Error::Conflict("bootstrap group vanished; restart".into()))?,
+                    Err(e) => return Err(e),
+                },
+            };
         self.add_member(&system, &group_id, subject).await?;
         tracing::info!(subject, "bootstrap admin ensured");
         Ok(())
+    }
+
+    /// One access change in one unit of work.
+    async fn access_unit<T>(&self, work: impl AsyncFnOnce(&mut Unit) -> Result<T>) -> Result<T> {
+        let mut unit = self.unit(None).await?;
+        let result = work(&mut unit).await;
+        if result.is_ok() {
+            unit.after.access_changed();
+        }
+        self.finish(unit, result).await
     }
 
     pub async fn create_group(&self, caller: &Caller, name: &str) -> Result<UserGroup> {
@@ -58,33 +105,33 @@ impl Engine {
             return Err(Error::invalid("name", "required, at most 128 characters"));
         }
         let id = new_id();
-        let (_turn, txn) = self.begin().await?;
-        let written = async {
-            access::insert_group(&txn, &id, name, now()).await?;
-            Audit::new(caller, "access.group.create", json!({ "group_id": id, "name": name }))
-                .record(&txn, None, None)
-                .await
-        };
-        match written.await {
-            Err(StoreError::Duplicate(_)) => {
-                return Err(Error::AlreadyExists(format!("a user group named {name:?} exists already")));
+        self.access_unit(async |unit| {
+            match access::insert_group(&unit.tx, &id, name, now()).await {
+                Err(StoreError::Duplicate(_)) => {
+                    return Err(Error::AlreadyExists(format!(
+                        "a user group named {} exists already",
+                        crate::domain::quote(name)
+                    )));
+                }
+                other => other?,
             }
-            other => other?,
-        }
-        txn.commit().await?;
+            Audit::new(caller, "access.group.create", json!({ "group_id": id, "name": name })).record(&unit.tx).await?;
+            Ok(())
+        })
+        .await?;
         self.group(&id).await
     }
 
     pub async fn delete_group(&self, caller: &Caller, group_id: &str) -> Result<()> {
         authorize::administer(caller)?;
-        let (_turn, txn) = self.begin().await?;
-        if !access::delete_group(&txn, group_id).await? {
-            txn.rollback().await?;
-            return Err(Error::not_found("user group", group_id));
-        }
-        Audit::new(caller, "access.group.delete", json!({ "group_id": group_id })).record(&txn, None, None).await?;
-        txn.commit().await?;
-        Ok(())
+        self.access_unit(async |unit| {
+            if !access::delete_group(&unit.tx, group_id).await? {
+                return Err(Error::not_found("user group", group_id));
+            }
+            Audit::new(caller, "access.group.delete", json!({ "group_id": group_id })).record(&unit.tx).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn add_member(&self, caller: &Caller, group_id: &str, subject: &str) -> Result<UserGroup> {
@@ -93,26 +140,30 @@ impl Engine {
             return Err(Error::invalid("subject", "required: the `sub` claim of the member's tokens"));
         }
         self.group(group_id).await?;
-        let (_turn, txn) = self.begin().await?;
-        if access::add_member(&txn, group_id, subject).await? {
-            Audit::new(caller, "access.member.add", json!({ "group_id": group_id, "subject": subject }))
-                .record(&txn, None, None)
-                .await?;
-        }
-        txn.commit().await?;
+        self.access_unit(async |unit| {
+            if access::add_member(&unit.tx, group_id, subject).await? {
+                Audit::new(caller, "access.member.add", json!({ "group_id": group_id, "subject": subject }))
+                    .record(&unit.tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await?;
         self.group(group_id).await
     }
 
     pub async fn remove_member(&self, caller: &Caller, group_id: &str, subject: &str) -> Result<UserGroup> {
         authorize::administer(caller)?;
         self.group(group_id).await?;
-        let (_turn, txn) = self.begin().await?;
-        if access::remove_member(&txn, group_id, subject).await? {
-            Audit::new(caller, "access.member.remove", json!({ "group_id": group_id, "subject": subject }))
-                .record(&txn, None, None)
-                .await?;
-        }
-        txn.commit().await?;
+        self.access_unit(async |unit| {
+            if access::remove_member(&unit.tx, group_id, subject).await? {
+                Audit::new(caller, "access.member.remove", json!({ "group_id": group_id, "subject": subject }))
+                    .record(&unit.tx)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await?;
         self.group(group_id).await
     }
 
@@ -131,59 +182,67 @@ impl Engine {
             ));
         }
         grant.id = new_id();
-        let (_turn, txn) = self.begin().await?;
-        access::insert_grant(&txn, &grant, now()).await?;
-        let details = json!({
-            "grant_id": grant.id, "group_id": grant.group_id, "permission": grant.permission.as_str(),
-            "application": grant.application, "environment_type": grant.environment.map(|e| e.as_str()),
-        });
-        Audit::new(caller, "access.grant.add", details).record(&txn, grant.application.as_deref(), None).await?;
-        txn.commit().await?;
+        self.access_unit(async |unit| {
+            access::insert_grant(&unit.tx, &grant, now()).await?;
+            let details = json!({
+                "grant_id": grant.id, "group_id": grant.group_id, "permission": grant.permission.as_str(),
+                "application": grant.application, "environment_type": grant.environment.map(|e| e.as_str()),
+            });
+            let mut audit = Audit::new(caller, "access.grant.add", details);
+            if let Some(app) = &grant.application {
+                audit = audit.in_application(app);
+            }
+            audit.record(&unit.tx).await?;
+            Ok(())
+        })
+        .await?;
         Ok(grant)
     }
 
     pub async fn remove_grant(&self, caller: &Caller, grant_id: &str) -> Result<()> {
         authorize::administer(caller)?;
-        let (_turn, txn) = self.begin().await?;
-        let Some(grant) = access::delete_grant(&txn, grant_id).await? else {
-            txn.rollback().await?;
-            return Err(Error::not_found("grant", grant_id));
-        };
-        Audit::new(caller, "access.grant.remove", json!({ "grant_id": grant_id, "group_id": grant.group_id }))
-            .record(&txn, grant.application.as_deref(), None)
-            .await?;
-        txn.commit().await?;
-        Ok(())
+        self.access_unit(async |unit| {
+            let Some(grant) = access::delete_grant(&unit.tx, grant_id).await? else {
+                return Err(Error::not_found("grant", grant_id));
+            };
+            let mut audit =
+                Audit::new(caller, "access.grant.remove", json!({ "grant_id": grant_id, "group_id": grant.group_id }));
+            if let Some(app) = &grant.application {
+                audit = audit.in_application(app);
+            }
+            audit.record(&unit.tx).await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn list_groups(&self, caller: &Caller, after: Option<&str>, size: u64) -> Result<Page<UserGroup>> {
         authorize::administer(caller)?;
-        let mut items = access::list_groups(self.db(), after, size + 1).await?;
+        let mut items = access::list_groups(&self.store().reader(), after, size + 1).await?;
         Ok(Page::cut(&mut items, size, |g| g.id.clone()))
     }
 
-    /// A page of the audit trail. Scoped to an application or an execution it
-    /// needs read access there; the whole trail needs ADMIN.
+    /// A page of the audit trail. Scoped to an application, an execution or a
+    /// chain it needs read access there; the whole trail needs ADMIN.
     pub async fn list_audit(
         &self,
         caller: &Caller,
-        application: Option<&str>,
-        execution_id: Option<&str>,
+        filter: &AuditFilter,
         before: Option<&str>,
         size: u64,
     ) -> Result<Page<AuditEvent>> {
-        match (application, execution_id) {
-            (_, Some(id)) => {
+        match (&filter.application, &filter.execution_id, &filter.chain_id) {
+            (_, Some(id), _) | (_, None, Some(id)) => {
                 self.execution_for(caller, id).await?;
             }
-            (Some(app), None) => authorize::read(caller, app)?,
-            (None, None) => authorize::administer(caller)?,
+            (Some(app), None, None) => authorize::read(caller, app)?,
+            (None, None, None) => authorize::administer(caller)?,
         }
-        let mut items = audit::list(self.db(), application, execution_id, before, size + 1).await?;
+        let mut items = audit::list(&self.store().reader(), filter, before, size + 1).await?;
         Ok(Page::cut(&mut items, size, |e| e.id.clone()))
     }
 
     async fn group(&self, id: &str) -> Result<UserGroup> {
-        access::group(self.db(), id).await?.ok_or_else(|| Error::not_found("user group", id))
+        access::group(&self.store().reader(), id).await?.ok_or_else(|| Error::not_found("user group", id))
     }
 }

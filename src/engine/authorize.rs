@@ -3,7 +3,7 @@
 use super::{Error, Result};
 use crate::domain::{
     access::{Action, Caller},
-    execution::ExecutionDetail,
+    execution::ExecutionState,
     pipeline::Definition,
 };
 
@@ -15,7 +15,7 @@ pub fn execute(caller: &Caller, application: &str, definition: &Definition, from
 
 /// May `caller` steer `d` (abort, pause, continue, approve, reject)? It must
 /// be allowed to run every stage the execution has not yet passed.
-pub fn steer(caller: &Caller, d: &ExecutionDetail) -> Result<()> {
+pub fn steer(caller: &Caller, d: &ExecutionState) -> Result<()> {
     let from = d.stages.iter().position(|s| !s.status.is_passed()).unwrap_or(d.stages.len());
     execute(caller, &d.execution.application, &d.definition, from)
 }

@@ -2,14 +2,16 @@
 
 use serde_json::json;
 
-use super::{Audit, Engine, Error, Result, authorize, progress};
-use crate::domain::{
-    access::Caller,
-    execution::{ExecutionDetail, Millis},
-    machine::{Command, Effect, check_command},
-    status::{ExecutionStatus, StageStatus},
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, work::Unit};
+use crate::{
+    domain::{
+        access::Caller,
+        control::{self, CommandError, Order},
+        execution::ExecutionDetail,
+        progress::Changes,
+    },
+    store::executions::{self, Key},
 };
-use crate::store::executions::{Key, Scope};
 
 /// An approval decision.
 #[derive(Debug, Clone)]
@@ -24,139 +26,80 @@ pub struct Decision {
 impl Engine {
     /// Stops scheduling and cancels running workflows; nothing is rolled back.
     pub async fn abort(&self, execution_id: &str, reason: &str, caller: &Caller) -> Result<ExecutionDetail> {
-        let actor = caller.subject.as_str();
-        let audit = Audit::new(caller, "execution.abort", json!({ "reason": reason }));
-        let (_, d) = self
-            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, now| {
-                authorize::steer(caller, d)?;
-                if let Effect::To(_) = check_command(d.execution.status, Command::Abort)? {
-                    abort(d, reason, actor, now);
-                }
-                Ok(())
-            })
-            .await?;
-        tracing::info!(execution_id, actor, reason, "execution aborted");
+        let order = Order::Abort { reason: reason.to_owned() };
+        let d = self.command(execution_id, order, caller, "execution.abort", json!({ "reason": reason })).await?;
+        tracing::info!(execution_id, actor = %caller.subject, reason, "execution aborted");
         Ok(d)
     }
 
     pub async fn pause(&self, execution_id: &str, caller: &Caller) -> Result<ExecutionDetail> {
-        let actor = caller.subject.as_str();
-        let audit = Audit::new(caller, "execution.pause", json!({}));
-        let (_, d) = self
-            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, _| {
-                authorize::steer(caller, d)?;
-                if let Effect::To(status) = check_command(d.execution.status, Command::Pause)? {
-                    d.execution.status = status;
-                    d.execution.status_message = format!("paused by {actor}; Continue to start the next stage");
-                }
-                Ok(())
-            })
-            .await?;
-        tracing::info!(execution_id, actor, "execution paused");
+        let d = self.command(execution_id, Order::Pause, caller, "execution.pause", json!({})).await?;
+        tracing::info!(execution_id, actor = %caller.subject, "execution paused");
         Ok(d)
     }
 
     pub async fn continue_execution(&self, execution_id: &str, caller: &Caller) -> Result<ExecutionDetail> {
-        let actor = caller.subject.as_str();
-        let audit = Audit::new(caller, "execution.continue", json!({}));
-        let (_, d) = self
-            .change(Key::Id(execution_id), Scope::Whole, Some(audit), |d, now| {
-                authorize::steer(caller, d)?;
-                if let Effect::To(status) = check_command(d.execution.status, Command::Continue)? {
-                    d.execution.status =
-                        if d.execution.started_at.is_some() { status } else { ExecutionStatus::Queued };
-                    d.execution.status_message = format!("continued by {actor}");
-                    progress::advance(d, now);
-                }
-                Ok(())
-            })
-            .await?;
-        tracing::info!(execution_id, actor, "execution continued");
+        let d = self.command(execution_id, Order::Continue, caller, "execution.continue", json!({})).await?;
+        tracing::info!(execution_id, actor = %caller.subject, "execution continued");
         Ok(d)
     }
 
     pub async fn approve(&self, decision: Decision) -> Result<ExecutionDetail> {
-        self.decide(decision, Command::Approve).await
+        self.decide(decision, true).await
     }
 
     pub async fn reject(&self, decision: Decision) -> Result<ExecutionDetail> {
-        self.decide(decision, Command::Reject).await
+        self.decide(decision, false).await
     }
 
-    async fn decide(&self, decision: Decision, command: Command) -> Result<ExecutionDetail> {
-        let action = if command == Command::Approve { "execution.approve" } else { "execution.reject" };
-        let audit =
-            Audit::new(&decision.caller, action, json!({ "stage": decision.stage_name, "comment": decision.comment }));
-        let actor = decision.caller.subject.clone();
-        let (stage, d) = self
-            .change(Key::Id(&decision.execution_id), Scope::Whole, Some(audit), |d, now| {
-                authorize::steer(&decision.caller, d)?;
-                check_command(d.execution.status, command)?;
-                let index = waiting_stage(d, decision.stage_name.as_deref())?;
-                let stage = &mut d.stages[index];
-                stage.decided_by = actor.clone();
-                stage.decision_comment = decision.comment.clone();
-                stage.ended_at = Some(now);
-                stage.deadline_at = None;
-                let name = stage.name.clone();
-                if command == Command::Approve {
-                    stage.status = StageStatus::Succeeded;
-                    stage.status_message = format!("approved by {}", actor);
-                    progress::advance(d, now);
-                } else {
-                    stage.status = StageStatus::Rejected;
-                    stage.status_message = format!("rejected by {}", actor);
-                    let message = format!("approval {name:?} rejected by {}: {}", actor, decision.comment);
-                    progress::finish(d, ExecutionStatus::Rejected, message, now);
-                }
-                Ok(name)
-            })
-            .await?;
-        tracing::info!(execution_id = %decision.execution_id, stage, actor = %actor, ?command, "approval decided");
+    async fn decide(&self, decision: Decision, approve: bool) -> Result<ExecutionDetail> {
+        let action = if approve { "execution.approve" } else { "execution.reject" };
+        let details = json!({ "stage": decision.stage_name, "comment": decision.comment });
+        let order = Order::Decide { approve, stage: decision.stage_name.clone(), comment: decision.comment.clone() };
+        let d = self.command(&decision.execution_id, order, &decision.caller, action, details).await?;
+        tracing::info!(execution_id = %decision.execution_id, actor = %decision.caller.subject, approve,
+            "approval decided");
         Ok(d)
     }
-}
 
-pub(super) fn abort(d: &mut ExecutionDetail, reason: &str, actor: &str, now: Millis) {
-    for stage in &mut d.stages {
-        if stage.status.is_active() {
-            stage.status = StageStatus::Aborted;
-            stage.status_message = "was running when the execution was aborted; nothing was rolled back".into();
-            stage.ended_at = Some(now);
-            stage.deadline_at = None;
-        }
+    /// One command in one unit of work; answers with the execution as committed.
+    async fn command(
+        &self,
+        execution_id: &str,
+        order: Order,
+        caller: &Caller,
+        action: &'static str,
+        details: serde_json::Value,
+    ) -> Result<ExecutionDetail> {
+        let mut unit = self.unit(Some(execution_id)).await?;
+        let result = self.command_in(&mut unit, execution_id, &order, caller, action, details).await;
+        self.finish(unit, result).await?;
+        Ok((*self.view(execution_id).await?.detail).clone())
     }
-    let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
-    progress::finish(d, ExecutionStatus::Aborted, format!("aborted by {actor}{why}"), now);
-}
 
-fn waiting_stage(d: &ExecutionDetail, asked: Option<&str>) -> Result<usize> {
-    let Some(waiting) = d.waiting_approval() else {
-        let current = d.stages.iter().find(|s| s.status.is_active()).map(|s| s.name.as_str());
-        return Err(Error::refused(
-            "NO_APPROVAL_WAITING",
-            match current {
-                Some(name) => format!(
-                    "no approval is waiting: stage {name:?} is running; wait until an approval stage is reached"
-                ),
-                None => "no approval is waiting; wait until an approval stage is reached".into(),
-            },
-        ));
-    };
-    match asked {
-        Some(name) if name != waiting.name => {
-            if d.stages.iter().any(|s| s.name == name) {
-                Err(Error::refused(
-                    "STAGE_NOT_WAITING",
-                    format!("stage {name:?} is not waiting for approval; the waiting stage is {:?}", waiting.name),
-                ))
-            } else {
-                Err(Error::invalid(
-                    "stage_name",
-                    format!("the pipeline has no stage {name:?}; the waiting stage is {:?}", waiting.name),
-                ))
-            }
-        }
-        _ => Ok(waiting.index),
+    async fn command_in(
+        &self,
+        unit: &mut Unit,
+        execution_id: &str,
+        order: &Order,
+        caller: &Caller,
+        action: &'static str,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let not_found = || Error::not_found("execution", execution_id);
+        let execution = executions::lock(&unit.tx, Key::Id(execution_id)).await?.ok_or_else(not_found)?;
+        authorize::read(caller, &execution.application).map_err(|_| not_found())?;
+        let before = self.state_of(unit, execution).await?;
+        authorize::steer(caller, &before)?;
+        let mut after = before.clone();
+        let mut changes = Changes::default();
+        let now = now();
+        control::apply(&mut after, order, &caller.subject, now, &mut new_id, &mut changes).map_err(|e| match e {
+            CommandError::Refused(r) => Error::Refused(r),
+            CommandError::Invalid(v) => Error::Invalid(vec![v]),
+        })?;
+        self.save(unit, &before, &after, changes, now).await?;
+        Audit::new(caller, action, details).on(&after.execution).record(&unit.tx).await?;
+        Ok(())
     }
 }

@@ -2,28 +2,34 @@
 //! gets what the first call created; reusing the id for another request is
 //! refused.
 
+use sea_orm::ConnectionTrait;
+
 use super::{Engine, Error, Result, authorize};
 use crate::{
-    domain::{access::Caller, execution::Execution},
+    domain::{access::Caller, execution::Execution, quote},
     store::executions,
 };
 
 impl Engine {
     /// The execution an earlier call with `request_id` created, if it was the
-    /// same request (`fingerprint`) and `caller` may read it.
+    /// same request (`fingerprint`) and `caller` may read it. Read on the
+    /// unit's own connection, after its lock, so a concurrent call that
+    /// committed first is seen.
     pub(super) async fn earlier(
         &self,
+        c: &impl ConnectionTrait,
         request_id: Option<&str>,
         fingerprint: &str,
         caller: &Caller,
     ) -> Result<Option<Execution>> {
         let Some(request_id) = request_id else { return Ok(None) };
-        let Some((existing, stored)) = executions::find_by_request_id(self.db(), request_id).await? else {
+        let Some((existing, stored)) = executions::find_by_request_id(c, request_id).await? else {
             return Ok(None);
         };
         if stored != fingerprint {
             return Err(Error::AlreadyExists(format!(
-                "request_id {request_id:?} was already used by execution {} for a different request; use a new request id",
+                "request_id {} was already used by execution {} for a different request; use a new request id",
+                quote(request_id),
                 existing.id
             )));
         }

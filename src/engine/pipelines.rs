@@ -2,9 +2,11 @@
 
 use serde_json::json;
 
+use sea_orm::ConnectionTrait;
+
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
-    domain::{access::Caller, pipeline::Definition},
+    domain::{access::Caller, pipeline::Definition, quote},
     store::{StoreError, pipelines, pipelines::PipelineRecord},
 };
 
@@ -38,23 +40,23 @@ impl Engine {
         }
         authorize::execute(caller, &new.application, &new.definition, 0)?;
         let id = new_id();
-        let (_turn, txn) = self.begin().await?;
+        let unit = self.unit(None).await?;
         let written = async {
-            pipelines::insert(&txn, &id, &new.application, &new.name, &new.definition, now()).await?;
+            pipelines::insert(&unit.tx, &id, &new.application, &new.name, &new.definition, now()).await?;
             Audit::new(caller, "pipeline.create", json!({ "pipeline_id": id, "name": new.name }))
-                .record(&txn, Some(&new.application), None)
+                .in_application(&new.application)
+                .record(&unit.tx)
                 .await
         };
-        match written.await {
-            Err(StoreError::Duplicate(_)) => {
-                return Err(Error::AlreadyExists(format!(
-                    "application {:?} already has a pipeline named {:?}; update it with UpdatePipeline or pick another name",
-                    new.application, new.name
-                )));
-            }
-            other => other?,
-        }
-        txn.commit().await?;
+        let written = match written.await {
+            Err(StoreError::Duplicate(_)) => Err(Error::AlreadyExists(format!(
+                "application {} already has a pipeline named {}; update it with UpdatePipeline or pick another name",
+                quote(&new.application),
+                quote(&new.name)
+            ))),
+            other => other.map_err(Error::from),
+        };
+        self.finish(unit, written).await?;
         tracing::info!(pipeline_id = %id, application = %new.application, name = %new.name, "pipeline created");
         self.pipeline(&id, None).await
     }
@@ -68,24 +70,28 @@ impl Engine {
         }
         update.definition.validate().map_err(Error::Invalid)?;
         let id = &update.pipeline_id;
-        let current = self.pipeline(id, None).await?;
+        let current = self.pipeline_for(caller, id, None).await?;
         authorize::execute(caller, &current.application, &update.definition, 0)?;
-        let (_turn, txn) = self.begin().await?;
-        if !pipelines::add_version(&txn, id, update.expected_version, &update.definition, now()).await? {
-            let latest = pipelines::latest_version(&txn, id).await?;
-            txn.rollback().await?;
-            return Err(match latest {
-                None => Error::not_found("pipeline", id),
-                Some(latest) => Error::Conflict(format!(
-                    "pipeline {id:?} is at version {latest}, not {}: it changed since you read it; read it again and retry",
-                    update.expected_version
-                )),
-            });
+        let unit = self.unit(None).await?;
+        let written = async {
+            if !pipelines::add_version(&unit.tx, id, update.expected_version, &update.definition, now()).await? {
+                let latest = pipelines::latest_version(&unit.tx, id).await?;
+                return Err(match latest {
+                    None => Error::not_found("pipeline", id),
+                    Some(latest) => Error::Conflict(format!(
+                        "pipeline {id} is at version {latest}, not {}: it changed since you read it; read it again and retry",
+                        update.expected_version
+                    )),
+                });
+            }
+            Audit::new(caller, "pipeline.update", json!({ "pipeline_id": id, "version": update.expected_version + 1 }))
+                .in_application(&current.application)
+                .record(&unit.tx)
+                .await?;
+            Ok(())
         }
-        Audit::new(caller, "pipeline.update", json!({ "pipeline_id": id, "version": update.expected_version + 1 }))
-            .record(&txn, Some(&current.application), None)
-            .await?;
-        txn.commit().await?;
+        .await;
+        self.finish(unit, written).await?;
         tracing::info!(pipeline_id = %id, version = update.expected_version + 1, "pipeline updated");
         self.pipeline(id, None).await
     }
@@ -93,20 +99,27 @@ impl Engine {
     /// The pipeline at `version` (or its latest), if `caller` may read it.
     pub async fn pipeline_for(&self, caller: &Caller, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
         let p = self.pipeline(id, version).await?;
-        authorize::read(caller, &p.application)?;
+        authorize::read(caller, &p.application).map_err(|_| Error::not_found("pipeline", id))?;
         Ok(p)
     }
 
     /// The pipeline at `version`, or its latest version.
     pub async fn pipeline(&self, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
-        if let Some(p) = pipelines::get(self.db(), id, version).await? {
-            return Ok(p);
+        let reader = self.store().reader();
+        match pipelines::get(&reader, id, version).await? {
+            Some(p) => Ok(p),
+            None => Err(self.missing_pipeline(&reader, id, version).await),
         }
-        match (pipelines::latest_version(self.db(), id).await?, version) {
-            (Some(latest), Some(v)) => {
-                Err(Error::NotFound(format!("pipeline {id:?} has no version {v}; its versions are 1 to {latest}")))
+    }
+
+    /// Why pipeline `id` at `version` was not found, in words.
+    pub(super) async fn missing_pipeline(&self, c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Error {
+        match (pipelines::latest_version(c, id).await, version) {
+            (Ok(Some(latest)), Some(v)) => {
+                Error::NotFound(format!("pipeline {id} has no version {v}; its versions are 1 to {latest}"))
             }
-            _ => Err(Error::not_found("pipeline", id)),
+            (Err(e), _) => e.into(),
+            _ => Error::not_found("pipeline", id),
         }
     }
 
@@ -122,7 +135,8 @@ impl Engine {
             authorize::read(caller, app)?;
         }
         let readable = caller.readable_applications();
-        let mut items = pipelines::list(self.db(), application, readable.as_deref(), after, size + 1).await?;
+        let mut items =
+            pipelines::list(&self.store().reader(), application, readable.as_deref(), after, size + 1).await?;
         Ok(Page::cut(&mut items, size, |p| p.id.clone()))
     }
 }

@@ -1,16 +1,16 @@
-//! Reads: one execution, a page of executions, and a watch of changes.
+//! Reads: one execution, a page of executions, a chain's history, and the
+//! revisions a watcher waits on. Each is one consistent snapshot: a single
+//! statement, or one read transaction.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::sync::broadcast::error::RecvError;
-
-use super::{Engine, Error, Result, authorize};
+use super::{Engine, Error, Result, authorize, views::Watch};
 use crate::{
     domain::{
         access::Caller,
         execution::{Execution, ExecutionDetail},
     },
-    store::executions::{self, ListFilter, Scope},
+    store::executions::{self, ListFilter},
 };
 
 /// One page of a keyset-paginated list.
@@ -33,17 +33,33 @@ impl<T> Page<T> {
 }
 
 impl Engine {
-    pub async fn execution(&self, id: &str) -> Result<ExecutionDetail> {
-        executions::load(self.db(), id, self.definitions(), Scope::Whole)
-            .await?
-            .ok_or_else(|| Error::not_found("execution", id))
+    /// The execution as it is now (one snapshot, shared by every reader of
+    /// the same revision).
+    pub async fn execution(&self, id: &str) -> Result<Arc<ExecutionDetail>> {
+        Ok(self.view(id).await?.detail)
     }
 
-    /// The execution, if `caller` may read it.
-    pub async fn execution_for(&self, caller: &Caller, id: &str) -> Result<ExecutionDetail> {
+    /// The execution, if `caller` may read it; NOT_FOUND otherwise, as if it
+    /// did not exist.
+    pub async fn execution_for(&self, caller: &Caller, id: &str) -> Result<Arc<ExecutionDetail>> {
         let d = self.execution(id).await?;
-        authorize::read(caller, &d.execution.application)?;
+        authorize::read(caller, &d.execution.application).map_err(|_| Error::not_found("execution", id))?;
         Ok(d)
+    }
+
+    /// The execution as shown after the change stamped `stamp`, for a
+    /// watcher woken by it (shared by every watcher of the execution).
+    pub async fn execution_after(&self, id: &str, stamp: u64) -> Result<Arc<ExecutionDetail>> {
+        Ok(self.view_after(id, stamp).await?.detail)
+    }
+
+    /// Starts watching an execution `caller` may read: the stamps of its
+    /// changes as they are committed, and the execution now.
+    pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(Watch, Arc<ExecutionDetail>)> {
+        let changes = self.events().watch_execution(id);
+        let cached = self.view(id).await?;
+        authorize::read(caller, &cached.detail.execution.application).map_err(|_| Error::not_found("execution", id))?;
+        Ok((Watch { changes }, cached.detail))
     }
 
     /// A page of the deployments view, limited to what `caller` may read.
@@ -54,11 +70,8 @@ impl Engine {
         before: Option<&str>,
         size: u64,
     ) -> Result<Page<Execution>> {
-        if let Some(app) = &filter.application {
-            authorize::read(caller, app)?;
-        }
         let filter = ListFilter { readable: caller.readable_applications(), ..filter.clone() };
-        let mut items = executions::list(self.db(), &filter, before, size + 1).await?;
+        let mut items = executions::list(&self.store().reader(), &filter, before, size + 1).await?;
         Ok(Page::cut(&mut items, size, |e| e.id.clone()))
     }
 
@@ -70,26 +83,10 @@ impl Engine {
         before_attempt: Option<i32>,
         size: u64,
     ) -> Result<(String, Page<Execution>)> {
-        let e = executions::get(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
-        authorize::read(caller, &e.application)?;
-        let mut items = executions::chain(self.db(), &e.chain_id, before_attempt, size + 1).await?;
+        let reader = self.store().reader();
+        let e = executions::get(&reader, id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+        authorize::read(caller, &e.application).map_err(|_| Error::not_found("execution", id))?;
+        let mut items = executions::chain(&reader, &e.chain_id, before_attempt, size + 1).await?;
         Ok((e.chain_id, Page::cut(&mut items, size, |e| e.attempt.to_string())))
-    }
-
-    /// Waits until the execution may have changed: a local announcement, or
-    /// the recheck interval (changes made by other replicas).
-    pub async fn wait_for_change(&self, id: &str, changes: &mut tokio::sync::broadcast::Receiver<String>) {
-        let recheck = self.settings().recheck;
-        let wait = async {
-            loop {
-                match changes.recv().await {
-                    Ok(changed) if changed == id => return,
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => return,
-                    Err(RecvError::Closed) => std::future::pending::<()>().await,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(recheck.max(Duration::from_millis(10)), wait).await;
     }
 }

@@ -1,20 +1,20 @@
 //! Resume: a new execution in the same chain that carries over the stages
-//! before the chosen one and runs the rest, created in one transaction.
+//! before the chosen one and runs the rest, created in one transaction on
+//! the locked original.
 
 use serde_json::json;
 
-use super::{Audit, Engine, Error, Result, authorize, new_id, now, progress};
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, start::Created, work::Unit};
 use crate::{
     domain::{
         access::Caller,
-        execution::{ExecutionDetail, ResumeOrigin, StageRun},
-        resume::{self, Block, Planned, ResolveError, StageRef},
-        status::{ExecutionStatus, StageStatus},
+        execution::{ExecutionDetail, ExecutionState},
+        progress::{self, Changes},
+        resume::{self, Block, NewAttempt, Planned, ResolveError, StageRef},
     },
     store::{
-        StoreError,
-        executions::{self, Key, Scope},
-        pipelines,
+        executions::{self, Key},
+        pipelines, stages,
     },
 };
 
@@ -24,6 +24,11 @@ pub struct ResumeRequest {
     pub stage: StageRef,
     pub request_id: Option<String>,
     pub validate_only: bool,
+    /// Why the caller resumes (recorded with the new execution).
+    pub reason: String,
+    /// The version the caller believes is pinned; anything else is refused,
+    /// as a resume cannot change it.
+    pub pipeline_version: Option<i64>,
     pub caller: Caller,
 }
 
@@ -41,7 +46,7 @@ pub struct ResumeOutcome {
     pub plan: Vec<PlannedStage>,
     pub pipeline_version: i64,
     pub latest_pipeline_version: i64,
-    /// Stages that were running when the resumed execution was aborted.
+    /// Workflow stages that were running when the resumed execution was aborted.
     pub not_rolled_back: Vec<String>,
 }
 
@@ -51,121 +56,150 @@ impl ResumeRequest {
             StageRef::Name(n) => serde_json::json!({ "name": n }),
             StageRef::Index(i) => serde_json::json!({ "index": i }),
         };
-        serde_json::json!(["resume", self.execution_id, stage]).to_string()
+        serde_json::json!(["resume", self.execution_id, stage, self.reason]).to_string()
     }
 }
 
 impl Engine {
+    /// Resumes an execution. The original is locked first, then the request
+    /// id is looked up and the rules checked, all in one transaction: any
+    /// number of concurrent calls with one request id get the one execution
+    /// created, and of calls with different ids exactly one wins.
     pub async fn resume(&self, request: ResumeRequest) -> Result<ResumeOutcome> {
-        let started = std::time::Instant::now();
+        let mut unit = self.unit(Some(&request.execution_id)).await?;
+        let result = self.resume_in(&mut unit, &request).await;
+        let (outcome, created) = self.finish(unit, result).await?;
+        match created {
+            Some(Created::New(detail)) => {
+                let e = &detail.execution;
+                metrics::counter!(crate::metrics::RESUMES).increment(1);
+                tracing::info!(execution_id = %e.id, resumed = %request.execution_id, chain_id = %e.chain_id,
+                    attempt = e.attempt, stage = %e.resumed_from.as_ref().map(|o| o.stage_name.as_str()).unwrap_or(""),
+                    actor = %request.caller.subject, "execution resumed");
+                Ok(ResumeOutcome { execution: Some(*detail), ..outcome })
+            }
+            Some(Created::Earlier(id)) => {
+                let view = self.view(&id).await?;
+                Ok(ResumeOutcome { execution: Some((*view.detail).clone()), ..outcome })
+            }
+            None => Ok(outcome),
+        }
+    }
+
+    async fn resume_in(&self, unit: &mut Unit, request: &ResumeRequest) -> Result<(ResumeOutcome, Option<Created>)> {
+        let old_id = request.execution_id.as_str();
+        let tx = &unit.tx;
+        let not_found = || Error::not_found("execution", old_id);
+        // Lock first: a resume racing this one has committed or not started.
+        let execution = executions::lock(tx, Key::Id(old_id)).await?.ok_or_else(not_found)?;
+        authorize::read(&request.caller, &execution.application).map_err(|_| not_found())?;
         let fingerprint = request.fingerprint();
-        if let Some(done) = self.replay_resume(&request, &fingerprint).await? {
-            return Ok(done);
+        if let Some(existing) = self.earlier(tx, request.request_id.as_deref(), &fingerprint, &request.caller).await? {
+            let Some(origin) = &existing.resumed_from else {
+                return Err(Error::AlreadyExists(format!(
+                    "request_id {} was used to start execution {}; use a new request id",
+                    crate::domain::quote(&existing.request_id),
+                    existing.id
+                )));
+            };
+            let old = self.state_of(unit, execution).await?;
+            let outcome = self.outcome(unit, &old, origin.stage_index).await?;
+            return Ok((outcome, Some(Created::Earlier(existing.id))));
         }
+        let old = self.state_of(unit, execution).await?;
+        if let Some(asked) = request.pipeline_version.filter(|v| *v != old.execution.pipeline_version) {
+            return Err(Error::invalid(
+                "pipeline_version",
+                format!(
+                    "a resume runs the pinned version {} and cannot change it; leave it 0, or start a new execution to run version {asked}",
+                    old.execution.pipeline_version
+                ),
+            ));
+        }
+        resume::check_execution(&old.execution, self.settings().chain_limits, now())
+            .map_err(|(_, refusal)| Error::Refused(refusal))?;
+        let from = resume::resolve_stage(&old, &request.stage).map_err(|e| match e {
+            ResolveError::Invalid(v) => Error::Invalid(vec![v]),
+            ResolveError::Refused(r) => Error::Refused(r),
+        })?;
+        authorize::execute(&request.caller, &old.execution.application, &old.definition, from)?;
+        let outcome = self.outcome(unit, &old, from).await?;
         if request.validate_only {
-            let old = self.execution(&request.execution_id).await?;
-            let from = self.check_resume(&request.caller, &old, &request.stage).await?;
-            return self.outcome(&old, from, None).await;
+            return Ok((outcome, None));
         }
-        let (turn, txn) = self.begin().await?;
-        let old_id = &request.execution_id;
-        let Some(locked) = executions::lock(&txn, Key::Id(old_id)).await? else {
-            txn.rollback().await?;
-            return Err(Error::not_found("execution", old_id));
+
+        let id = new_id();
+        let now = now();
+        let attempt = NewAttempt {
+            request_id: request.request_id.clone().unwrap_or_else(|| format!("server:{id}")),
+            id,
+            actor: request.caller.subject.clone(),
+            reason: request.reason.clone(),
+            now,
         };
-        let old = executions::detail_of(&txn, locked, self.definitions(), Scope::Whole).await?;
-        let from = match self.check_resume(&request.caller, &old, &request.stage).await {
-            Ok(from) => from,
-            Err(e) => {
-                txn.rollback().await?;
-                return Err(e);
-            }
-        };
-        let (before, mut after) = successor(&old, from, &request);
-        let at = after.execution.created_at;
-        progress::advance(&mut after, at);
-        let written = async {
-            executions::insert(&txn, &before, &fingerprint).await?;
-            executions::save(&txn, &before, &after).await?;
-            if !executions::mark_resumed(&txn, old_id, &after.execution.id).await? {
-                return Ok(false);
-            }
-            let details =
-                json!({ "resumed_execution_id": old_id, "stage": after.stages[from].name, "stage_index": from });
-            let audit = Audit::new(&request.caller, "execution.resume", details);
-            audit.record(&txn, Some(&after.execution.application), Some(&after.execution.id)).await?;
-            Ok::<_, StoreError>(true)
-        }
-        .await;
-        match written {
-            Ok(true) => txn.commit().await?,
-            Ok(false) | Err(StoreError::Duplicate(_)) => {
-                txn.rollback().await?;
-                drop(turn);
-                if let Some(done) = self.replay_resume(&request, &fingerprint).await? {
-                    return Ok(done);
-                }
+        let mut new = resume::successor(&old, from, attempt);
+        let mut changes = Changes::default();
+        progress::advance(&mut new, now, &mut new_id, &mut changes);
+        let detail = match self.create(unit, new, changes, &fingerprint, now).await {
+            Ok(Some(detail)) => detail,
+            // Request id taken by an execution of another chain (a
+            // different request), or another replica resumed it first.
+            Ok(None) | Err(Error::Store(crate::store::StoreError::Duplicate(_))) => {
                 return Err(Error::Conflict(format!(
                     "a concurrent resume of execution {old_id} won; GetExecution shows the execution that resumed it"
                 )));
             }
-            Err(e) => return Err(e.into()),
-        }
-        drop(turn);
-        self.notifier().announce(&before, &after);
-        self.notifier().execution_changed(old_id);
-        metrics::counter!(crate::metrics::RESUMES).increment(1);
-        super::observe_stages(&before, &after, started);
-        tracing::info!(execution_id = %after.execution.id, resumed = %old_id, chain_id = %after.execution.chain_id,
-            attempt = after.execution.attempt, stage = %after.stages[from].name, actor = %request.caller.subject, "execution resumed");
-        self.outcome(&old, from, Some(after)).await
-    }
-
-    /// Why `old` cannot be resumed from `stage`, or the index to resume from.
-    async fn check_resume(&self, caller: &Caller, old: &ExecutionDetail, stage: &StageRef) -> Result<usize> {
-        authorize::read(caller, &old.execution.application)?;
-        let first_created_at = self.chain_start(old).await?;
-        resume::check_execution(old, self.settings().chain_limits, first_created_at, now())
-            .map_err(|(_, r)| Error::Refused(r))?;
-        let from = resume::resolve_stage(old, stage).map_err(|e| match e {
-            ResolveError::Invalid(v) => Error::Invalid(vec![v]),
-            ResolveError::Refused(r) => Error::Refused(r),
-        })?;
-        authorize::execute(caller, &old.execution.application, &old.definition, from)?;
-        Ok(from)
-    }
-
-    /// When the chain's first attempt was created.
-    async fn chain_start(&self, d: &ExecutionDetail) -> Result<i64> {
-        if d.execution.chain_id == d.execution.id {
-            return Ok(d.execution.created_at);
-        }
-        Ok(executions::get(self.db(), &d.execution.chain_id).await?.map_or(d.execution.created_at, |e| e.created_at))
-    }
-
-    /// For each stage of `d`: None if it is a valid resume point now, else why not.
-    pub async fn resume_points(&self, d: &ExecutionDetail) -> Result<Vec<Option<(Block, String)>>> {
-        let first = self.chain_start(d).await?;
-        let execution_block = resume::check_execution(d, self.settings().chain_limits, first, now()).err();
-        let never = |s: &StageRun| {
-            let furthest = resume::furthest_reached(&d.stages).map_or("none".to_owned(), |f| format!("{:?}", f.name));
-            format!("execution never reached stage {:?}; the furthest stage reached is {furthest}", s.name)
+            Err(e) => return Err(e),
         };
-        Ok(resume::resume_points(d, execution_block.as_ref().map(|(b, _)| *b))
+        let mut resumed = old.execution.clone();
+        resumed.resumed_by = Some(detail.execution.id.clone());
+        executions::update(&unit.tx, &resumed).await?;
+        unit.after.changed(old_id);
+        let stage = &detail.execution.resumed_from.as_ref().map(|o| o.stage_name.clone()).unwrap_or_default();
+        Audit::new(
+            &request.caller,
+            "execution.resume",
+            json!({ "resumed_execution_id": old_id, "stage": stage, "stage_index": from, "reason": request.reason }),
+        )
+        .on(&detail.execution)
+        .related(old_id)
+        .record(&unit.tx)
+        .await?;
+        Ok((outcome, Some(Created::New(Box::new(detail)))))
+    }
+
+    /// The locked execution with every stage, read in the unit's transaction.
+    pub(super) async fn state_of(
+        &self,
+        unit: &Unit,
+        execution: crate::domain::execution::Execution,
+    ) -> Result<ExecutionState> {
+        let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
+        let stages = stages::of_execution(&unit.tx, &execution.id).await?;
+        Ok(ExecutionState { execution, definition, stages })
+    }
+
+    /// For each stage of `d`: None if it is a valid resume point now, else
+    /// why not, with the reason in words.
+    pub fn resume_points(&self, d: &ExecutionDetail) -> Vec<Option<(Block, String)>> {
+        let state = d.state();
+        let execution_block = resume::check_execution(&d.execution, self.settings().chain_limits, now()).err();
+        resume::resume_points(&state, execution_block.as_ref().map(|(b, _)| *b))
             .into_iter()
-            .zip(&d.stages)
-            .map(|(block, stage)| {
+            .enumerate()
+            .map(|(index, block)| {
                 block.map(|b| match (&execution_block, b) {
-                    (_, Block::NeverReached) => (b, never(stage)),
+                    (_, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
                     (Some((_, refusal)), _) => (b, refusal.message.clone()),
                     (None, _) => (b, String::new()),
                 })
             })
-            .collect())
+            .collect()
     }
 
-    async fn outcome(&self, old: &ExecutionDetail, from: usize, new: Option<ExecutionDetail>) -> Result<ResumeOutcome> {
-        let latest = pipelines::latest_version(self.db(), &old.execution.pipeline_id)
+    /// What resuming `old` from `from` does, for the answer.
+    async fn outcome(&self, unit: &Unit, old: &ExecutionState, from: usize) -> Result<ResumeOutcome> {
+        let latest = pipelines::latest_version(&unit.tx, &old.execution.pipeline_id)
             .await?
             .unwrap_or(old.execution.pipeline_version);
         let plan = resume::plan(old, from)
@@ -173,87 +207,12 @@ impl Engine {
             .zip(&old.stages)
             .map(|(planned, s)| PlannedStage { index: s.index, name: s.name.clone(), planned })
             .collect();
-        let not_rolled_back = if old.execution.status == ExecutionStatus::Aborted {
-            old.stages.iter().filter(|s| s.status == StageStatus::Aborted).map(|s| s.name.clone()).collect()
-        } else {
-            Vec::new()
-        };
         Ok(ResumeOutcome {
-            execution: new,
+            execution: None,
             plan,
             pipeline_version: old.execution.pipeline_version,
             latest_pipeline_version: latest,
-            not_rolled_back,
+            not_rolled_back: resume::not_rolled_back(old),
         })
     }
-
-    /// The outcome of an earlier resume with this request id, if any.
-    async fn replay_resume(&self, request: &ResumeRequest, fingerprint: &str) -> Result<Option<ResumeOutcome>> {
-        let Some(existing) = self.earlier(request.request_id.as_deref(), fingerprint, &request.caller).await? else {
-            return Ok(None);
-        };
-        let Some(origin) = &existing.resumed_from else {
-            return Err(Error::AlreadyExists(format!(
-                "request_id {:?} was used to start execution {}",
-                existing.request_id, existing.id
-            )));
-        };
-        let old = self.execution(&origin.execution_id).await?;
-        let new = self.execution(&existing.id).await?;
-        self.outcome(&old, origin.stage_index, Some(new)).await.map(Some)
-    }
-}
-
-/// The new execution of the chain, before (as inserted) and after carrying
-/// over the stages before `from` with their workflows' results.
-fn successor(old: &ExecutionDetail, from: usize, request: &ResumeRequest) -> (ExecutionDetail, ExecutionDetail) {
-    let id = new_id();
-    let now = now();
-    let mut execution = old.execution.clone();
-    execution.id = id.clone();
-    execution.status = ExecutionStatus::Queued;
-    execution.status_message = String::new();
-    execution.request_id = request.request_id.clone().unwrap_or_else(|| format!("server:{id}"));
-    execution.triggered_by = request.caller.subject.clone();
-    execution.attempt = old.execution.attempt + 1;
-    execution.resumed_from = Some(ResumeOrigin {
-        execution_id: old.execution.id.clone(),
-        stage_index: from,
-        stage_name: old.stages[from].name.clone(),
-    });
-    execution.resumed_by = None;
-    execution.created_at = now;
-    execution.started_at = None;
-    execution.ended_at = None;
-    let stages = old
-        .stages
-        .iter()
-        .map(|s| {
-            if s.index < from {
-                StageRun {
-                    carried_from: Some(s.carried_from.clone().unwrap_or_else(|| old.execution.id.clone())),
-                    ..s.clone()
-                }
-            } else {
-                StageRun::pending(s.index, &s.name)
-            }
-        })
-        .collect();
-    let before = ExecutionDetail { execution, definition: old.definition.clone(), stages, workflows: Vec::new() };
-    let mut after = before.clone();
-    after.workflows = old
-        .workflows
-        .iter()
-        .filter(|w| w.stage_index < from)
-        .map(|w| {
-            let mut w = w.clone();
-            w.task_id = new_id();
-            w.execution_id = id.clone();
-            w.lease_token = None;
-            w.lease_owner = None;
-            w.lease_expires_at = None;
-            w
-        })
-        .collect();
-    (before, after)
 }

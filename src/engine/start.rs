@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Audit, Engine, Error, Result, authorize, new_id, now, progress};
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, work::Unit};
 use crate::{
     domain::{
         access::Caller,
-        execution::{Execution, ExecutionDetail, StageRun},
+        execution::{Execution, ExecutionDetail, ExecutionState, StageRun},
         inputs,
+        progress::{self, Changes},
         status::ExecutionStatus,
     },
-    store::{StoreError, executions},
+    store::pipelines,
 };
 
 #[derive(Debug, Clone)]
@@ -36,14 +37,36 @@ impl StartRequest {
 
 impl Engine {
     /// Creates the execution and starts its first stage in one transaction.
-    /// A retry with the same request id returns the first call's execution.
+    /// Any number of calls with the same request id, at once or later, get
+    /// the one execution the first created.
     pub async fn start(&self, request: StartRequest) -> Result<ExecutionDetail> {
-        let started = std::time::Instant::now();
-        let fingerprint = request.fingerprint();
-        if let Some(existing) = self.replay(&request, &fingerprint).await? {
-            return Ok(existing);
+        let mut unit = self.unit(None).await?;
+        let result = self.start_in(&mut unit, &request).await;
+        match self.finish(unit, result).await? {
+            Created::New(detail) => {
+                let e = &detail.execution;
+                tracing::info!(execution_id = %e.id, pipeline_id = %e.pipeline_id, version = e.pipeline_version,
+                    actor = %request.caller.subject, "execution started");
+                Ok(*detail)
+            }
+            Created::Earlier(id) => Ok((*self.view(&id).await?.detail).clone()),
         }
-        let pipeline = self.pipeline(&request.pipeline_id, request.pipeline_version).await?;
+    }
+
+    async fn start_in(&self, unit: &mut Unit, request: &StartRequest) -> Result<Created> {
+        let fingerprint = request.fingerprint();
+        if let Some(existing) =
+            self.earlier(&unit.tx, request.request_id.as_deref(), &fingerprint, &request.caller).await?
+        {
+            return Ok(Created::Earlier(existing.id));
+        }
+        let pipeline = pipelines::get(&unit.tx, &request.pipeline_id, request.pipeline_version).await?;
+        let pipeline = match pipeline {
+            Some(p) => p,
+            None => return Err(self.missing_pipeline(&unit.tx, &request.pipeline_id, request.pipeline_version).await),
+        };
+        authorize::read(&request.caller, &pipeline.application)
+            .map_err(|_| Error::not_found("pipeline", &pipeline.id))?;
         authorize::execute(&request.caller, &pipeline.application, &pipeline.definition, 0)?;
         let variables =
             inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
@@ -51,7 +74,8 @@ impl Engine {
 
         let id = new_id();
         let now = now();
-        let before = ExecutionDetail {
+        let definition = self.definitions().pinned(&pipeline.id, pipeline.version, pipeline.definition);
+        let mut state = ExecutionState {
             execution: Execution {
                 id: id.clone(),
                 pipeline_id: pipeline.id.clone(),
@@ -65,62 +89,46 @@ impl Engine {
                 triggered_by: request.caller.subject.clone(),
                 chain_id: id.clone(),
                 attempt: 1,
+                chain_created_at: now,
                 resumed_from: None,
                 resumed_by: None,
+                end_stage: None,
                 created_at: now,
                 started_at: None,
                 ended_at: None,
             },
-            stages: pipeline
-                .definition
-                .stages
-                .iter()
-                .enumerate()
-                .map(|(index, s)| StageRun::pending(index, &s.name))
-                .collect(),
-            workflows: Vec::new(),
-            definition: std::sync::Arc::new(pipeline.definition),
+            stages: definition.stages.iter().enumerate().map(|(i, s)| StageRun::pending(i, &s.name)).collect(),
+            definition,
         };
-        let mut after = before.clone();
-        progress::advance(&mut after, now);
-
-        let (turn, txn) = self.begin().await?;
-        let audit = Audit::new(
+        let mut changes = Changes::default();
+        progress::advance(&mut state, now, &mut new_id, &mut changes);
+        let Some(detail) = self.create(unit, state, changes, &fingerprint, now).await? else {
+            // Another call with this request id inserted first (and has
+            // committed: the insert waited for it).
+            let existing = self
+                .earlier(&unit.tx, request.request_id.as_deref(), &fingerprint, &request.caller)
+                .await?
+                .ok_or_else(|| {
+                    Error::Conflict("a concurrent start with this request id is in progress; retry".into())
+                })?;
+            return Ok(Created::Earlier(existing.id));
+        };
+        Audit::new(
             &request.caller,
             "execution.start",
-            json!({ "pipeline_id": pipeline.id, "pipeline_version": pipeline.version, "request_id": before.execution.request_id }),
-        );
-        let inserted = async {
-            executions::insert(&txn, &before, &fingerprint).await?;
-            executions::save(&txn, &before, &after).await?;
-            audit.record(&txn, Some(&pipeline.application), Some(&id)).await
-        }
-        .await;
-        match inserted {
-            Ok(()) => txn.commit().await?,
-            Err(StoreError::Duplicate(_)) => {
-                // A concurrent call with the same request id won the insert.
-                txn.rollback().await?;
-                drop(turn);
-                return self.replay(&request, &fingerprint).await?.ok_or_else(|| {
-                    Error::Conflict("a concurrent start with this request id is in progress; retry".into())
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        drop(turn);
-        self.notifier().announce(&before, &after);
-        super::observe_stages(&before, &after, started);
-        tracing::info!(execution_id = %id, pipeline_id = %after.execution.pipeline_id,
-            version = after.execution.pipeline_version, actor = %request.caller.subject, "execution started");
-        Ok(after)
+            json!({ "pipeline_id": pipeline.id, "pipeline_version": pipeline.version, "request_id": detail.execution.request_id }),
+        )
+        .on(&detail.execution)
+        .record(&unit.tx)
+        .await?;
+        Ok(Created::New(Box::new(detail)))
     }
+}
 
-    /// The execution an earlier call with this request id created, if any.
-    async fn replay(&self, request: &StartRequest, fingerprint: &str) -> Result<Option<ExecutionDetail>> {
-        match self.earlier(request.request_id.as_deref(), fingerprint, &request.caller).await? {
-            Some(existing) => Ok(Some(self.execution(&existing.id).await?)),
-            None => Ok(None),
-        }
-    }
+/// What a start or resume call answers with.
+pub(super) enum Created {
+    /// Created by this call, as it was committed.
+    New(Box<ExecutionDetail>),
+    /// Created earlier by a call with the same request id.
+    Earlier(String),
 }

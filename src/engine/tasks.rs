@@ -4,21 +4,27 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{Engine, Error, Result, authorize, new_id, now, progress};
+use super::{Engine, Error, Result, authorize, new_id, now, work::Unit};
 use crate::{
     domain::{
         access::Caller,
-        execution::{Millis, WorkflowRun},
+        execution::{ExecutionState, FailureNote, Millis, WorkflowCounts, WorkflowRun},
+        progress::{self, Changes},
         status::WorkflowStatus,
     },
     store::{
-        executions::{self, Key, Scope},
-        tasks,
+        executions::{self, Key},
+        stages,
+        tasks::{self, Report},
     },
 };
 
-/// The server keeps at most this much of a task's output.
-const MAX_OUTPUT: usize = 64 * 1024;
+/// The server keeps at most this much of a task's output (the tail).
+pub const MAX_OUTPUT: usize = 64 * 1024;
+/// A workflow's failure message is kept up to this many bytes (the start).
+pub const MAX_MESSAGE: usize = 4 * 1024;
+/// What a stage and an execution repeat of the first failure's message.
+const NOTE_MESSAGE: usize = 256;
 
 /// A task leased to a worker, with what it needs to run.
 #[derive(Debug, Clone)]
@@ -52,9 +58,9 @@ pub struct Completion {
 }
 
 impl Engine {
-    /// Leases the oldest task of `queue`, waiting up to `wait` for one. Woken
-    /// at once by a task queued on this replica, and by PostgreSQL's NOTIFY
-    /// for one queued on another; the recheck interval bounds a lost wake-up.
+    /// Leases the oldest task of `queue`, waiting up to `wait` for one. A
+    /// worker parked here is handed its task by the transaction that queues
+    /// it; tasks queued with nobody parked are claimed from the database.
     pub async fn poll(
         &self,
         caller: &Caller,
@@ -64,18 +70,43 @@ impl Engine {
     ) -> Result<Option<ClaimedTask>> {
         authorize::run_tasks(caller)?;
         let deadline = Instant::now() + wait;
-        let wakeup = self.notifier().queue(queue);
+        let dispatch = &self.inner.dispatch;
         loop {
-            let notified = wakeup.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(task) = self.try_claim(queue, worker).await? {
-                return Ok(Some(task));
+            let (maybe, seen) = dispatch.may_have_work(queue);
+            if maybe {
+                match self.claim(queue, worker).await? {
+                    Some(task) => return Ok(Some(task)),
+                    None => dispatch.found_empty(queue, seen),
+                }
             }
-            let recheck = Instant::now() + self.settings().recheck;
+            tracing::debug!(queue, worker, maybe, "poll parks");
+            let mut parked = dispatch.register(queue, worker);
+            let wake = parked.wake.clone();
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            // Work may have been queued between the claim and parking.
+            if dispatch.may_have_work(queue).0 && dispatch.withdraw(&parked) {
+                continue;
+            }
+            // Without the channel from other replicas, look again now and then.
+            let recheck = if self.events().is_relayed() { deadline } else { Instant::now() + self.settings().recheck };
+            tracing::trace!(queue, "poll: parked");
             tokio::select! {
-                _ = notified => {}
+                handed = &mut parked.task => match handed {
+                    Ok(task) => return Ok(Some(task)),
+                    Err(_) => continue, // the dispatch rolled back
+                },
+                _ = woken => {}
                 _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
+            }
+            tracing::trace!(queue, "poll: woken");
+            if !dispatch.withdraw(&parked) {
+                tracing::trace!(queue, "poll: taken by a dispatch; waiting for the handoff");
+                // A dispatch took this poller meanwhile: its task is on the way.
+                if let Ok(task) = parked.task.await {
+                    return Ok(Some(task));
+                }
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -83,33 +114,31 @@ impl Engine {
         }
     }
 
-    async fn try_claim(&self, queue: &str, worker: &str) -> Result<Option<ClaimedTask>> {
+    /// Claims the oldest queued task of `queue` in one statement.
+    async fn claim(&self, queue: &str, worker: &str) -> Result<Option<ClaimedTask>> {
+        tracing::trace!(queue, "claim");
         let lease = self.settings().lease;
         let token = new_id();
-        let turn = self.write_turn().await;
-        let claimed = tasks::claim(self.db(), queue, worker, &token, now(), lease.as_millis() as i64).await?;
-        drop(turn);
+        let now = now();
+        let claimed = {
+            let single = self.store().single().await?;
+            tasks::claim(&single, queue, worker, &token, now, lease.as_millis() as i64).await?
+        };
         let Some(run) = claimed else { return Ok(None) };
-        self.notifier().deadlines_changed();
-        self.notifier().execution_changed(&run.execution_id);
-        // The execution's row and its cached definition are all a worker
-        // needs besides the task: no need to read the other stages and tasks.
-        let e = executions::get(self.db(), &run.execution_id)
-            .await?
-            .ok_or_else(|| Error::not_found("execution", &run.execution_id))?;
-        let definition = self.definitions().pinned_by(self.db(), &e).await?;
-        let stage_name = definition.stages[run.stage_index].name.clone();
-        let mut environment: BTreeMap<String, String> = e
-            .variables
-            .iter()
-            .map(|(k, v)| (format!("REPRISE_VAR_{}", k.to_uppercase()), v.clone()))
-            .chain(e.artifacts.iter().map(|(k, v)| (format!("REPRISE_ARTIFACT_{}", env_name(k)), v.clone())))
-            .collect();
-        environment.insert("REPRISE_EXECUTION_ID".into(), e.id.clone());
-        environment.insert("REPRISE_STAGE".into(), stage_name.clone());
-        environment.insert("REPRISE_WORKFLOW".into(), run.name.clone());
-        tracing::info!(task_id = %run.task_id, execution_id = %e.id, workflow = %run.name, attempt = run.attempt, worker, "task leased");
-        Ok(Some(ClaimedTask { run, stage_name, environment, lease }))
+        let at = run.lease_expires_at.into_iter().chain(run.deadline_at).min().unwrap_or(now);
+        self.events().deadlines().offer(at);
+        self.events().execution_changed(&run.execution_id);
+        self.inner.views.task_of(&run.task_id, &run.execution_id);
+        let inputs = self.inputs(&run.execution_id).await?;
+        let stage_name = inputs.definition.stages.get(run.stage_index).map(|s| s.name.clone()).unwrap_or_default();
+        tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
+            attempt = run.attempt, worker, "task leased");
+        Ok(Some(ClaimedTask {
+            environment: inputs.environment(&stage_name, &run.name, &run.execution_id),
+            run,
+            stage_name,
+            lease,
+        }))
     }
 
     /// Extends the lease; says `cancelled` when the task was cancelled or
@@ -117,13 +146,15 @@ impl Engine {
     pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
-        let turn = self.write_turn().await;
-        let extended = tasks::extend_lease(self.db(), task_id, lease_token, until).await?;
-        drop(turn);
+        let extended = {
+            let single = self.store().single().await?;
+            tasks::extend_lease(&single, task_id, lease_token, until).await?
+        };
         if extended {
             return Ok(Beat { cancelled: false, lease_expires_at: until });
         }
-        let task = tasks::get(self.db(), task_id).await?.ok_or_else(|| Error::not_found("task", task_id))?;
+        let task =
+            tasks::get_one(&self.store().reader(), task_id).await?.ok_or_else(|| Error::not_found("task", task_id))?;
         let ours = task.lease_token.as_deref() == Some(lease_token);
         match task.status {
             WorkflowStatus::Cancelled | WorkflowStatus::Expired if ours => {
@@ -137,61 +168,129 @@ impl Engine {
     /// execution on (next stage dispatched) in the same transaction.
     pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
         authorize::run_tasks(caller)?;
-        let scope = Scope::Open { task: Some(&c.task_id) };
-        let (run, _) = self
-            .change(Key::OfTask(&c.task_id), scope, None, |d, now| {
-                let w = d
-                    .workflows
-                    .iter_mut()
-                    .find(|w| w.task_id == c.task_id)
-                    .ok_or_else(|| Error::not_found("task", &c.task_id))?;
-                if w.status != WorkflowStatus::Running || w.lease_token.as_deref() != Some(c.lease_token.as_str()) {
-                    return Err(stale(w, &c.lease_token));
-                }
-                w.exit_code = c.exit_code;
-                w.output = tail(&c.output, MAX_OUTPUT).to_owned();
-                w.lease_expires_at = None;
-                let stage = w.stage_index;
-                if w.deadline_at.is_some_and(|t| t <= now) {
-                    // Reported after its timeout (a worker that enforces the
-                    // timeout reports just then): the same expiry the timer
-                    // would record, whichever of the two comes first.
-                    progress::expire_workflow(d, &c.task_id, now);
-                    let run = d.workflows.iter().find(|w| w.task_id == c.task_id).cloned();
-                    progress::settle_stage(d, stage, now);
-                    return run.ok_or_else(|| Error::not_found("task", &c.task_id));
-                }
-                w.status = match c.outcome {
-                    Outcome::Succeeded => WorkflowStatus::Succeeded,
-                    Outcome::Failed => WorkflowStatus::Failed,
-                };
-                w.status_message = c.message.clone();
-                w.ended_at = Some(now);
-                let run = w.clone();
-                progress::settle_stage(d, stage, now);
-                Ok(run)
-            })
-            .await?;
+        let execution_id = self.execution_of_task(&c.task_id).await?;
+        let mut unit = self.unit(Some(&execution_id)).await?;
+        let result = self.complete_in(&mut unit, &execution_id, &c).await;
+        let run = self.finish(unit, result).await?;
         tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
-            status = %run.status, exit_code = ?run.exit_code, "task completed");
+            status = %run.status, exit_code = run.exit_code.unwrap_or_default(), "task completed");
         Ok(())
+    }
+
+    async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
+        let tx = &unit.tx;
+        let execution =
+            executions::lock(tx, Key::Id(execution_id)).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
+        let now = now();
+        let report = Report {
+            status: match c.outcome {
+                Outcome::Succeeded => WorkflowStatus::Succeeded,
+                Outcome::Failed => WorkflowStatus::Failed,
+            },
+            exit_code: c.exit_code,
+            output: tail(&c.output, MAX_OUTPUT),
+            message: &head(&c.message, MAX_MESSAGE),
+            now,
+        };
+        let Some(run) = tasks::report(tx, &c.task_id, &c.lease_token, &report).await? else {
+            let task = tasks::get_one(tx, &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
+            return Err(stale(&task, &c.lease_token));
+        };
+        self.workflow_ended(unit, execution, &run, now).await?;
+        Ok(run)
+    }
+
+    /// Counts the end of `run` on its stage and lets the domain decide what
+    /// follows (the stage ends, the next one starts, the execution finishes).
+    pub(super) async fn workflow_ended(
+        &self,
+        unit: &mut Unit,
+        execution: crate::domain::execution::Execution,
+        run: &WorkflowRun,
+        now: Millis,
+    ) -> Result<()> {
+        let failure = matches!(run.status, WorkflowStatus::Failed | WorkflowStatus::Expired)
+            .then(|| FailureNote { workflow: run.name.clone(), message: head(&run.status_message, NOTE_MESSAGE) });
+        let delta = WorkflowCounts::delta_of_end(run.status);
+        let stage = stages::count_end(&unit.tx, &execution.id, run.stage_index, delta, failure.as_ref())
+            .await?
+            .ok_or_else(|| crate::store::corrupt(format!("task {} has no stage {}", run.task_id, run.stage_index)))?;
+        let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
+        let before = ExecutionState::around_running_stage(execution, definition, stage);
+        let mut after = before.clone();
+        let mut changes = Changes::default();
+        if run.status == WorkflowStatus::Expired {
+            progress::expire_siblings(&mut after, run.stage_index, &run.name, &mut changes);
+        }
+        progress::settle_stage(&mut after, run.stage_index, now, &mut new_id, &mut changes);
+        self.save(unit, &before, &after, changes, now).await
+    }
+
+    /// Queues a lease that never reached its worker again (see [`super::work`]).
+    pub(super) async fn release(&self, task: ClaimedTask) {
+        let token = task.run.lease_token.clone().unwrap_or_default();
+        let run = &task.run;
+        let released = async {
+            let mut unit = self.unit(Some(&run.execution_id)).await?;
+            let result = async {
+                executions::lock(&unit.tx, Key::Id(&run.execution_id)).await?;
+                let released = tasks::release(&unit.tx, &run.task_id, &token).await?;
+                if released {
+                    unit.after.queued(&run.task_queue, 1);
+                    unit.after.changed(&run.execution_id);
+                }
+                Ok::<_, Error>(released)
+            }
+            .await;
+            self.finish(unit, result).await
+        }
+        .await;
+        match released {
+            Ok(true) => tracing::debug!(task_id = %run.task_id, "lease handed back: the worker's poll had ended"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(task_id = %task.run.task_id, error = %e,
+                "could not hand back an undelivered lease; the task is offered again when it expires"),
+        }
     }
 
     /// Wakes pollers of every queue with waiting tasks (after a restart).
     pub async fn wake_all_queues(&self) -> Result<()> {
-        for queue in tasks::queues_with_work(self.db()).await? {
-            self.notifier().task_queued(&queue);
+        for queue in tasks::queues_with_work(&self.store().reader()).await? {
+            self.inner.dispatch.queued(&queue, usize::MAX >> 1);
         }
         Ok(())
+    }
+
+    /// Wakes this replica's pollers of `queue` (another replica queued tasks there).
+    pub fn queue_woken(&self, queue: &str) {
+        self.inner.dispatch.queued(queue, 1);
+    }
+
+    /// Every queue may hold work again (announcements from other replicas were missed).
+    pub fn forget_queues(&self) {
+        self.inner.dispatch.forget_all();
+    }
+
+    /// The execution a task belongs to.
+    pub(super) async fn execution_of_task(&self, task_id: &str) -> Result<String> {
+        if let Some(id) = self.inner.views.execution_of(task_id) {
+            return Ok(id);
+        }
+        let id = executions::of_task(&self.store().reader(), task_id)
+            .await?
+            .ok_or_else(|| Error::not_found("task", task_id))?;
+        self.inner.views.task_of(task_id, &id);
+        Ok(id)
     }
 }
 
 /// Why a report or heartbeat under `token` is refused.
-fn stale(task: &WorkflowRun, token: &str) -> Error {
+pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
     let ours = task.lease_token.as_deref() == Some(token);
     let message = match task.status {
         WorkflowStatus::Running if !ours => format!(
-            "lease is stale: task {} was handed to another worker (attempt {}) after this lease expired; drop the result",
+            "lease token does not match the current lease of task {} (attempt {}): the token is stale (its lease \
+             expired and the task was handed out again) or wrong; drop the result",
             task.task_id, task.attempt
         ),
         WorkflowStatus::Queued => format!(
@@ -206,7 +305,8 @@ fn stale(task: &WorkflowRun, token: &str) -> Error {
     Error::refused("LEASE_NOT_HELD", message)
 }
 
-fn tail(text: &str, max: usize) -> &str {
+/// The last `max` bytes of `text`, on a character boundary.
+pub(super) fn tail(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -217,6 +317,19 @@ fn tail(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
-fn env_name(name: &str) -> String {
+/// The first `max` bytes of `text`, on a character boundary, marked when cut.
+pub(super) fn head(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [truncated from {} bytes]", &text[..end], text.len())
+}
+
+/// An artifact name as an environment variable suffix.
+pub fn env_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }

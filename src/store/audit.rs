@@ -1,7 +1,9 @@
 //! The audit trail: one row per action, written in the transaction of the
 //! action itself, so a change and its record commit or vanish together.
 
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 use super::{Result, entity::audit_event};
 use crate::domain::execution::Millis;
@@ -14,8 +16,20 @@ pub struct AuditEvent {
     pub action: String,
     pub application: Option<String>,
     pub execution_id: Option<String>,
+    pub chain_id: Option<String>,
+    /// Another execution the action concerns (the one a resume resumed).
+    pub related_execution_id: Option<String>,
     /// A JSON object.
     pub details: String,
+}
+
+/// Which events a page lists.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub application: Option<String>,
+    /// Events about this execution, as the subject or the related one.
+    pub execution_id: Option<String>,
+    pub chain_id: Option<String>,
 }
 
 pub async fn record(c: &impl ConnectionTrait, e: &AuditEvent) -> Result<()> {
@@ -26,6 +40,8 @@ pub async fn record(c: &impl ConnectionTrait, e: &AuditEvent) -> Result<()> {
         action: Set(e.action.clone()),
         application: Set(e.application.clone()),
         execution_id: Set(e.execution_id.clone()),
+        chain_id: Set(e.chain_id.clone()),
+        related_execution_id: Set(e.related_execution_id.clone()),
         details: Set(e.details.clone()),
     })
     .exec_without_returning(c)
@@ -36,17 +52,23 @@ pub async fn record(c: &impl ConnectionTrait, e: &AuditEvent) -> Result<()> {
 /// A page of events, newest first, strictly before the `before` id.
 pub async fn list(
     c: &impl ConnectionTrait,
-    application: Option<&str>,
-    execution_id: Option<&str>,
+    filter: &AuditFilter,
     before: Option<&str>,
     limit: u64,
 ) -> Result<Vec<AuditEvent>> {
     let mut q = audit_event::Entity::find().order_by_desc(audit_event::Column::Id).limit(limit);
-    if let Some(a) = application {
-        q = q.filter(audit_event::Column::Application.eq(a));
+    if let Some(a) = &filter.application {
+        q = q.filter(audit_event::Column::Application.eq(a.as_str()));
     }
-    if let Some(e) = execution_id {
-        q = q.filter(audit_event::Column::ExecutionId.eq(e));
+    if let Some(e) = &filter.execution_id {
+        q = q.filter(
+            Condition::any()
+                .add(audit_event::Column::ExecutionId.eq(e.as_str()))
+                .add(audit_event::Column::RelatedExecutionId.eq(e.as_str())),
+        );
+    }
+    if let Some(chain) = &filter.chain_id {
+        q = q.filter(audit_event::Column::ChainId.eq(chain.as_str()));
     }
     if let Some(b) = before {
         q = q.filter(audit_event::Column::Id.lt(b));
@@ -61,6 +83,8 @@ pub async fn list(
             action: m.action,
             application: m.application,
             execution_id: m.execution_id,
+            chain_id: m.chain_id,
+            related_execution_id: m.related_execution_id,
             details: m.details,
         })
         .collect())

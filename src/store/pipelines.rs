@@ -119,6 +119,22 @@ pub struct DefinitionCache {
 const CACHED_VERSIONS: usize = 1024;
 
 impl DefinitionCache {
+    /// Shares a definition just read with a pipeline version, for the
+    /// executions that will pin it.
+    pub fn pinned(&self, pipeline_id: &str, version: i64, definition: Definition) -> Arc<Definition> {
+        let key = (pipeline_id.to_owned(), version);
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = parsed.get(&key) {
+            return found.clone();
+        }
+        if parsed.len() >= CACHED_VERSIONS {
+            parsed.clear();
+        }
+        let definition = Arc::new(definition);
+        parsed.insert(key, definition.clone());
+        definition
+    }
+
     /// The pipeline version `execution` is pinned to; its absence is corruption.
     pub async fn pinned_by(&self, c: &impl ConnectionTrait, execution: &Execution) -> Result<Arc<Definition>> {
         let key = (execution.pipeline_id.clone(), execution.pipeline_version);

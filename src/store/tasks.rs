@@ -1,104 +1,167 @@
 //! Tasks: the rows that carry workflows to workers. Claims are one statement
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so replicas never hand out the
-//! same task twice.
+//! same task twice. Every query on the hot path goes through an index that
+//! holds only open tasks, so its cost does not grow with finished work.
 
-use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, Iterable, QueryFilter, QueryOrder,
-    QuerySelect, Statement,
-    sea_query::{Expr, ExprTrait, OnConflict},
+use sea_orm::{ConnectionTrait, QueryResult, Value};
+
+use super::{
+    Result, corrupt,
+    sql::{chunk_rows, get, statement, value_rows},
 };
-
-use super::{Result, corrupt, entity::task, is_postgres};
 use crate::domain::{
-    execution::{Millis, WorkflowRun},
+    execution::{Millis, StageRun, WorkflowRun},
     status::WorkflowStatus,
 };
 
-pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<WorkflowRun>> {
-    of_execution_matching(c, execution_id, Condition::all()).await
+const COLUMNS: &str = "id, execution_id, stage_index, workflow_index, name, task_queue, command, timeout_ms, status, \
+    attempt, max_attempts, exit_code, output, status_message, created_at, started_at, ended_at, lease_token, \
+    lease_owner, lease_expires_at, deadline_at";
+const WIDTH: usize = 21;
+
+pub async fn get_one(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRun>> {
+    let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
+    let row = c.query_one_raw(statement(c, &sql, vec![id.into()])).await?;
+    row.as_ref().map(from_row).transpose()
 }
 
-/// The open workflows of an execution, every workflow of the stages in
-/// `running_stages`, and `also` if given.
-pub async fn open_of_execution(
-    c: &impl ConnectionTrait,
-    execution_id: &str,
-    running_stages: Vec<i32>,
-    also: Option<&str>,
-) -> Result<Vec<WorkflowRun>> {
-    let open = [WorkflowStatus::Queued.as_str(), WorkflowStatus::Running.as_str()];
-    let mut wanted =
-        Condition::any().add(task::Column::Status.is_in(open)).add(task::Column::StageIndex.is_in(running_stages));
-    if let Some(id) = also {
-        wanted = wanted.add(task::Column::Id.eq(id));
-    }
-    of_execution_matching(c, execution_id, wanted).await
-}
-
-/// The workflows of an execution that match `wanted`, in stage and workflow order.
-async fn of_execution_matching(
-    c: &impl ConnectionTrait,
-    execution_id: &str,
-    wanted: Condition,
-) -> Result<Vec<WorkflowRun>> {
-    task::Entity::find()
-        .filter(task::Column::ExecutionId.eq(execution_id))
-        .filter(wanted)
-        .order_by_asc(task::Column::StageIndex)
-        .order_by_asc(task::Column::WorkflowIndex)
-        .all(c)
-        .await?
-        .into_iter()
-        .map(from_model)
-        .collect()
-}
-
-pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRun>> {
-    task::Entity::find_by_id(id.to_owned()).one(c).await?.map(from_model).transpose()
-}
-
-/// Inserts workflows new in `after` and updates those that changed, in one
-/// statement (a report that ends a stage also queues the next one's tasks).
-pub async fn save(c: &impl ConnectionTrait, before: &[WorkflowRun], after: &[WorkflowRun]) -> Result<()> {
-    let changed: Vec<_> =
-        after.iter().filter(|w| before.iter().find(|b| b.task_id == w.task_id) != Some(*w)).map(to_model).collect();
-    if !changed.is_empty() {
-        let rest = task::Column::iter().filter(|column| !matches!(column, task::Column::Id));
-        task::Entity::insert_many(changed)
-            .on_conflict(OnConflict::column(task::Column::Id).update_columns(rest).to_owned())
-            .exec_without_returning(c)
-            .await?;
-    }
-    announce_queued(c, before, after).await
-}
-
-/// The PostgreSQL channel that carries "a task was queued on QUEUE" between replicas.
-pub const QUEUED_CHANNEL: &str = "reprise_task_queued";
-
-/// On PostgreSQL, tells every replica's waiting pollers that tasks were
-/// queued. NOTIFY is transactional: it is delivered only if this commits.
-async fn announce_queued(c: &impl ConnectionTrait, before: &[WorkflowRun], after: &[WorkflowRun]) -> Result<()> {
-    if !is_postgres(c) {
-        return Ok(());
-    }
-    let mut queues: Vec<&str> = after
-        .iter()
-        .filter(|w| w.status == WorkflowStatus::Queued)
-        .filter(|w| !before.iter().any(|b| b.task_id == w.task_id && b.status == WorkflowStatus::Queued))
-        .map(|w| w.task_queue.as_str())
-        .collect();
-    queues.sort_unstable();
-    queues.dedup();
-    for queue in queues {
-        let stmt = Statement::from_sql_and_values(
-            c.get_database_backend(),
-            "SELECT pg_notify($1, $2)",
-            [QUEUED_CHANNEL.into(), queue.into()],
-        );
-        c.execute_raw(stmt).await?;
+/// Inserts new tasks (queued, or already leased to a waiting worker).
+pub async fn insert(c: &impl ConnectionTrait, tasks: &[WorkflowRun]) -> Result<()> {
+    for chunk in tasks.chunks(chunk_rows(WIDTH)) {
+        let mut values = Vec::with_capacity(chunk.len() * WIDTH);
+        for w in chunk {
+            values.extend(row_values(w));
+        }
+        let sql = format!("INSERT INTO tasks ({COLUMNS}) VALUES {}", value_rows(chunk.len(), WIDTH, 1));
+        c.execute_raw(statement(c, &sql, values)).await?;
     }
     Ok(())
+}
+
+/// What a worker reported about a task.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    pub status: WorkflowStatus,
+    pub exit_code: Option<i32>,
+    pub output: &'a str,
+    pub message: &'a str,
+    pub now: Millis,
+}
+
+/// Records a running task's end if `lease_token` still holds it; the task as
+/// it now is, or None when the lease is not held (nothing is written then).
+/// A report that arrives after the workflow's deadline records the expiry
+/// the timer would have (whichever of the two comes first).
+pub async fn report(
+    c: &impl ConnectionTrait,
+    id: &str,
+    lease_token: &str,
+    r: &Report<'_>,
+) -> Result<Option<WorkflowRun>> {
+    let sql = format!(
+        "UPDATE tasks SET \
+         status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $3 END, exit_code = $4, output = $5, \
+         status_message = CASE WHEN deadline_at <= $7 \
+           THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $6 END, \
+         ended_at = $7, lease_expires_at = NULL \
+         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING' RETURNING {COLUMNS}"
+    );
+    let values = vec![
+        id.into(),
+        lease_token.into(),
+        r.status.as_str().into(),
+        r.exit_code.into(),
+        r.output.to_owned().into(),
+        r.message.to_owned().into(),
+        r.now.into(),
+    ];
+    let row = c.query_one_raw(statement(c, &sql, values)).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// A running task whose lease or deadline passed, ended by a timer: the
+/// task as it now is, or None if it is no longer running.
+pub async fn end_running(
+    c: &impl ConnectionTrait,
+    id: &str,
+    status: WorkflowStatus,
+    message: &str,
+    now: Millis,
+) -> Result<Option<WorkflowRun>> {
+    let sql = format!(
+        "UPDATE tasks SET status = $2, status_message = $3, ended_at = $4, lease_expires_at = NULL \
+         WHERE id = $1 AND status = 'RUNNING' RETURNING {COLUMNS}"
+    );
+    let values = vec![id.into(), status.as_str().into(), message.into(), now.into()];
+    let row = c.query_one_raw(statement(c, &sql, values)).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Offers a running task whose lease expired to workers again.
+pub async fn requeue(c: &impl ConnectionTrait, id: &str, message: &str) -> Result<bool> {
+    let sql = "UPDATE tasks SET status = 'QUEUED', status_message = $2, lease_token = NULL, lease_owner = NULL, \
+        lease_expires_at = NULL, deadline_at = NULL WHERE id = $1 AND status = 'RUNNING'";
+    let r = c.execute_raw(statement(c, sql, vec![id.into(), message.into()])).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Gives back a lease that was granted to a worker that never received it
+/// (its poll ended first): the task is queued again as if never handed out.
+pub async fn release(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> Result<bool> {
+    let sql = "UPDATE tasks SET status = 'QUEUED', attempt = attempt - 1, lease_token = NULL, lease_owner = NULL, \
+        lease_expires_at = NULL, deadline_at = NULL, started_at = NULL \
+        WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
+    let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into()])).await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Cancels the open workflows of an execution (of one stage when given);
+/// returns how many. Only open rows are touched, through their own index.
+pub async fn cancel_open(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    stage: Option<usize>,
+    message: &str,
+    now: Millis,
+) -> Result<u64> {
+    let mut sql = "UPDATE tasks SET status = 'CANCELLED', status_message = $2, ended_at = $3 \
+        WHERE execution_id = $1 AND status IN ('QUEUED', 'RUNNING')"
+        .to_owned();
+    let mut values: Vec<Value> = vec![execution_id.into(), message.into(), now.into()];
+    if let Some(stage) = stage {
+        sql.push_str(" AND stage_index = $4");
+        values.push((stage as i32).into());
+    }
+    Ok(c.execute_raw(statement(c, &sql, values)).await?.rows_affected())
+}
+
+/// The workflows an execution shows: its own, and for each carried-over
+/// stage those of the execution where that stage ran.
+pub async fn of_view(c: &impl ConnectionTrait, execution_id: &str, stages: &[StageRun]) -> Result<Vec<WorkflowRun>> {
+    let own_from = stages.iter().position(|s| s.carried_from.is_none()).unwrap_or(stages.len());
+    let mut sql = format!("SELECT {COLUMNS} FROM tasks WHERE (execution_id = $1 AND stage_index >= $2)");
+    let mut values: Vec<Value> = vec![execution_id.into(), (own_from as i32).into()];
+    // Carried stages form a prefix; group them by the execution they ran in.
+    let mut sources: Vec<(&str, Vec<usize>)> = Vec::new();
+    for s in &stages[..own_from] {
+        let Some(source) = s.carried_from.as_deref() else { continue };
+        match sources.iter_mut().find(|(id, _)| *id == source) {
+            Some((_, indexes)) => indexes.push(s.index),
+            None => sources.push((source, vec![s.index])),
+        }
+    }
+    for (source, indexes) in sources {
+        values.push(source.into());
+        sql.push_str(&format!(" OR (execution_id = ${} AND stage_index IN (", values.len()));
+        for (i, index) in indexes.iter().enumerate() {
+            values.push((*index as i32).into());
+            sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, values.len()));
+        }
+        sql.push_str("))");
+    }
+    sql.push_str(" ORDER BY stage_index, workflow_index");
+    let rows = c.query_all_raw(statement(c, &sql, values)).await?;
+    rows.iter().map(from_row).collect()
 }
 
 /// Leases the oldest queued task of `queue` to a worker, in one statement
@@ -111,139 +174,119 @@ pub async fn claim(
     now: Millis,
     lease_ms: i64,
 ) -> Result<Option<WorkflowRun>> {
-    let (sql, lock) = if is_postgres(c) { (CLAIM_PG, " FOR UPDATE SKIP LOCKED") } else { (CLAIM_SQLITE, "") };
-    let sql = sql.replace("{lock}", lock);
-    let stmt = Statement::from_sql_and_values(
-        c.get_database_backend(),
-        sql,
-        [lease_token.into(), worker.into(), (now + lease_ms).into(), now.into(), queue.into()],
-    );
-    let Some(row) = c.query_one_raw(stmt).await? else { return Ok(None) };
-    from_model(task::Model::from_query_result(&row, "")?).map(Some)
+    let update = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
+         lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4) \
+         WHERE id = (SELECT id FROM tasks WHERE task_queue = $5 AND status = 'QUEUED' ORDER BY id LIMIT 1";
+    let mut values: Vec<Value> =
+        vec![lease_token.into(), worker.into(), (now + lease_ms).into(), now.into(), queue.into()];
+    let sql = if super::is_pg(c) {
+        // The same statement tells the other replicas: the execution's
+        // watchers, and their timers (the lease must expire somewhere if
+        // this replica dies).
+        values.push(super::EVENTS_CHANNEL.into());
+        values.push(format!("\nd {}", now + lease_ms).into());
+        format!(
+            "WITH claimed AS ({update} FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}), \
+             told AS (SELECT pg_notify($6, 'c ' || execution_id || $7) FROM claimed) \
+             SELECT claimed.* FROM claimed LEFT JOIN told ON true"
+        )
+    } else {
+        format!("{update}) RETURNING {COLUMNS}")
+    };
+    let row = c.query_one_raw(statement(c, &sql, values)).await?;
+    row.as_ref().map(from_row).transpose()
 }
-
-const CLAIM_PG: &str = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, \
-    lease_owner = $2, lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4) \
-    WHERE id = (SELECT id FROM tasks WHERE task_queue = $5 AND status = 'QUEUED' ORDER BY id LIMIT 1{lock}) \
-    RETURNING *";
-const CLAIM_SQLITE: &str = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = ?1, \
-    lease_owner = ?2, lease_expires_at = ?3, deadline_at = ?4 + timeout_ms, started_at = COALESCE(started_at, ?4) \
-    WHERE id = (SELECT id FROM tasks WHERE task_queue = ?5 AND status = 'QUEUED' ORDER BY id LIMIT 1{lock}) \
-    RETURNING *";
 
 /// Extends a running task's lease if `lease_token` still holds it.
 pub async fn extend_lease(c: &impl ConnectionTrait, id: &str, lease_token: &str, until: Millis) -> Result<bool> {
-    let r = task::Entity::update_many()
-        .col_expr(task::Column::LeaseExpiresAt, Expr::value(until))
-        .filter(task::Column::Id.eq(id))
-        .filter(task::Column::LeaseToken.eq(lease_token))
-        .filter(task::Column::Status.eq(WorkflowStatus::Running.as_str()))
-        .exec(c)
-        .await?;
-    Ok(r.rows_affected == 1)
+    let sql = "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
+    let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into(), until.into()])).await?;
+    Ok(r.rows_affected() == 1)
 }
 
 /// Running tasks whose lease or deadline has passed: (task id, execution id).
 pub async fn due(c: &impl ConnectionTrait, now: Millis, limit: u64) -> Result<Vec<(String, String)>> {
-    Ok(task::Entity::find()
-        .select_only()
-        .column(task::Column::Id)
-        .column(task::Column::ExecutionId)
-        .filter(task::Column::Status.eq(WorkflowStatus::Running.as_str()))
-        .filter(task::Column::LeaseExpiresAt.lte(now).or(task::Column::DeadlineAt.lte(now)))
-        .limit(limit)
-        .into_tuple::<(String, String)>()
-        .all(c)
-        .await?)
+    let sql = format!(
+        "SELECT id, execution_id FROM tasks WHERE status = 'RUNNING' AND lease_expires_at <= $1 \
+         UNION SELECT id, execution_id FROM tasks WHERE status = 'RUNNING' AND deadline_at <= $1 LIMIT {limit}"
+    );
+    let rows = c.query_all_raw(statement(c, &sql, vec![now.into()])).await?;
+    rows.iter().map(|r| Ok((get(r, "id")?, get(r, "execution_id")?))).collect()
 }
 
 /// The earliest lease expiry or deadline among running tasks.
 pub async fn next_due(c: &impl ConnectionTrait) -> Result<Option<Millis>> {
-    let (lease, deadline) = task::Entity::find()
-        .select_only()
-        .column_as(task::Column::LeaseExpiresAt.min(), "l")
-        .column_as(task::Column::DeadlineAt.min(), "d")
-        .filter(task::Column::Status.eq(WorkflowStatus::Running.as_str()))
-        .into_tuple::<(Option<i64>, Option<i64>)>()
-        .one(c)
-        .await?
-        .unwrap_or((None, None));
-    Ok(lease.into_iter().chain(deadline).min())
+    let sql = "SELECT (SELECT min(lease_expires_at) FROM tasks WHERE status = 'RUNNING') AS l, \
+        (SELECT min(deadline_at) FROM tasks WHERE status = 'RUNNING') AS d";
+    let row = c.query_one_raw(statement(c, sql, Vec::new())).await?;
+    let Some(row) = row else { return Ok(None) };
+    let (l, d): (Option<i64>, Option<i64>) = (get(&row, "l")?, get(&row, "d")?);
+    Ok(l.into_iter().chain(d).min())
 }
 
 /// Queues that have tasks waiting, to wake pollers after a restart.
 pub async fn queues_with_work(c: &impl ConnectionTrait) -> Result<Vec<String>> {
-    Ok(task::Entity::find()
-        .select_only()
-        .column(task::Column::TaskQueue)
-        .distinct()
-        .filter(task::Column::Status.eq(WorkflowStatus::Queued.as_str()))
-        .into_tuple::<String>()
-        .all(c)
-        .await?)
-}
-
-fn to_model(w: &WorkflowRun) -> task::ActiveModel {
-    task::ActiveModel {
-        id: Set(w.task_id.clone()),
-        execution_id: Set(w.execution_id.clone()),
-        stage_index: Set(w.stage_index as i32),
-        workflow_index: Set(w.workflow_index as i32),
-        name: Set(w.name.clone()),
-        task_queue: Set(w.task_queue.clone()),
-        command: Set(w.command.clone()),
-        timeout_ms: Set(w.timeout_ms),
-        status: Set(w.status.as_str().into()),
-        attempt: Set(w.attempt),
-        max_attempts: Set(w.max_attempts),
-        exit_code: Set(w.exit_code),
-        output: Set(w.output.clone()),
-        status_message: Set(w.status_message.clone()),
-        created_at: Set(w.created_at),
-        started_at: Set(w.started_at),
-        ended_at: Set(w.ended_at),
-        lease_token: Set(w.lease_token.clone()),
-        lease_owner: Set(w.lease_owner.clone()),
-        lease_expires_at: Set(w.lease_expires_at),
-        deadline_at: Set(w.deadline_at),
-    }
-}
-
-fn from_model(m: task::Model) -> Result<WorkflowRun> {
-    Ok(WorkflowRun {
-        status: WorkflowStatus::parse(&m.status).ok_or_else(|| corrupt(format!("task status {:?}", m.status)))?,
-        task_id: m.id,
-        execution_id: m.execution_id,
-        stage_index: m.stage_index as usize,
-        workflow_index: m.workflow_index as usize,
-        name: m.name,
-        task_queue: m.task_queue,
-        command: m.command,
-        timeout_ms: m.timeout_ms,
-        attempt: m.attempt,
-        max_attempts: m.max_attempts,
-        exit_code: m.exit_code,
-        output: m.output,
-        status_message: m.status_message,
-        created_at: m.created_at,
-        started_at: m.started_at,
-        ended_at: m.ended_at,
-        lease_token: m.lease_token,
-        lease_owner: m.lease_owner,
-        lease_expires_at: m.lease_expires_at,
-        deadline_at: m.deadline_at,
-    })
+    let sql = "SELECT DISTINCT task_queue FROM tasks WHERE status = 'QUEUED'";
+    let rows = c.query_all_raw(statement(c, sql, Vec::new())).await?;
+    rows.iter().map(|r| get(r, "task_queue")).collect()
 }
 
 /// How many tasks wait in each queue.
 pub async fn waiting_by_queue(c: &impl ConnectionTrait) -> Result<Vec<(String, i64)>> {
-    Ok(task::Entity::find()
-        .select_only()
-        .column(task::Column::TaskQueue)
-        .column_as(task::Column::Id.count(), "n")
-        .filter(task::Column::Status.eq(WorkflowStatus::Queued.as_str()))
-        .group_by(task::Column::TaskQueue)
-        .into_tuple()
-        .all(c)
-        .await?)
+    let sql = "SELECT task_queue, count(*) AS n FROM tasks WHERE status = 'QUEUED' GROUP BY task_queue";
+    let rows = c.query_all_raw(statement(c, sql, Vec::new())).await?;
+    rows.iter().map(|r| Ok((get(r, "task_queue")?, get(r, "n")?))).collect()
+}
+
+fn row_values(w: &WorkflowRun) -> [Value; WIDTH] {
+    [
+        w.task_id.clone().into(),
+        w.execution_id.clone().into(),
+        (w.stage_index as i32).into(),
+        (w.workflow_index as i32).into(),
+        w.name.clone().into(),
+        w.task_queue.clone().into(),
+        w.command.clone().into(),
+        w.timeout_ms.into(),
+        w.status.as_str().into(),
+        w.attempt.into(),
+        w.max_attempts.into(),
+        w.exit_code.into(),
+        w.output.clone().into(),
+        w.status_message.clone().into(),
+        w.created_at.into(),
+        w.started_at.into(),
+        w.ended_at.into(),
+        w.lease_token.clone().into(),
+        w.lease_owner.clone().into(),
+        w.lease_expires_at.into(),
+        w.deadline_at.into(),
+    ]
+}
+
+fn from_row(r: &QueryResult) -> Result<WorkflowRun> {
+    let status: String = get(r, "status")?;
+    Ok(WorkflowRun {
+        status: WorkflowStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
+        task_id: get(r, "id")?,
+        execution_id: get(r, "execution_id")?,
+        stage_index: get::<i32>(r, "stage_index")? as usize,
+        workflow_index: get::<i32>(r, "workflow_index")? as usize,
+        name: get(r, "name")?,
+        task_queue: get(r, "task_queue")?,
+        command: get(r, "command")?,
+        timeout_ms: get(r, "timeout_ms")?,
+        attempt: get(r, "attempt")?,
+        max_attempts: get(r, "max_attempts")?,
+        exit_code: get(r, "exit_code")?,
+        output: get(r, "output")?,
+        status_message: get(r, "status_message")?,
+        created_at: get(r, "created_at")?,
+        started_at: get(r, "started_at")?,
+        ended_at: get(r, "ended_at")?,
+        lease_token: get(r, "lease_token")?,
+        lease_owner: get(r, "lease_owner")?,
+        lease_expires_at: get(r, "lease_expires_at")?,
+        deadline_at: get(r, "deadline_at")?,
+    })
 }

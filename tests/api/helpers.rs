@@ -162,6 +162,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, settings: Settings) -> Option<TestApp> {
+        // REPRISE_TEST_LOG=debug (or any filter) shows the server's log.
+        if let Ok(filter) = std::env::var("REPRISE_TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let db = TestDb::create(backend).await?;
         Some(Self::boot(backend, db, settings).await)
     }
@@ -208,8 +212,8 @@ impl TestApp {
     /// given; returns its address (host:port) and the engine behind it. It
     /// stops when the returned token is cancelled or the app is dropped.
     pub async fn secured(&self, options: reprise::server::ServeOptions) -> (String, Engine, CancellationToken) {
-        let conn = store::connect(&self.db_url).await.expect("connect");
-        let engine = Engine::new(conn, self.settings.clone());
+        // The same engine (one process per SQLite file), served a second time.
+        let engine = self.engine.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let stop = self.shutdown.child_token();
@@ -224,6 +228,7 @@ impl TestApp {
     /// as an operator restarting the process would.
     pub async fn restart(mut self) -> TestApp {
         self.stop().await;
+        self.engine.store().close().await;
         let db = self.db.take().expect("database");
         Self::boot(self.backend, db, self.settings.clone()).await
     }

@@ -111,7 +111,7 @@ async fn resuming_from_a_failed_parallel_stage_reruns_all_its_workflows_and_noth
     let origin = done.resumed_from.as_ref().expect("origin");
     assert_eq!(
         (origin.execution_id.as_str(), origin.stage_name.as_str(), origin.stage_index),
-        (failed.id.as_str(), "rollout", 2)
+        (failed.id.as_str(), "rollout", Some(2))
     );
 
     let original = app.get(&failed.id).await;

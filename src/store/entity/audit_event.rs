@@ -10,6 +10,9 @@ pub struct Model {
     pub action: String,
     pub application: Option<String>,
     pub execution_id: Option<String>,
+    pub chain_id: Option<String>,
+    /// Another execution the action concerns (the one a resume resumed).
+    pub related_execution_id: Option<String>,
     /// A JSON object.
     pub details: String,
 }

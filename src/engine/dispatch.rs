@@ -1,0 +1,230 @@
+//! Workers waiting in PollTask on this replica, per task queue. A unit of
+//! work that queues tasks leases them straight to waiting workers in its own
+//! transaction (the lease is granted at dispatch) and hands each its task
+//! after the commit, so a transition needs no second transaction to claim
+//! the next stage. Tasks nobody waits for are queued and claimed as before.
+//!
+//! Each queue also remembers whether a claim could find anything: a claim
+//! that finds nothing marks it empty until something is queued again, so
+//! pollers do not ask the database for work that is not there.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::{Notify, oneshot};
+
+use super::tasks::ClaimedTask;
+
+/// Beyond this many queues, idle ones are forgotten (a caller polling
+/// made-up queue names must not grow memory).
+const REMEMBERED_QUEUES: usize = 10_000;
+
+#[derive(Default)]
+pub(super) struct Dispatcher {
+    queues: Mutex<Queues>,
+    next_waiter: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queues {
+    states: HashMap<String, QueueState>,
+    /// Bumped when idle queues are forgotten: what a claim saw before that
+    /// says nothing about the queue as it is remembered now.
+    epoch: u64,
+}
+
+/// What a poller saw of a queue before it claimed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Seen {
+    epoch: u64,
+    generation: u64,
+}
+
+struct QueueState {
+    /// Bumped each time tasks may have been queued.
+    generation: u64,
+    /// The generation at which a claim last found the queue empty.
+    empty_at: u64,
+    waiters: VecDeque<Waiter>,
+    wake: Arc<Notify>,
+}
+
+impl Default for QueueState {
+    /// A queue nothing is known about may hold work (after a restart, say).
+    fn default() -> Self {
+        QueueState { generation: 1, empty_at: 0, waiters: VecDeque::new(), wake: Arc::new(Notify::new()) }
+    }
+}
+
+/// A worker parked in PollTask.
+pub(super) struct Waiter {
+    id: u64,
+    pub worker: String,
+    to: oneshot::Sender<ClaimedTask>,
+}
+
+impl Waiter {
+    /// Hands the task over; gives it back if the worker's poll has ended.
+    pub fn hand(self, task: ClaimedTask) -> Result<(), Box<ClaimedTask>> {
+        self.to.send(task).map_err(Box::new)
+    }
+}
+
+/// A poller's place in a queue's line.
+pub(super) struct Registration {
+    pub id: u64,
+    pub queue: String,
+    pub task: oneshot::Receiver<ClaimedTask>,
+    pub wake: Arc<Notify>,
+}
+
+impl Dispatcher {
+    /// Runs `f` on a queue's state. Beyond a bound, queues nobody waits on
+    /// are forgotten (they then may hold work, as after a restart).
+    fn with<T>(&self, queue: &str, f: impl FnOnce(&mut QueueState) -> T) -> T {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let out = f(queues.states.entry(queue.to_owned()).or_default());
+        if queues.states.len() > REMEMBERED_QUEUES {
+            queues.states.retain(|_, s| !s.waiters.is_empty());
+            queues.epoch += 1;
+        }
+        out
+    }
+
+    /// Whether a claim on `queue` may find work, and what to pass to
+    /// [`Dispatcher::found_empty`] if it finds none.
+    pub fn may_have_work(&self, queue: &str) -> (bool, Seen) {
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = QueueState::default();
+        let s = queues.states.get(queue).unwrap_or(&fresh);
+        (s.generation != s.empty_at, Seen { epoch: queues.epoch, generation: s.generation })
+    }
+
+    /// A claim found `queue` empty after it was seen as `seen`.
+    pub fn found_empty(&self, queue: &str, seen: Seen) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if queues.epoch != seen.epoch {
+            return;
+        }
+        let s = queues.states.entry(queue.to_owned()).or_default();
+        s.empty_at = s.empty_at.max(seen.generation).min(s.generation);
+    }
+
+    /// Tasks were queued on `queue`: wake up to `n` parked pollers to claim them.
+    pub fn queued(&self, queue: &str, n: usize) {
+        let (wake, parked) = self.with(queue, |s| {
+            s.generation += 1;
+            (s.wake.clone(), s.waiters.len())
+        });
+        // Only parked pollers can be woken; one more permit covers a poller
+        // about to park.
+        for _ in 0..n.min(parked + 1).max(1) {
+            wake.notify_one();
+        }
+    }
+
+    /// Nothing is known any more (the channel from other replicas dropped):
+    /// every queue may hold work, and every parked poller looks again.
+    pub fn forget_all(&self) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        for s in queues.states.values_mut() {
+            s.generation += 1;
+            s.wake.notify_waiters();
+        }
+    }
+
+    /// Parks a poller in `queue`'s line.
+    pub fn register(&self, queue: &str, worker: &str) -> Registration {
+        let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+        let (to, task) = oneshot::channel();
+        let wake = self.with(queue, |s| {
+            s.waiters.push_back(Waiter { id, worker: worker.to_owned(), to });
+            s.wake.clone()
+        });
+        Registration { id, queue: queue.to_owned(), task, wake }
+    }
+
+    /// Leaves the line; false when a dispatch took this poller first (its
+    /// task is then on its way, or the dispatch rolled back).
+    pub fn withdraw(&self, r: &Registration) -> bool {
+        self.with(&r.queue, |s| match s.waiters.iter().position(|w| w.id == r.id) {
+            Some(i) => {
+                s.waiters.remove(i);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Takes up to `n` parked pollers of `queue`, longest waiting first.
+    pub fn take(&self, queue: &str, n: usize) -> Vec<Waiter> {
+        self.with(queue, |s| {
+            let mut out = Vec::new();
+            while out.len() < n {
+                match s.waiters.pop_front() {
+                    Some(w) if w.to.is_closed() => continue,
+                    Some(w) => out.push(w),
+                    None => break,
+                }
+            }
+            out
+        })
+    }
+
+    /// How many queues are remembered (tests: nothing stays for idle queues).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.queues.lock().unwrap().states.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_found_empty_stays_empty_until_something_is_queued() {
+        let d = Dispatcher::default();
+        let (maybe, seen) = d.may_have_work("q");
+        assert!(maybe);
+        d.found_empty("q", seen);
+        assert!(!d.may_have_work("q").0);
+        d.queued("q", 1);
+        let (maybe, seen) = d.may_have_work("q");
+        assert!(maybe);
+        // Queued again while the claim ran: the claim's "empty" is stale.
+        d.queued("q", 1);
+        d.found_empty("q", seen);
+        assert!(d.may_have_work("q").0);
+    }
+
+    #[test]
+    fn forgetting_idle_queues_voids_what_claims_saw_before() {
+        let d = Dispatcher::default();
+        let (_, seen) = d.may_have_work("q0");
+        for i in 0..=REMEMBERED_QUEUES {
+            d.queued(&format!("q{i}"), 1);
+        }
+        assert!(d.len() <= 1);
+        d.found_empty("q0", seen);
+        assert!(d.may_have_work("q0").0, "a claim from before the forgetting must not mark the queue empty");
+    }
+
+    #[test]
+    fn pollers_are_taken_in_order_and_can_withdraw() {
+        let d = Dispatcher::default();
+        let a = d.register("q", "a");
+        let b = d.register("q", "b");
+        assert!(d.withdraw(&a));
+        let taken = d.take("q", 5);
+        assert_eq!(taken.iter().map(|w| w.worker.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert!(!d.withdraw(&b), "b was taken by the dispatch");
+        drop(taken);
+        drop((a, b));
+    }
+}

@@ -1,0 +1,174 @@
+//! Writing a decision down: the rows of `after` that differ from `before`,
+//! the set-wise cancellation the domain asked for, and the workflows it
+//! queued — leased right away to workers parked on this replica.
+
+use std::sync::Arc;
+
+use super::{
+    Engine, Result, new_id,
+    tasks::ClaimedTask,
+    views::Inputs,
+    work::{Observed, Unit},
+};
+use crate::{
+    domain::{
+        execution::{ExecutionDetail, ExecutionState, Millis, StageRun, WorkflowRun},
+        progress::Changes,
+        status::WorkflowStatus,
+    },
+    store::{executions, stages, tasks},
+};
+
+impl Engine {
+    /// Writes what a decision changed in the unit's transaction and notes
+    /// what must happen once it commits.
+    pub(super) async fn save(
+        &self,
+        unit: &mut Unit,
+        before: &ExecutionState,
+        after: &ExecutionState,
+        changes: Changes,
+        now: Millis,
+    ) -> Result<()> {
+        let id = after.execution.id.as_str();
+        if before.execution != after.execution {
+            executions::update(&unit.tx, &after.execution).await?;
+        }
+        stages::save_changed(&unit.tx, id, &before.stages, &after.stages).await?;
+        if let Some(cancel) = &changes.cancel_open {
+            tasks::cancel_open(&unit.tx, id, cancel.stage, &cancel.message, now).await?;
+        }
+        self.dispatch(unit, after, changes.queued, now).await?;
+        self.note_deadlines(unit, before, after);
+        observe(unit, before, after);
+        unit.after.changed(id);
+        Ok(())
+    }
+
+    /// Inserts a new execution in its final state — the row, every stage, the
+    /// tasks of the stage it started — in one go: the one create path of
+    /// start and resume. None if its request id is taken already.
+    pub(super) async fn create(
+        &self,
+        unit: &mut Unit,
+        state: ExecutionState,
+        changes: Changes,
+        fingerprint: &str,
+        now: Millis,
+    ) -> Result<Option<ExecutionDetail>> {
+        if !executions::insert(&unit.tx, &state.execution, fingerprint).await? {
+            return Ok(None);
+        }
+        let id = state.execution.id.clone();
+        stages::insert(&unit.tx, &id, &state.stages).await?;
+        let workflows = self.dispatch(unit, &state, changes.queued, now).await?;
+        let pending: Vec<StageRun> = state.stages.iter().map(|s| StageRun::pending(s.index, &s.name)).collect();
+        let before = ExecutionState { stages: pending, ..state.clone() };
+        self.note_deadlines(unit, &before, &state);
+        observe(unit, &before, &state);
+        unit.after.changed(&id);
+        let ExecutionState { execution, definition, stages } = state;
+        Ok(Some(ExecutionDetail { execution, definition, stages, workflows }))
+    }
+
+    /// Approval deadlines a decision set: the timer must look by then.
+    fn note_deadlines(&self, unit: &mut Unit, before: &ExecutionState, after: &ExecutionState) {
+        for (old, new) in before.stages.iter().zip(&after.stages) {
+            if let Some(at) = new.deadline_at.filter(|_| old.deadline_at != new.deadline_at) {
+                unit.after.deadline(at);
+            }
+        }
+    }
+
+    /// Inserts newly queued workflows. As many as there are workers parked
+    /// on their queue are leased to them in this transaction and handed over
+    /// after the commit; the rest wait for a claim.
+    pub(super) async fn dispatch(
+        &self,
+        unit: &mut Unit,
+        state: &ExecutionState,
+        mut queued: Vec<WorkflowRun>,
+        now: Millis,
+    ) -> Result<Vec<WorkflowRun>> {
+        if queued.is_empty() {
+            return Ok(queued);
+        }
+        let e = &state.execution;
+        let inputs = Arc::new(Inputs {
+            variables: e.variables.clone(),
+            artifacts: e.artifacts.clone(),
+            definition: state.definition.clone(),
+        });
+        self.remember_inputs(&e.id, inputs.clone());
+        let lease = self.settings().lease;
+        let mut queues: Vec<&str> = queued.iter().map(|w| w.task_queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        let queues: Vec<String> = queues.into_iter().map(str::to_owned).collect();
+        for queue in &queues {
+            let on_queue: Vec<usize> = (0..queued.len()).filter(|i| &queued[*i].task_queue == queue).collect();
+            let waiters = self.inner.dispatch.take(queue, on_queue.len());
+            let handed = waiters.len();
+            for (waiter, &i) in waiters.into_iter().zip(&on_queue) {
+                let w = &mut queued[i];
+                w.status = WorkflowStatus::Running;
+                w.attempt = 1;
+                w.lease_token = Some(new_id());
+                w.lease_owner = Some(waiter.worker.clone());
+                w.lease_expires_at = Some(now + lease.as_millis() as i64);
+                w.deadline_at = Some(now + w.timeout_ms);
+                w.started_at = Some(now);
+                unit.after.deadline(w.lease_expires_at.into_iter().chain(w.deadline_at).min().unwrap_or(now));
+                let stage_name = state.stages[w.stage_index].name.clone();
+                let task = ClaimedTask {
+                    environment: inputs.environment(&stage_name, &w.name, &e.id),
+                    run: w.clone(),
+                    stage_name,
+                    lease,
+                };
+                unit.after.handoffs.push((waiter, task));
+            }
+            if on_queue.len() > handed {
+                unit.after.queued(queue, on_queue.len() - handed);
+            }
+        }
+        tasks::insert(&unit.tx, &queued).await?;
+        for w in &queued {
+            self.inner.views.task_of(&w.task_id, &w.execution_id);
+        }
+        Ok(queued)
+    }
+}
+
+/// Notes each stage change (and the execution's) for the log, and times a
+/// transition: a stage ended and the next one started in this unit.
+fn observe(unit: &mut Unit, before: &ExecutionState, after: &ExecutionState) {
+    let e = &after.execution;
+    let (mut ended, mut began) = (false, false);
+    for (old, new) in before.stages.iter().zip(&after.stages) {
+        if old.status == new.status {
+            continue;
+        }
+        ended |= old.status.is_active();
+        began |= new.status.is_active();
+        unit.after.observed.push(Observed::Stage {
+            execution: e.id.clone(),
+            chain: e.chain_id.clone(),
+            stage: new.name.clone(),
+            index: new.index,
+            from: old.status.to_string(),
+            to: new.status.to_string(),
+        });
+    }
+    if ended && began {
+        unit.after.observed.push(Observed::Transition(unit.started));
+    }
+    if before.execution.status != e.status {
+        unit.after.observed.push(Observed::Execution {
+            execution: e.id.clone(),
+            chain: e.chain_id.clone(),
+            from: before.execution.status.to_string(),
+            to: e.status.to_string(),
+        });
+    }
+}

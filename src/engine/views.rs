@@ -1,0 +1,182 @@
+//! Bounded caches of what reads and the worker protocol need again and
+//! again: an execution as shown (keyed by its revision, so a read that
+//! finds the same revision in the database reuses it), an execution's
+//! immutable inputs (what a claimed task's environment is made of), and the
+//! execution a task belongs to. Every one of them is a bounded cache.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use moka::sync::Cache;
+
+use super::{Engine, Error, Result, tasks::env_name};
+use crate::{
+    domain::{execution::ExecutionDetail, pipeline::Definition},
+    store::{executions, stages, tasks},
+};
+
+/// An execution as shown, with what tells whether it is still current.
+#[derive(Clone)]
+pub(super) struct Cached {
+    /// The revision and running workflows it shows (see `executions::view_key`).
+    pub key: (i64, i64),
+    /// It shows every change announced up to this stamp.
+    pub stamp: u64,
+    pub detail: Arc<ExecutionDetail>,
+}
+
+pub(super) struct Views {
+    details: Cache<String, Cached>,
+    inputs: Cache<String, Arc<Inputs>>,
+    tasks: Cache<String, String>,
+    /// One load of an execution at a time: readers woken by the same change
+    /// share it instead of each reading the execution again.
+    loading: super::locks::Locks,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Views {
+            // Weighed by size: a big execution takes the room of many small ones.
+            details: Cache::builder()
+                .max_capacity(64 * 1024 * 1024)
+                .weigher(|_, c: &Cached| weight(&c.detail))
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            inputs: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
+            tasks: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
+            loading: super::locks::Locks::default(),
+        }
+    }
+}
+
+fn weight(d: &ExecutionDetail) -> u32 {
+    let workflows: usize = d.workflows.iter().map(|w| 256 + w.output.len() + w.status_message.len()).sum();
+    (1024 + d.stages.len() * 256 + workflows).min(u32::MAX as usize) as u32
+}
+
+impl Views {
+    fn get(&self, id: &str) -> Option<Cached> {
+        self.details.get(id)
+    }
+
+    fn put(&self, id: &str, cached: Cached) {
+        // Never replace a later view with an earlier one (a slow read racing a write).
+        if self.details.get(id).is_none_or(|c| c.stamp <= cached.stamp) {
+            self.details.insert(id.to_owned(), cached);
+        }
+    }
+
+    pub fn task_of(&self, task_id: &str, execution_id: &str) {
+        self.tasks.insert(task_id.to_owned(), execution_id.to_owned());
+    }
+
+    pub fn execution_of(&self, task_id: &str) -> Option<String> {
+        self.tasks.get(task_id)
+    }
+}
+
+/// What an execution was started with; never changes.
+pub(crate) struct Inputs {
+    pub variables: BTreeMap<String, String>,
+    pub artifacts: BTreeMap<String, String>,
+    pub definition: Arc<Definition>,
+}
+
+impl Inputs {
+    /// The environment a task of this execution runs with.
+    pub fn environment(&self, stage: &str, workflow: &str, execution_id: &str) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self
+            .variables
+            .iter()
+            .map(|(k, v)| (format!("REPRISE_VAR_{}", k.to_uppercase()), v.clone()))
+            .chain(self.artifacts.iter().map(|(k, v)| (format!("REPRISE_ARTIFACT_{}", env_name(k)), v.clone())))
+            .collect();
+        env.insert("REPRISE_EXECUTION_ID".into(), execution_id.to_owned());
+        env.insert("REPRISE_STAGE".into(), stage.to_owned());
+        env.insert("REPRISE_WORKFLOW".into(), workflow.to_owned());
+        env
+    }
+}
+
+/// What a watcher of one execution waits on: the stamp of its latest change.
+pub struct Watch {
+    pub changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Engine {
+    /// The immutable inputs of an execution (cached).
+    pub(super) async fn inputs(&self, execution_id: &str) -> Result<Arc<Inputs>> {
+        if let Some(found) = self.inner.views.inputs.get(execution_id) {
+            return Ok(found);
+        }
+        let reader = self.store().reader();
+        let e =
+            executions::get(&reader, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
+        let definition = self.definitions().pinned_by(&reader, &e).await?;
+        let inputs = Arc::new(Inputs { variables: e.variables, artifacts: e.artifacts, definition });
+        self.inner.views.inputs.insert(execution_id.to_owned(), inputs.clone());
+        Ok(inputs)
+    }
+
+    /// Remembers the inputs of an execution this process just created.
+    pub(super) fn remember_inputs(&self, execution_id: &str, inputs: Arc<Inputs>) {
+        self.inner.views.inputs.insert(execution_id.to_owned(), inputs);
+    }
+
+    /// The execution as shown now: one query for what tells whether a view
+    /// is current, and the cached view when it is; otherwise one consistent
+    /// snapshot, shared with every reader asking at the same time.
+    pub(super) async fn view(&self, id: &str) -> Result<Cached> {
+        let key =
+            executions::view_key(&self.store().reader(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+        let current = |c: &Cached| c.key == key;
+        if let Some(found) = self.inner.views.get(id).filter(current) {
+            return Ok(found);
+        }
+        self.load_shared(id, current).await
+    }
+
+    /// The execution as shown after the change stamped `stamp` (a watcher
+    /// was woken by it): from the cache when it is that recent, without a query.
+    pub(super) async fn view_after(&self, id: &str, stamp: u64) -> Result<Cached> {
+        let current = |c: &Cached| c.stamp >= stamp;
+        if let Some(found) = self.inner.views.get(id).filter(current) {
+            return Ok(found);
+        }
+        self.load_shared(id, current).await
+    }
+
+    /// Loads the view unless another reader did while this one waited.
+    async fn load_shared(&self, id: &str, current: impl Fn(&Cached) -> bool) -> Result<Cached> {
+        let _turn = self.inner.views.loading.turn(id).await;
+        if let Some(found) = self.inner.views.get(id).filter(|c| current(c)) {
+            return Ok(found);
+        }
+        let cached = self.load_view(id).await?;
+        self.inner.views.put(id, cached.clone());
+        Ok(cached)
+    }
+
+    /// Reads an execution, its stages and workflows in one read transaction,
+    /// so they agree with each other.
+    async fn load_view(&self, id: &str) -> Result<Cached> {
+        let stamp = self.events().stamp();
+        let snapshot = self.store().snapshot().await?;
+        let loaded = async {
+            let (execution, revision) =
+                executions::get_with_revision(&snapshot, id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+            let definition = self.definitions().pinned_by(&snapshot, &execution).await?;
+            let stages = stages::of_execution(&snapshot, id).await?;
+            let workflows = tasks::of_view(&snapshot, id, &stages).await?;
+            let running = workflows
+                .iter()
+                .filter(|w| w.execution_id == id && w.status == crate::domain::status::WorkflowStatus::Running)
+                .count() as i64;
+            let detail = Arc::new(ExecutionDetail { execution, definition, stages, workflows });
+            Ok::<_, Error>(Cached { key: (revision, running), stamp, detail })
+        }
+        .await;
+        snapshot.end().await;
+        loaded
+    }
+}

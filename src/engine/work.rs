@@ -1,0 +1,164 @@
+//! The one place that runs a unit of work: this process's turn on the
+//! execution, one transaction on one connection, commit or roll back, and
+//! only after a successful commit the answer and the wake-ups. Nothing a
+//! unit did is visible to anyone (workers, watchers, other replicas, the
+//! caller) before its COMMIT returned success.
+
+use super::{Engine, Result, dispatch::Waiter, events::Announcement, locks::Turn, tasks::ClaimedTask};
+use crate::{domain::execution::Millis, store::Tx};
+
+/// An open unit of work.
+pub(super) struct Unit {
+    _turn: Option<Turn>,
+    pub tx: Tx,
+    pub after: After,
+    /// When the unit began, for the stage transition metric.
+    pub started: std::time::Instant,
+}
+
+/// What a unit makes happen once it has committed.
+#[derive(Default)]
+pub(super) struct After {
+    /// For other replicas, sent with the commit (PostgreSQL NOTIFY).
+    pub announce: Announcement,
+    /// Executions changed: watchers.
+    pub changed: Vec<String>,
+    /// Tasks leased at dispatch to workers parked on this replica.
+    pub handoffs: Vec<(Waiter, ClaimedTask)>,
+    /// Queues where tasks were left queued for any worker, with how many.
+    pub queued: Vec<(String, usize)>,
+    /// Deadlines (leases, timeouts) set: the timer must look by then.
+    pub deadlines: Vec<Millis>,
+    /// Grants or memberships changed.
+    pub access: bool,
+    /// Log lines and metrics of the stage changes, emitted once committed.
+    pub observed: Vec<Observed>,
+}
+
+/// A change to report once it is committed.
+pub(super) enum Observed {
+    Stage {
+        execution: String,
+        chain: String,
+        stage: String,
+        index: usize,
+        from: String,
+        to: String,
+    },
+    Execution {
+        execution: String,
+        chain: String,
+        from: String,
+        to: String,
+    },
+    /// A stage ended and the next began in a unit that started then.
+    Transition(std::time::Instant),
+}
+
+impl After {
+    pub fn changed(&mut self, id: &str) {
+        self.announce.changed(id);
+        if !self.changed.iter().any(|c| c == id) {
+            self.changed.push(id.to_owned());
+        }
+    }
+
+    pub fn queued(&mut self, queue: &str, n: usize) {
+        self.announce.queued(queue);
+        self.queued.push((queue.to_owned(), n));
+    }
+
+    pub fn deadline(&mut self, at: Millis) {
+        if self.deadlines.iter().all(|d| at < *d) {
+            self.announce.deadline(at);
+        }
+        self.deadlines.push(at);
+    }
+
+    pub fn access_changed(&mut self) {
+        self.announce.access();
+        self.access = true;
+    }
+}
+
+impl Engine {
+    /// Opens a unit of work, on `execution` if given (waiting for this
+    /// process's turn on it first, before taking a connection).
+    pub(super) async fn unit(&self, execution: Option<&str>) -> Result<Unit> {
+        let started = std::time::Instant::now();
+        let turn = match execution {
+            Some(id) => Some(self.inner.locks.turn(id).await),
+            None => None,
+        };
+        tracing::trace!(?execution, "unit: turn taken, waiting for a connection");
+        let tx = self.store().write().await?;
+        tracing::trace!(?execution, "unit: transaction begun");
+        Ok(Unit { _turn: turn, tx, after: After::default(), started })
+    }
+
+    /// Ends a unit: commits if `result` is Ok, then applies what it makes
+    /// happen; rolls back otherwise. The result is returned only once its
+    /// changes are durable.
+    pub(super) async fn finish<T>(&self, unit: Unit, result: Result<T>) -> Result<T> {
+        let Unit { _turn, tx, after, .. } = unit;
+        let value = match result {
+            Ok(value) => value,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = crate::store::notify(&tx, &after.announce.payload()).await {
+            tx.rollback().await;
+            return Err(e.into());
+        }
+        // A failed commit drops `after`: leases granted at dispatch were not
+        // written, and the parked workers whose tasks they were simply wait on.
+        tx.commit().await?;
+        drop(_turn);
+        self.apply(after);
+        Ok(value)
+    }
+
+    fn apply(&self, after: After) {
+        let events = self.events();
+        for id in &after.changed {
+            events.execution_changed(id);
+        }
+        for at in after.deadlines {
+            events.deadlines().offer(at);
+        }
+        for (queue, n) in after.queued {
+            self.inner.dispatch.queued(&queue, n);
+        }
+        if after.access {
+            self.inner.callers.clear();
+            events.access_changed();
+        }
+        for observed in after.observed {
+            match observed {
+                Observed::Stage { execution, chain, stage, index, from, to } => {
+                    tracing::info_span!("stage", execution_id = %execution, chain_id = %chain, stage = %stage, index)
+                        .in_scope(|| tracing::info!(from = %from, to = %to, "stage changed"));
+                }
+                Observed::Execution { execution, chain, from, to } => {
+                    tracing::info!(execution_id = %execution, chain_id = %chain, from = %from, to = %to, "execution changed");
+                }
+                Observed::Transition(started) => {
+                    metrics::histogram!(crate::metrics::STAGE_TRANSITION).record(started.elapsed().as_secs_f64());
+                }
+            }
+        }
+        for (waiter, task) in after.handoffs {
+            tracing::info!(task_id = %task.run.task_id, execution_id = %task.run.execution_id,
+                workflow = %task.run.name, attempt = task.run.attempt, worker = %waiter.worker, "task leased at dispatch");
+            if let Err(task) = waiter.hand(task) {
+                // The worker's poll ended before its task arrived: give the
+                // lease back so another worker gets the task now, not when
+                // the lease expires.
+                let engine = self.clone();
+                tokio::spawn(async move { engine.release(*task).await });
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Stage rows, with the counts of their workflows.
+
+use sea_orm::{ConnectionTrait, QueryResult, Value};
+
+use super::{
+    Result, corrupt,
+    sql::{chunk_rows, get, statement, value_rows},
+};
+use crate::domain::{
+    execution::{CountsDelta, FailureNote, Millis, StageRun, WorkflowCounts},
+    status::StageStatus,
+};
+
+const COLUMNS: &str = "execution_id, stage_index, name, status, status_message, started_at, ended_at, deadline_at, \
+    decided_by, decision_comment, carried_from_execution_id, wf_total, wf_open, wf_failed, wf_expired, wf_cancelled, \
+    failure_workflow, failure_message";
+const WIDTH: usize = 18;
+
+/// Every stage of an execution, in order.
+pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<StageRun>> {
+    let sql = format!("SELECT {COLUMNS} FROM stages WHERE execution_id = $1 ORDER BY stage_index");
+    let rows = c.query_all_raw(statement(c, &sql, vec![execution_id.into()])).await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// One stage of an execution.
+pub async fn get_one(c: &impl ConnectionTrait, execution_id: &str, index: usize) -> Result<Option<StageRun>> {
+    let sql = format!("SELECT {COLUMNS} FROM stages WHERE execution_id = $1 AND stage_index = $2");
+    let row = c.query_one_raw(statement(c, &sql, vec![execution_id.into(), (index as i32).into()])).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Counts the end of one of a stage's workflows (and, for a failure, notes
+/// it if it is the stage's first), returning the stage as it now is.
+pub async fn count_end(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    index: usize,
+    delta: CountsDelta,
+    failure: Option<&FailureNote>,
+) -> Result<Option<StageRun>> {
+    let sql = format!(
+        "UPDATE stages SET wf_open = wf_open + $3, wf_failed = wf_failed + $4, wf_expired = wf_expired + $5, \
+         wf_cancelled = wf_cancelled + $6, \
+         failure_message = CASE WHEN failure_workflow IS NULL AND $7 IS NOT NULL THEN $8 ELSE failure_message END, \
+         failure_workflow = COALESCE(failure_workflow, $7) \
+         WHERE execution_id = $1 AND stage_index = $2 RETURNING {COLUMNS}"
+    );
+    let values = vec![
+        execution_id.into(),
+        (index as i32).into(),
+        delta.open.into(),
+        delta.failed.into(),
+        delta.expired.into(),
+        delta.cancelled.into(),
+        failure.map(|f| f.workflow.clone()).into(),
+        failure.map(|f| f.message.clone()).unwrap_or_default().into(),
+    ];
+    let row = c.query_one_raw(statement(c, &sql, values)).await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Inserts stage rows (a new execution's), in as few statements as the
+/// parameter limits allow.
+pub async fn insert(c: &impl ConnectionTrait, execution_id: &str, stages: &[StageRun]) -> Result<()> {
+    upsert(c, execution_id, stages.iter(), false).await
+}
+
+/// Writes the stages of `after` that differ from `before` (same length and order).
+pub async fn save_changed(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    before: &[StageRun],
+    after: &[StageRun],
+) -> Result<()> {
+    let changed = before.iter().zip(after).filter(|(b, a)| b != a).map(|(_, a)| a);
+    upsert(c, execution_id, changed, true).await
+}
+
+async fn upsert<'a>(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    rows: impl Iterator<Item = &'a StageRun>,
+    update: bool,
+) -> Result<()> {
+    let rows: Vec<&StageRun> = rows.collect();
+    for chunk in rows.chunks(chunk_rows(WIDTH)) {
+        let mut values = Vec::with_capacity(chunk.len() * WIDTH);
+        for s in chunk {
+            values.extend(row_values(execution_id, s));
+        }
+        let mut sql = format!("INSERT INTO stages ({COLUMNS}) VALUES {}", value_rows(chunk.len(), WIDTH, 1));
+        if update {
+            sql.push_str(
+                " ON CONFLICT (execution_id, stage_index) DO UPDATE SET status = excluded.status, \
+                 status_message = excluded.status_message, started_at = excluded.started_at, \
+                 ended_at = excluded.ended_at, deadline_at = excluded.deadline_at, decided_by = excluded.decided_by, \
+                 decision_comment = excluded.decision_comment, wf_total = excluded.wf_total, \
+                 wf_open = excluded.wf_open, wf_failed = excluded.wf_failed, wf_expired = excluded.wf_expired, \
+                 wf_cancelled = excluded.wf_cancelled, failure_workflow = excluded.failure_workflow, \
+                 failure_message = excluded.failure_message",
+            );
+        }
+        c.execute_raw(statement(c, &sql, values)).await?;
+    }
+    Ok(())
+}
+
+fn row_values(execution_id: &str, s: &StageRun) -> [Value; WIDTH] {
+    [
+        execution_id.to_owned().into(),
+        (s.index as i32).into(),
+        s.name.clone().into(),
+        s.status.as_str().into(),
+        s.status_message.clone().into(),
+        s.started_at.into(),
+        s.ended_at.into(),
+        s.deadline_at.into(),
+        s.decided_by.clone().into(),
+        s.decision_comment.clone().into(),
+        s.carried_from.clone().into(),
+        (s.counts.total as i32).into(),
+        (s.counts.open as i32).into(),
+        (s.counts.failed as i32).into(),
+        (s.counts.expired as i32).into(),
+        (s.counts.cancelled as i32).into(),
+        s.first_failure.as_ref().map(|f| f.workflow.clone()).into(),
+        s.first_failure.as_ref().map(|f| f.message.clone()).unwrap_or_default().into(),
+    ]
+}
+
+/// Ids of executions with an approval waiting past its deadline.
+pub async fn approvals_due(c: &impl ConnectionTrait, now: Millis, limit: u64) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT execution_id FROM stages WHERE status = 'WAITING_APPROVAL' AND deadline_at <= $1 LIMIT {limit}"
+    );
+    let rows = c.query_all_raw(statement(c, &sql, vec![now.into()])).await?;
+    rows.iter().map(|r| get(r, "execution_id")).collect()
+}
+
+/// The earliest approval deadline still to come.
+pub async fn next_approval_deadline(c: &impl ConnectionTrait) -> Result<Option<Millis>> {
+    let sql = "SELECT min(deadline_at) AS d FROM stages WHERE status = 'WAITING_APPROVAL'";
+    let row = c.query_one_raw(statement(c, sql, Vec::new())).await?;
+    Ok(row.map(|r| get::<Option<i64>>(&r, "d")).transpose()?.flatten())
+}
+
+fn from_row(r: &QueryResult) -> Result<StageRun> {
+    let status: String = get(r, "status")?;
+    let n = |column: &str| get::<i32>(r, column).map(|v| v.max(0) as u32);
+    Ok(StageRun {
+        index: get::<i32>(r, "stage_index")? as usize,
+        status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
+        name: get(r, "name")?,
+        status_message: get(r, "status_message")?,
+        started_at: get(r, "started_at")?,
+        ended_at: get(r, "ended_at")?,
+        deadline_at: get(r, "deadline_at")?,
+        decided_by: get(r, "decided_by")?,
+        decision_comment: get(r, "decision_comment")?,
+        carried_from: get(r, "carried_from_execution_id")?,
+        counts: WorkflowCounts {
+            total: n("wf_total")?,
+            open: n("wf_open")?,
+            failed: n("wf_failed")?,
+            expired: n("wf_expired")?,
+            cancelled: n("wf_cancelled")?,
+        },
+        first_failure: get::<Option<String>>(r, "failure_workflow")?
+            .map(|workflow| Ok::<_, super::StoreError>(FailureNote { workflow, message: get(r, "failure_message")? }))
+            .transpose()?,
+    })
+}
