@@ -162,6 +162,13 @@ pub struct TaskArgs {
     pub task_env_allow: Vec<String>,
 }
 
+impl TaskArgs {
+    /// The allowed names; empty entries (`A,,B`, an empty variable) are skipped.
+    pub fn allowed(self) -> Vec<String> {
+        self.task_env_allow.into_iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct DevArgs {
     #[command(flatten)]

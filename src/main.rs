@@ -56,7 +56,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
                 concurrency: args.concurrency.max(1),
                 worker_id: args.worker_id.unwrap_or_else(default_worker_id),
                 token: credentials::value_or_file(args.token, args.token_file.as_deref(), option("token"))?,
-                task_env_allow: args.tasks.task_env_allow,
+                task_env_allow: args.tasks.allowed(),
             };
             worker::run(config, shutdown).await
         }
@@ -71,7 +71,7 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
                 concurrency: args.concurrency.max(1),
                 worker_id: format!("dev-{}", default_worker_id()),
                 token,
-                task_env_allow: args.tasks.task_env_allow,
+                task_env_allow: args.tasks.allowed(),
             };
             tracing::info!(queue = %config.queue, "dev mode: server and built-in worker in one process");
             let worker = tokio::spawn(worker::run(config, shutdown.clone()));
