@@ -475,6 +475,7 @@ async fn e2e_shell(server: &Server, concurrency: usize) -> anyhow::Result<EndToE
         concurrency,
         worker_id: "bench-shell".into(),
         token: None,
+        task_env_allow: vec![],
     };
     let worker = tokio::spawn(worker::run_with_channel(server.channel.clone(), config, stop.clone()));
     let result = e2e_runs(server, &queue).await;

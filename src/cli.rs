@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use crate::auth::CertificateName;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "reprise",
@@ -37,9 +39,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "REPRISE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Database URL: `sqlite://FILE` (created if missing) or `postgres://…`.
-    #[arg(long, env = "REPRISE_DATABASE_URL", default_value = "sqlite://reprise.db")]
+    /// Database URL: `sqlite://FILE` (created if missing) or `postgres://…`. One that holds
+    /// a password is accepted only from the environment or --database-url-file.
+    #[arg(long, env = "REPRISE_DATABASE_URL", hide_env_values = true, default_value = "sqlite://reprise.db")]
     pub database_url: String,
+    /// Read the database URL from this file (for a URL that holds a password).
+    #[arg(long, env = "REPRISE_DATABASE_URL_FILE", conflicts_with = "database_url")]
+    pub database_url_file: Option<PathBuf>,
     /// How long a task lease lasts without a heartbeat.
     #[arg(long, env = "REPRISE_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
@@ -60,23 +66,30 @@ pub struct ServeArgs {
 }
 
 /// Authentication and TLS.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct AuthArgs {
-    /// Accept HS256 bearer tokens signed with this secret (at least 32 bytes).
+    /// Accept HS256 bearer tokens signed with this secret (at least 32 bytes). Only from the
+    /// environment: on the command line it is refused (use --auth-hs256-secret-file).
     #[arg(long, env = "REPRISE_AUTH_HS256_SECRET", hide_env_values = true)]
     pub auth_hs256_secret: Option<String>,
+    /// Read the HS256 secret from this file.
+    #[arg(long, env = "REPRISE_AUTH_HS256_SECRET_FILE")]
+    pub auth_hs256_secret_file: Option<PathBuf>,
     /// Accept RS256 or ES256 bearer tokens verified by the public key in this PEM file.
     #[arg(long, env = "REPRISE_AUTH_PUBLIC_KEY_FILE")]
     pub auth_public_key_file: Option<PathBuf>,
     /// Accept bearer tokens verified by the keys of this JWKS file.
     #[arg(long, env = "REPRISE_AUTH_JWKS_FILE")]
     pub auth_jwks_file: Option<PathBuf>,
-    /// Required `iss` claim.
+    /// Tokens must carry an `iss` claim equal to this.
     #[arg(long, env = "REPRISE_AUTH_ISSUER")]
     pub auth_issuer: Option<String>,
-    /// Required `aud` claim.
+    /// Tokens must carry an `aud` claim that includes this.
     #[arg(long, env = "REPRISE_AUTH_AUDIENCE")]
     pub auth_audience: Option<String>,
+    /// Clock skew allowed when checking a token's `exp` and `nbf`.
+    #[arg(long, env = "REPRISE_AUTH_LEEWAY", default_value = "60s", value_parser = parse_duration)]
+    pub auth_leeway: Duration,
     /// Make this subject an admin at start-up (the first admin of a new installation).
     #[arg(long, env = "REPRISE_BOOTSTRAP_ADMIN")]
     pub bootstrap_admin: Option<String>,
@@ -89,10 +102,29 @@ pub struct AuthArgs {
     /// The private key of --tls-cert-file (PEM).
     #[arg(long, env = "REPRISE_TLS_KEY_FILE")]
     pub tls_key_file: Option<PathBuf>,
-    /// Require client certificates signed by this CA (mutual TLS); the
-    /// certificate's common name is the caller's subject when it sends no token.
+    /// Verify client certificates against this CA (mutual TLS); a caller that sends no
+    /// token is identified by its certificate (see --tls-client-identity).
     #[arg(long, env = "REPRISE_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Which name of a client certificate is the caller: the first URI SAN (e.g. a SPIFFE
+    /// id), the first DNS SAN, the subject's CN, or `auto`: the first of those it has.
+    #[arg(long, env = "REPRISE_TLS_CLIENT_IDENTITY", value_enum, default_value_t = CertificateName::Auto)]
+    pub tls_client_identity: CertificateName,
+    /// Put before a certificate's name to make the caller's subject, so certificate
+    /// subjects never collide with token subjects (CN=admin is `cert:admin`, not `admin`).
+    #[arg(long, env = "REPRISE_TLS_CLIENT_SUBJECT_PREFIX", default_value = "cert:")]
+    pub tls_client_subject_prefix: String,
+    /// Under mutual TLS, let connections without a client certificate reach health and
+    /// reflection (kubelet gRPC probes carry none); our services still need a certificate
+    /// or a token. `false`: every connection needs a client certificate.
+    #[arg(
+        long,
+        env = "REPRISE_TLS_OPEN_HEALTH_AND_REFLECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
+    pub tls_open_health_and_reflection: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -110,8 +142,31 @@ pub struct WorkerArgs {
     #[arg(long, env = "REPRISE_WORKER_ID")]
     pub worker_id: Option<String>,
     /// Bearer token for a server that requires authentication (needs a RUN_TASKS grant).
+    /// Only from the environment: on the command line it is refused (use --token-file).
     #[arg(long, env = "REPRISE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the bearer token from this file.
+    #[arg(long, env = "REPRISE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
+}
+
+/// What the reference worker passes to the tasks it runs.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TaskArgs {
+    /// Also pass this variable of the worker's environment to tasks (repeatable; the
+    /// environment variable takes a comma-separated list). Tasks otherwise get only PATH,
+    /// HOME, LANG, LC_ALL, TZ, TMPDIR and their own REPRISE_* inputs.
+    #[arg(long = "task-env-allow", env = "REPRISE_TASK_ENV_ALLOW", value_delimiter = ',', value_name = "NAME")]
+    pub task_env_allow: Vec<String>,
+}
+
+impl TaskArgs {
+    /// The allowed names; empty entries (`A,,B`, an empty variable) are skipped.
+    pub fn allowed(self) -> Vec<String> {
+        self.task_env_allow.into_iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()
+    }
 }
 
 #[derive(Debug, Args, Clone)]
@@ -124,9 +179,15 @@ pub struct DevArgs {
     /// How many tasks the built-in worker runs at once.
     #[arg(long, env = "REPRISE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
-    /// Bearer token of the built-in worker, when authentication is configured.
+    /// Bearer token of the built-in worker, when authentication is configured. Only from the
+    /// environment: on the command line it is refused (use --token-file).
     #[arg(long, env = "REPRISE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the built-in worker's bearer token from this file.
+    #[arg(long, env = "REPRISE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub tasks: TaskArgs,
 }
 
 /// Durations like `30s`, `500ms`, `2m`.

@@ -9,6 +9,7 @@
 //! - [`store`]: sea-orm entities, migrations and repository functions.
 //! - [`scheduler`]: the timer loop (lease expiry, timeouts).
 //! - [`auth`]: caller identity (JWT bearer tokens, client certificates) and TLS.
+//! - [`credentials`]: where secrets of the configuration may come from, and keeping them out of `/proc` and logs.
 //! - [`worker`]: the reference worker that runs shell tasks.
 //! - [`client`]: the command-line client (`reprise apply`, `start`, `watch`, `resume`, …).
 //! - [`metrics`]: Prometheus metrics.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod domain;
 pub mod engine;
 pub mod metrics;

@@ -1,9 +1,10 @@
 //! The `reprise` binary: parses the command line, sets up logging, runs.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use reprise::{
-    auth::{Authenticator, JwtConfig, Verifier, tls::TlsFiles},
+    auth::{Authenticator, CertificateIdentity, JwtConfig, Verifier, tls::TlsFiles},
     cli::{AuthArgs, Cli, Command, ServeArgs},
+    credentials::{self, option},
     domain::resume::ChainLimits,
     engine::{Engine, Settings},
     server::ServeOptions,
@@ -13,9 +14,25 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    let matches = Cli::command().get_matches();
+    if let Err(why) = credentials::refuse_on_command_line(&matches) {
+        Cli::command().error(clap::error::ErrorKind::ArgumentConflict, why).exit();
+    }
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if !matches!(cli.command, Command::Client(_)) {
+        // Before the runtime starts any thread: scrubbing writes to memory
+        // that reading the environment reads. Tasks run by this process (or
+        // anything else of its user) must not read its credentials back
+        // through /proc/PID/environ or /proc/PID/mem.
+        credentials::scrub_environment(&credentials::credential_variables());
+        credentials::forbid_inspection()
+            .map_err(|e| anyhow::anyhow!("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}"))?;
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_cli(cli))
+}
+
+async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     // Client commands only call a server: no log set-up, their own exit codes.
     if let Command::Client(command) = cli.command {
         std::process::exit(reprise::client::main(command).await);
@@ -38,20 +55,23 @@ async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()
                 queue: args.queue,
                 concurrency: args.concurrency.max(1),
                 worker_id: args.worker_id.unwrap_or_else(default_worker_id),
-                token: args.token,
+                token: credentials::value_or_file(args.token, args.token_file.as_deref(), option("token"))?,
+                task_env_allow: args.tasks.allowed(),
             };
             worker::run(config, shutdown).await
         }
         Command::Dev(args) => {
             // The port is bound before the worker starts, so its first
             // connection is accepted rather than refused.
+            let token = credentials::value_or_file(args.token, args.token_file.as_deref(), option("token"))?;
             let server = prepare(args.serve, true).await?;
             let config = worker::WorkerConfig {
                 server: format!("http://{}", server.listener.local_addr()?),
                 queue: args.queue,
                 concurrency: args.concurrency.max(1),
                 worker_id: format!("dev-{}", default_worker_id()),
-                token: args.token,
+                token,
+                task_env_allow: args.tasks.allowed(),
             };
             tracing::info!(queue = %config.queue, "dev mode: server and built-in worker in one process");
             let worker = tokio::spawn(worker::run(config, shutdown.clone()));
@@ -86,8 +106,12 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         reprise::metrics::install(address)?;
         options.metrics_sampling = Some(std::time::Duration::from_secs(10));
     }
-    let db = store::connect(&args.database_url).await?;
-    tracing::info!(database = %redact(&args.database_url), "database ready, migrations applied");
+    let database_url = match &args.database_url_file {
+        Some(path) => credentials::read_file(path, option("database_url"))?,
+        None => args.database_url.clone(),
+    };
+    let db = store::connect(&database_url).await?;
+    tracing::info!(database = %credentials::redact_url(&database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
         max_attempts: args.chain_max_attempts,
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
@@ -105,22 +129,37 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
 /// (and says so) unless authentication is configured.
 fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
     let jwt = JwtConfig {
-        hs256_secret: args.auth_hs256_secret.clone(),
+        hs256_secret: credentials::value_or_file(
+            args.auth_hs256_secret.clone(),
+            args.auth_hs256_secret_file.as_deref(),
+            option("auth_hs256_secret"),
+        )?,
         public_key_file: args.auth_public_key_file.clone(),
         jwks_file: args.auth_jwks_file.clone(),
         issuer: args.auth_issuer.clone(),
         audience: args.auth_audience.clone(),
+        leeway: args.auth_leeway,
     };
     let tls_files = TlsFiles {
         cert_file: args.tls_cert_file.clone(),
         key_file: args.tls_key_file.clone(),
         client_ca_file: args.tls_client_ca_file.clone(),
+        client_certificate_optional: args.tls_open_health_and_reflection,
     };
     let tls = tls_files.server_config()?;
     let mutual_tls = args.tls_client_ca_file.is_some();
     let auth = if jwt.is_configured() || mutual_tls {
         let verifier = if jwt.is_configured() { Some(Arc::new(Verifier::new(&jwt)?)) } else { None };
-        Authenticator::Enabled { verifier, accept_client_certificates: mutual_tls }
+        let certificates = mutual_tls.then(|| CertificateIdentity {
+            name: args.tls_client_identity,
+            prefix: args.tls_client_subject_prefix.clone(),
+        });
+        if mutual_tls && args.tls_client_subject_prefix.is_empty() {
+            tracing::warn!(
+                "--tls-client-subject-prefix is empty: a certificate named like a token subject (CN=admin) gets that subject's rights"
+            );
+        }
+        Authenticator::Enabled { verifier, certificates }
     } else if args.insecure_no_auth || dev {
         tracing::warn!(
             "AUTHENTICATION IS OFF: every caller may start, resume and abort anything; never run like this in production"
@@ -128,8 +167,9 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
         Authenticator::Disabled
     } else {
         anyhow::bail!(
-            "no authentication is configured: set --auth-hs256-secret, --auth-public-key-file, --auth-jwks-file or \
-             --tls-client-ca-file (or --insecure-no-auth to run without, never in production)"
+            "no authentication is configured: set REPRISE_AUTH_HS256_SECRET (or --auth-hs256-secret-file), \
+             --auth-public-key-file, --auth-jwks-file or --tls-client-ca-file (or --insecure-no-auth to run \
+             without, never in production)"
         );
     };
     Ok(ServeOptions { auth, tls, metrics_sampling: None })
@@ -160,12 +200,4 @@ async fn on_signal(shutdown: CancellationToken) {
 fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Hides a password in a database URL before it reaches the log.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }

@@ -2,21 +2,41 @@
 //! public keys from a PEM file, or a JWKS file. Expiry, not-before, issuer
 //! and audience are checked; unsigned (`alg: none`) tokens never pass.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::Deserialize;
 
 /// Where the keys come from and which claims are required.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct JwtConfig {
     pub hs256_secret: Option<String>,
     /// A PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
     pub public_key_file: Option<PathBuf>,
     pub jwks_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`; a token without one is refused.
     pub issuer: Option<String>,
+    /// When set, tokens must carry an `aud` that includes this; a token without one is refused.
     pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (whole seconds count).
+    pub leeway: Duration,
+}
+
+/// The leeway when none is configured (also the `--auth-leeway` default).
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            hs256_secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway: DEFAULT_LEEWAY,
+        }
+    }
 }
 
 impl JwtConfig {
@@ -44,7 +64,7 @@ pub enum TokenError {
     WrongAudience(String),
     #[error("the token's signature does not verify with any configured key")]
     BadSignature,
-    #[error("the token lacks the {0} claim")]
+    #[error("the token lacks the {0} claim, which this server requires")]
     MissingClaim(String),
 }
 
@@ -58,6 +78,7 @@ pub struct Verifier {
     keys: Vec<Key>,
     issuer: Option<String>,
     audience: Option<String>,
+    leeway: Duration,
 }
 
 #[derive(Deserialize)]
@@ -110,7 +131,7 @@ impl Verifier {
             }
         }
         anyhow::ensure!(!keys.is_empty(), "no token verification key is configured");
-        Ok(Verifier { keys, issuer: config.issuer.clone(), audience: config.audience.clone() })
+        Ok(Verifier { keys, issuer: config.issuer.clone(), audience: config.audience.clone(), leeway: config.leeway })
     }
 
     /// The token's subject, if the token is valid.
@@ -130,19 +151,9 @@ impl Verifier {
         if candidates.is_empty() {
             return Err(TokenError::UnsupportedAlgorithm(alg));
         }
-        let mut validation = Validation::new(algorithm);
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
-        }
         let mut error = TokenError::BadSignature;
         for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(algorithm)) {
                 Ok(data) => {
                     return data.claims.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub".into()));
                 }
@@ -163,6 +174,31 @@ impl Verifier {
             }
         }
         Err(error)
+    }
+}
+
+impl Verifier {
+    /// What a token signed with `algorithm` must satisfy. jsonwebtoken checks
+    /// `iss` and `aud` only when the token has them, so a configured issuer
+    /// or audience also makes its claim required.
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+        let mut required = vec!["exp", "sub"];
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
     }
 }
 
@@ -236,6 +272,43 @@ mod tests {
             assert_eq!(v.verify(&token(claims.clone(), secret)), Err(want), "{claims}");
         }
         assert!(matches!(v.verify("not-a-token"), Err(TokenError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_configured_issuer_or_audience_is_a_required_claim() {
+        let v = verifier(Some("idp"), Some("reprise"));
+        let without_iss = json!({"sub": "a", "exp": now() + 600, "aud": "reprise"});
+        assert_eq!(v.verify(&token(without_iss, SECRET)), Err(TokenError::MissingClaim("iss".into())));
+        let without_aud = json!({"sub": "a", "exp": now() + 600, "iss": "idp"});
+        assert_eq!(v.verify(&token(without_aud, SECRET)), Err(TokenError::MissingClaim("aud".into())));
+        assert!(TokenError::MissingClaim("aud".into()).to_string().contains("lacks the aud claim"));
+
+        // Not configured: neither claim is needed.
+        let v = verifier(None, None);
+        assert_eq!(v.verify(&token(json!({"sub": "a", "exp": now() + 600}), SECRET)), Ok("a".into()));
+    }
+
+    #[test]
+    fn the_leeway_applies_to_exp_and_nbf() {
+        let with_leeway = |leeway: u64| {
+            Verifier::new(&JwtConfig {
+                hs256_secret: Some(SECRET.into()),
+                leeway: Duration::from_secs(leeway),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let expired_30s_ago = token(json!({"sub": "a", "exp": now() - 30}), SECRET);
+        let valid_in_30s = token(json!({"sub": "a", "exp": now() + 600, "nbf": now() + 30}), SECRET);
+        assert_eq!(JwtConfig::default().leeway, DEFAULT_LEEWAY);
+        let default = verifier(None, None);
+        assert_eq!(default.verify(&expired_30s_ago), Ok("a".into()));
+        assert_eq!(default.verify(&valid_in_30s), Ok("a".into()));
+        let strict = with_leeway(0);
+        assert_eq!(strict.verify(&expired_30s_ago), Err(TokenError::Expired));
+        assert_eq!(strict.verify(&valid_in_30s), Err(TokenError::NotYetValid));
+        let expired_2h_ago = token(json!({"sub": "a", "exp": now() - 7200}), SECRET);
+        assert_eq!(with_leeway(3600).verify(&expired_2h_ago), Err(TokenError::Expired));
     }
 
     #[test]

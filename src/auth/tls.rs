@@ -1,5 +1,5 @@
 //! Server TLS from files: a certificate and key, and optionally a client CA
-//! that makes the server require (mutual TLS) client certificates.
+//! that client certificates must chain to (mutual TLS).
 
 use std::path::PathBuf;
 
@@ -9,8 +9,14 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 pub struct TlsFiles {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
-    /// Clients must present a certificate signed by this CA.
+    /// Client certificates must be signed by this CA.
     pub client_ca_file: Option<PathBuf>,
+    /// Under mutual TLS, accept connections that present no client
+    /// certificate (a certificate that is presented must still verify).
+    /// Health and reflection are then open to them, while the interceptor of
+    /// our services asks for a certificate or a bearer token. When false,
+    /// the handshake fails without a client certificate.
+    pub client_certificate_optional: bool,
 }
 
 impl TlsFiles {
@@ -26,7 +32,9 @@ impl TlsFiles {
         };
         let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
         if let Some(ca) = &self.client_ca_file {
-            config = config.client_ca_root(Certificate::from_pem(read(ca)?)).client_auth_optional(false);
+            config = config
+                .client_ca_root(Certificate::from_pem(read(ca)?))
+                .client_auth_optional(self.client_certificate_optional);
         }
         Ok(Some(config))
     }

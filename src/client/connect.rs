@@ -24,7 +24,13 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(options: &ClientOptions) -> Result<Client> {
-        let bearer = Bearer::new(options.token.as_deref())?;
+        let token = crate::credentials::value_or_file(
+            options.token.clone(),
+            options.token_file.as_deref(),
+            crate::credentials::option("token"),
+        )
+        .map_err(|e| Failure::usage(format!("{e:#}")))?;
+        let bearer = Bearer::new(token.as_deref())?;
         let server =
             if options.server.contains("://") { options.server.clone() } else { format!("http://{}", options.server) };
         let mut endpoint = Endpoint::from_shared(server.clone())

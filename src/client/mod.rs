@@ -34,9 +34,13 @@ pub struct ClientOptions {
     /// The Reprise server, e.g. http://127.0.0.1:50051 (https:// for TLS).
     #[arg(long, env = "REPRISE_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
-    /// Bearer token (a JWT) sent as `authorization: Bearer`, when the server requires authentication.
+    /// Bearer token (a JWT) sent as `authorization: Bearer`, when the server requires
+    /// authentication. Only from the environment: on the command line it is refused (use --token-file).
     #[arg(long, env = "REPRISE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Read the bearer token from this file.
+    #[arg(long, env = "REPRISE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// CA certificate (PEM) that signed an https server's certificate; the public roots when unset.
     #[arg(long, env = "REPRISE_CA_FILE")]
     pub ca_file: Option<PathBuf>,

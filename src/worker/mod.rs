@@ -48,6 +48,9 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Bearer token (a JWT with a RUN_TASKS grant) when the server requires authentication.
     pub token: Option<String>,
+    /// Variables of the worker's environment that tasks get besides PATH,
+    /// HOME, LANG, LC_ALL, TZ and TMPDIR (and their own REPRISE_* inputs).
+    pub task_env_allow: Vec<String>,
 }
 
 /// Runs until `shutdown` is cancelled; then stops polling, lets running tasks
@@ -73,6 +76,7 @@ pub async fn run_with_channel(
 ) -> anyhow::Result<()> {
     validate(&config)?;
     let client = WorkerServiceClient::with_interceptor(channel, Bearer::new(config.token.as_deref())?);
+    let inherited = Arc::new(shell::Inherited::from_worker_environment(&config.task_env_allow));
     let config = Arc::new(config);
     info!(
         worker_id = %config.worker_id,
@@ -84,7 +88,7 @@ pub async fn run_with_channel(
     // Dropping the set aborts the slots, which kills their processes.
     let mut slots = JoinSet::new();
     for slot in 0..config.concurrency {
-        slots.spawn(run_slot(client.clone(), config.clone(), slot, shutdown.clone()));
+        slots.spawn(run_slot(client.clone(), config.clone(), inherited.clone(), slot, shutdown.clone()));
     }
     let mut crashed = 0usize;
     while let Some(joined) = slots.join_next().await {
@@ -101,6 +105,18 @@ pub async fn run_with_channel(
 fn validate(config: &WorkerConfig) -> anyhow::Result<()> {
     anyhow::ensure!(config.concurrency >= 1, "worker concurrency must be at least 1");
     anyhow::ensure!(!config.queue.is_empty(), "worker task queue must not be empty");
+    for name in &config.task_env_allow {
+        anyhow::ensure!(
+            !name.is_empty() && !name.contains(['=', '\0']),
+            "--task-env-allow {name:?} is not an environment variable name"
+        );
+        // REPRISE_* is the worker's own configuration (its token among it);
+        // a task gets its REPRISE_* inputs from the server only.
+        anyhow::ensure!(
+            !name.starts_with("REPRISE_"),
+            "--task-env-allow {name}: REPRISE_* variables configure the worker and are never passed to tasks"
+        );
+    }
     Ok(())
 }
 
@@ -143,7 +159,13 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
 
 /// One unit of concurrency: poll, run, repeat. A task that has started is
 /// always seen through, even after shutdown, so its result is reported.
-async fn run_slot(client: Client, config: Arc<WorkerConfig>, slot: usize, shutdown: CancellationToken) {
+async fn run_slot(
+    client: Client,
+    config: Arc<WorkerConfig>,
+    inherited: Arc<shell::Inherited>,
+    slot: usize,
+    shutdown: CancellationToken,
+) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         // Abandoning a poll on shutdown is safe: a task leased in that instant
@@ -156,7 +178,7 @@ async fn run_slot(client: Client, config: Arc<WorkerConfig>, slot: usize, shutdo
         match polled {
             Ok(Some(task)) => {
                 backoff = FIRST_BACKOFF;
-                task::execute(client.clone(), task).await;
+                task::execute(client.clone(), task, &inherited).await;
             }
             Ok(None) => backoff = FIRST_BACKOFF,
             Err(status) => {

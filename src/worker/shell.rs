@@ -2,6 +2,7 @@
 //! so it can be tested on its own.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -17,6 +18,38 @@ use super::tail::{OUTPUT_TAIL_LIMIT, TailBuffer};
 /// How long we keep reading output after the script ended. Something that
 /// escaped the process group (a daemon) may hold the pipe open forever.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Variables of the worker's own environment that every task gets, when set.
+pub(crate) const ALWAYS_INHERITED: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+/// What a task's process gets from the worker's environment: the variables
+/// of [`ALWAYS_INHERITED`] and those the operator allowed, nothing else. The
+/// worker's credentials (REPRISE_TOKEN …) and everything else the worker or
+/// `reprise dev`'s server was started with stay out of reach.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Inherited(Vec<(String, OsString)>);
+
+impl Inherited {
+    /// Reads the allowed variables once, when the worker starts.
+    pub(crate) fn from_worker_environment(allowed: &[String]) -> Self {
+        let names = ALWAYS_INHERITED.iter().copied().chain(allowed.iter().map(String::as_str));
+        let mut pairs: Vec<(String, OsString)> = Vec::new();
+        for name in names {
+            if pairs.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            if let Some(value) = std::env::var_os(name) {
+                pairs.push((name.to_owned(), value));
+            }
+        }
+        Inherited(pairs)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn of(pairs: &[(&str, &str)]) -> Self {
+        Inherited(pairs.iter().map(|(n, v)| (n.to_string(), OsString::from(v))).collect())
+    }
+}
 
 /// How a script run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +73,8 @@ pub(crate) struct RunResult {
     pub(crate) output: String,
 }
 
-/// Runs `sh -c command` with `env` added to the worker's environment.
+/// Runs `sh -c command` in an environment of `inherited` plus the task's
+/// own `env` (its REPRISE_* inputs from the server), which wins on a clash.
 ///
 /// The script gets its own process group so that on timeout or cancellation
 /// its children die with it; stragglers left behind after a normal exit are
@@ -48,6 +82,7 @@ pub(crate) struct RunResult {
 /// from now; `Some(ZERO)` means the deadline already passed, so nothing runs.
 pub(crate) async fn run_shell(
     command: &str,
+    inherited: &Inherited,
     env: &HashMap<String, String>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
@@ -60,7 +95,7 @@ pub(crate) async fn run_shell(
         return RunResult { termination: Termination::Cancelled, output: String::new() };
     }
     let started = Instant::now();
-    let (mut child, mut output, mut group) = match spawn(command, env) {
+    let (mut child, mut output, mut group) = match spawn(command, inherited, env) {
         Ok(spawned) => spawned,
         Err(err) => {
             return RunResult { termination: Termination::SpawnFailed(err.to_string()), output: String::new() };
@@ -131,12 +166,18 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Starts the shell with stdout and stderr on one pipe, so the output keeps
 /// the order in which the script wrote it.
-fn spawn(command: &str, env: &HashMap<String, String>) -> std::io::Result<(Child, pipe::Receiver, ProcessGroup)> {
+fn spawn(
+    command: &str,
+    inherited: &Inherited,
+    env: &HashMap<String, String>,
+) -> std::io::Result<(Child, pipe::Receiver, ProcessGroup)> {
     let (reader, writer) = std::io::pipe()?;
     let output = pipe::Receiver::from_owned_fd(reader.into())?;
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(command)
+        .env_clear()
+        .envs(inherited.0.iter().map(|(n, v)| (n, v)))
         .envs(env)
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
@@ -232,7 +273,8 @@ mod tests {
         cancel: &CancellationToken,
     ) -> RunResult {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        tokio::time::timeout(TEST_LIMIT, run_shell(command, &env, timeout, cancel))
+        let inherited = Inherited::from_worker_environment(&[]);
+        tokio::time::timeout(TEST_LIMIT, run_shell(command, &inherited, &env, timeout, cancel))
             .await
             .expect("run_shell did not return in time")
     }
@@ -309,6 +351,30 @@ mod tests {
         .await;
         assert_eq!(result.termination, Termination::Exited(0));
         assert_eq!(result.output, "build:blue green\n");
+    }
+
+    #[tokio::test]
+    async fn a_task_sees_only_the_allowed_worker_variables_and_its_own() {
+        let inherited = Inherited::of(&[("PATH", "/usr/bin:/bin"), ("ALLOWED", "yes")]);
+        let env = [("REPRISE_VAR_REGION".to_string(), "eu".to_string())].into();
+        let result = run_shell("env", &inherited, &env, None, &CancellationToken::new()).await;
+        assert_eq!(result.termination, Termination::Exited(0));
+        let mut names: Vec<&str> = result.output.lines().filter_map(|l| l.split_once('=')).map(|(n, _)| n).collect();
+        names.sort_unstable();
+        // sh adds PWD (and some shells SHLVL and _) of its own.
+        names.retain(|n| !["PWD", "OLDPWD", "SHLVL", "_"].contains(n));
+        assert_eq!(names, ["ALLOWED", "PATH", "REPRISE_VAR_REGION"], "{}", result.output);
+        assert!(result.output.contains("ALLOWED=yes\n") && result.output.contains("REPRISE_VAR_REGION=eu\n"));
+    }
+
+    #[test]
+    fn only_allowed_variables_are_read_from_the_worker_environment() {
+        let allowed = ["CARGO_PKG_NAME".to_string(), "PATH".to_string(), "NOT_SET_ANYWHERE_42".to_string()];
+        let Inherited(pairs) = Inherited::from_worker_environment(&allowed);
+        let names: Vec<&str> = pairs.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.iter().all(|n| ALWAYS_INHERITED.contains(n) || allowed.iter().any(|a| a == n)), "{names:?}");
+        assert_eq!(names.iter().filter(|n| **n == "PATH").count(), 1, "no duplicates: {names:?}");
+        assert!(!names.contains(&"NOT_SET_ANYWHERE_42"));
     }
 
     #[tokio::test]

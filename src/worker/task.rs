@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::describe;
-use super::shell::{self, RunResult, Termination};
+use super::shell::{self, Inherited, RunResult, Termination};
 use crate::proto::{CompleteTaskRequest, HeartbeatRequest, Task, TaskOutcome};
 
 use super::bearer::Client;
@@ -27,7 +27,7 @@ const COMPLETE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the task to the end and reports it. Never fails: every problem is
 /// either reported to the server or logged.
-pub(super) async fn execute(client: Client, task: Task) {
+pub(super) async fn execute(client: Client, task: Task, inherited: &Inherited) {
     let span = info_span!(
         "task",
         task_id = %task.task_id,
@@ -36,10 +36,10 @@ pub(super) async fn execute(client: Client, task: Task) {
         workflow = %task.workflow_name,
         attempt = task.attempt,
     );
-    execute_in_span(client, task).instrument(span).await;
+    execute_in_span(client, task, inherited).instrument(span).await;
 }
 
-async fn execute_in_span(client: Client, task: Task) {
+async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
     let timeout = time_left(&task);
     let period = heartbeat_period(&task);
     info!(timeout_ms = timeout.map(|t| t.as_millis() as u64), heartbeat_ms = period.as_millis() as u64, "task started");
@@ -47,7 +47,7 @@ async fn execute_in_span(client: Client, task: Task) {
 
     let started = Instant::now();
     let kill = CancellationToken::new();
-    let run = shell::run_shell(&task.command, &task.environment, timeout, &kill);
+    let run = shell::run_shell(&task.command, inherited, &task.environment, timeout, &kill);
     tokio::pin!(run);
     let result = tokio::select! {
         biased;

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use jsonwebtoken::{EncodingKey, Header, encode};
 use reprise::{
-    auth::{Authenticator, JwtConfig, Verifier, tls::TlsFiles},
+    auth::{Authenticator, CertificateIdentity, JwtConfig, Verifier, tls::TlsFiles},
     engine::Engine,
     proto::{
         self as pb, access_service_client::AccessServiceClient, execution_service_client::ExecutionServiceClient,
@@ -61,7 +61,7 @@ fn jwt_options() -> ServeOptions {
     };
     let verifier = Verifier::new(&config).expect("verifier");
     ServeOptions {
-        auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false },
+        auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), certificates: None },
         tls: None,
         metrics_sampling: None,
     }
@@ -415,14 +415,16 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
         cert_file: Some(write("server.pem", &server_cert)),
         key_file: Some(write("server.key", &server_key)),
         client_ca_file: Some(write("client-ca.pem", &client_ca.pem())),
+        // A certificate that is presented must verify even where none is required.
+        client_certificate_optional: true,
     };
     let options = ServeOptions {
-        auth: Authenticator::Enabled { verifier: None, accept_client_certificates: true },
+        auth: Authenticator::Enabled { verifier: None, certificates: Some(CertificateIdentity::default()) },
         tls: files.server_config().unwrap(),
         metrics_sampling: None,
     };
     let (address, engine, _stop) = app.secured(options).await;
-    engine.bootstrap_admin("deployer").await.unwrap();
+    engine.bootstrap_admin("cert:deployer").await.unwrap();
 
     let connect = |cert: String, key: String| {
         let tls = ClientTlsConfig::new()
@@ -437,8 +439,8 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
     let groups = access
         .list_user_groups(pb::ListUserGroupsRequest::default())
         .await
-        .expect("the certificate's CN is the subject");
-    assert!(groups.into_inner().groups.iter().any(|g| g.members.contains(&"deployer".to_string())));
+        .expect("the certificate's name is the subject");
+    assert!(groups.into_inner().groups.iter().any(|g| g.members.contains(&"cert:deployer".to_string())));
 
     let rogue = match connect(rogue_cert, rogue_key).await {
         Err(_) => None,

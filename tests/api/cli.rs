@@ -349,7 +349,7 @@ async fn the_token_is_sent_as_a_bearer_token(app: TestApp) {
     let config = JwtConfig { hs256_secret: Some(SECRET.into()), ..Default::default() };
     let verifier = Verifier::new(&config).expect("verifier");
     let options = reprise::server::ServeOptions {
-        auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), accept_client_certificates: false },
+        auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), certificates: None },
         tls: None,
         metrics_sampling: None,
     };
@@ -364,8 +364,17 @@ async fn the_token_is_sent_as_a_bearer_token(app: TestApp) {
     let run = reprise_at(&server, &["list"], None).await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.contains("UNAUTHENTICATED"), "{run:#?}");
-    reprise_at(&server, &["list", "--token", &token], None).await.ok();
     reprise_at(&server, &["list"], Some(&token)).await.ok();
-    let run = reprise_at(&server, &["list", "--token", "not-a-jwt"], None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = write(dir.path(), "token", &format!("{token}\n"));
+    reprise_at(&server, &["list", "--token-file", &token_file], None).await.ok();
+    let bad_file = write(dir.path(), "bad", "not-a-jwt");
+    let run = reprise_at(&server, &["list", "--token-file", &bad_file], None).await;
     assert_eq!(run.code, 1, "{run:#?}");
+
+    // A token on the command line is readable by every user of the machine: refused, and not echoed.
+    let run = reprise_at(&server, &["list", "--token", &token], None).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("REPRISE_TOKEN") && run.stderr.contains("--token-file"), "{run:#?}");
+    assert!(!run.stderr.contains(&token), "{run:#?}");
 }

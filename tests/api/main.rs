@@ -7,6 +7,8 @@ mod auth;
 mod cli;
 mod control;
 mod durability;
+mod identity;
+mod isolation;
 mod lifecycle;
 mod metrics;
 mod reference_worker;

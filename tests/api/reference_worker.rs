@@ -28,6 +28,7 @@ impl ReferenceWorker {
             concurrency: 2,
             worker_id: "reference".into(),
             token: None,
+            task_env_allow: vec![],
         };
         tokio::spawn(worker::run_with_channel(app.channel.clone(), config, stop.clone()));
         ReferenceWorker(stop)
