@@ -49,9 +49,17 @@ pub struct ServeArgs {
     /// How long a task lease lasts without a heartbeat.
     #[arg(long, env = "REPRISE_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
-    /// Longest wait before noticing changes made by another replica.
+    /// How often to look again for changes made by another replica while the
+    /// channel that announces them (PostgreSQL LISTEN) is down.
     #[arg(long, env = "REPRISE_RECHECK", default_value = "1s", value_parser = parse_duration)]
     pub recheck: Duration,
+    /// Longest wait for a database connection before a call answers
+    /// UNAVAILABLE. While the database is known to be down calls do not wait.
+    #[arg(long, env = "REPRISE_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub database_acquire_timeout: Duration,
+    /// Connections in the PostgreSQL pool (SQLite readers: 8).
+    #[arg(long, env = "REPRISE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
     /// Most executions a resume chain may have (the original included); unlimited if unset.
     #[arg(long, env = "REPRISE_CHAIN_MAX_ATTEMPTS")]
     pub chain_max_attempts: Option<u32>,

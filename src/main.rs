@@ -110,7 +110,11 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         Some(path) => credentials::read_file(path, option("database_url"))?,
         None => args.database_url.clone(),
     };
-    let db = store::connect(&database_url).await?;
+    let store_options = store::StoreOptions {
+        acquire_timeout: args.database_acquire_timeout,
+        max_connections: args.database_max_connections.max(2),
+    };
+    let db = store::connect_with(&database_url, store_options).await?;
     tracing::info!(database = %credentials::redact_url(&database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
         max_attempts: args.chain_max_attempts,

@@ -112,9 +112,11 @@ impl Writer {
         Ok(Writer { url: url.to_owned(), conn: Arc::new(Mutex::new(WriterConn { db, dirty: false })) })
     }
 
-    pub(crate) async fn pragma(&self, pragma: &str) -> Result<()> {
+    pub(crate) async fn pragma(&self, pragma: &str) -> Result<Option<i64>> {
         let guard = self.conn.lock().await;
-        guard.db.execute_unprepared(&format!("PRAGMA {pragma}")).await.map(|_| ()).map_err(StoreError::from)
+        let stmt = Statement::from_string(DbBackend::Sqlite, format!("PRAGMA {pragma}"));
+        let row = guard.db.query_one_raw(stmt).await.map_err(StoreError::from)?;
+        Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()))
     }
 
     pub(crate) async fn close(&self) {
@@ -138,13 +140,30 @@ async fn open_writer(url: &str) -> Result<DatabaseConnection> {
 }
 
 impl WriterConn {
-    /// Makes sure no transaction is open: rolls back, and if that fails
-    /// opens a fresh connection (closing the old one ends its transaction).
-    async fn reset(&mut self, url: &str) -> Result<()> {
-        if self.db.execute_unprepared("ROLLBACK").await.is_err() {
-            // "no transaction is active" is the usual answer; any other
-            // failure leaves us unsure, so start over on a new connection.
+    /// Makes sure no transaction is open. A ROLLBACK that succeeds, or that
+    /// fails because none is active (SQLite rolls back by itself after some
+    /// errors, e.g. a full disk), leaves the connection in autocommit; any
+    /// other failure leaves us unsure, so the connection is replaced
+    /// (closing it ends whatever it had open).
+    async fn end_transaction(&mut self, url: &str) -> Result<()> {
+        match self.db.execute_unprepared("ROLLBACK").await {
+            Ok(_) => {
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) if e.to_string().contains("no transaction is active") => {
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the SQLite writer could not roll back; opening a new connection");
+                self.reset(url).await
+            }
         }
+    }
+
+    /// Replaces the connection with a fresh one.
+    async fn reset(&mut self, url: &str) -> Result<()> {
         let fresh = open_writer(url).await?;
         let old = std::mem::replace(&mut self.db, fresh);
         old.close_by_ref().await.ok();
@@ -172,7 +191,7 @@ impl Tx {
                 let mut guard = writer.conn.clone().lock_owned().await;
                 if guard.dirty {
                     tracing::warn!("the SQLite writer was left inside a transaction; rolling it back");
-                    guard.reset(&writer.url).await?;
+                    guard.end_transaction(&writer.url).await?;
                 }
                 guard.db.execute_unprepared("BEGIN IMMEDIATE").await.map_err(not_begun)?;
                 guard.dirty = true;
@@ -199,7 +218,7 @@ impl Tx {
                 Err(e) => {
                     let error = StoreError::from(e);
                     let url = &store.inner.writer.as_ref().expect("sqlite writer").url;
-                    if let Err(reset) = guard.reset(url).await {
+                    if let Err(reset) = guard.end_transaction(url).await {
                         tracing::error!(error = %reset, "could not reopen the SQLite writer after a failed COMMIT");
                     }
                     Err(error)
@@ -232,13 +251,9 @@ impl Tx {
 async fn roll_back(store: &Store, kind: TxKind) {
     match kind {
         TxKind::Sqlite(mut guard) => {
-            if guard.db.execute_unprepared("ROLLBACK").await.is_ok() {
-                guard.dirty = false;
-            } else {
-                let url = &store.inner.writer.as_ref().expect("sqlite writer").url;
-                if let Err(e) = guard.reset(url).await {
-                    tracing::error!(error = %e, "could not reopen the SQLite writer after a failed ROLLBACK");
-                }
+            let url = &store.inner.writer.as_ref().expect("sqlite writer").url;
+            if let Err(e) = guard.end_transaction(url).await {
+                tracing::error!(error = %e, "could not reopen the SQLite writer after a failed ROLLBACK");
             }
         }
         TxKind::Postgres(txn) => {
@@ -302,6 +317,12 @@ impl<'a> Conn<'a> {
 }
 
 impl Store {
+    /// While the database is known to be down, a statement on the pool
+    /// fails at once instead of waiting for a connection.
+    fn fail_fast(&self) -> Result<(), DbErr> {
+        if self.is_up() { Ok(()) } else { Err(DbErr::Custom(super::error::KNOWN_DOWN.into())) }
+    }
+
     pub(crate) fn set_writable(&self, writable: bool) {
         self.inner.set_writable(writable);
     }
@@ -357,24 +378,28 @@ macro_rules! forward_connection {
                 self.store.backend()
             }
             async fn execute_raw(&$self, stmt: Statement) -> Result<ExecResult, DbErr> {
+                $self.store.fail_fast()?;
                 $count;
                 let r = $target.exec(stmt).await;
                 $self.seen(&r);
                 r
             }
             async fn execute_unprepared(&$self, sql: &str) -> Result<ExecResult, DbErr> {
+                $self.store.fail_fast()?;
                 $count;
                 let r = $target.exec_unprepared(sql).await;
                 $self.seen(&r);
                 r
             }
             async fn query_one_raw(&$self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+                $self.store.fail_fast()?;
                 $count;
                 let r = $target.one(stmt).await;
                 $self.seen(&r);
                 r
             }
             async fn query_all_raw(&$self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+                $self.store.fail_fast()?;
                 $count;
                 let r = $target.all(stmt).await;
                 $self.seen(&r);
@@ -451,7 +476,7 @@ impl Single {
             Some(writer) => {
                 let mut guard = writer.conn.clone().lock_owned().await;
                 if guard.dirty {
-                    guard.reset(&writer.url).await?;
+                    guard.end_transaction(&writer.url).await?;
                 }
                 Some(guard)
             }

@@ -57,8 +57,16 @@ impl From<DbErr> for StoreError {
     }
 }
 
+/// What a statement refused without trying says (the database is known to be down).
+pub(super) const KNOWN_DOWN: &str = "the database is not accepting work right now; retry shortly";
+
 fn classify(e: &DbErr) -> StoreError {
     let text = e.to_string();
+    if let DbErr::Custom(m) = e
+        && m == KNOWN_DOWN
+    {
+        return StoreError::unavailable(Cause::Unreachable, KNOWN_DOWN);
+    }
     let runtime = match e {
         DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => {
             return StoreError::unavailable(

@@ -196,10 +196,10 @@ impl Store {
     /// SQLite only, for tests: runs a PRAGMA on the writer connection (e.g.
     /// `max_page_count`, to make the database refuse to grow).
     #[doc(hidden)]
-    pub async fn sqlite_writer_pragma(&self, pragma: &str) -> Result<()> {
+    pub async fn sqlite_writer_pragma(&self, pragma: &str) -> Result<Option<i64>> {
         match &self.inner.writer {
             Some(w) => w.pragma(pragma).await,
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 

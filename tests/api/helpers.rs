@@ -181,6 +181,11 @@ impl TestApp {
         Self::serve(self.backend, &self.db_url, settings).await
     }
 
+    /// A server on a database the test manages itself (a private instance).
+    pub async fn on_url(backend: Backend, db_url: &str, settings: Settings) -> TestApp {
+        Self::serve(backend, db_url, settings).await
+    }
+
     async fn serve(backend: Backend, db_url: &str, settings: Settings) -> TestApp {
         let conn = store::connect(db_url).await.expect("connect and migrate");
         let engine = Engine::new(conn, settings.clone());

@@ -5,12 +5,15 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod commit;
+mod consistency;
 mod control;
 mod durability;
 mod identity;
 mod isolation;
 mod lifecycle;
 mod metrics;
+mod outage;
 mod reference_worker;
 mod replicas;
 mod requests;
