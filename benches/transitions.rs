@@ -99,6 +99,8 @@ async fn run() -> anyhow::Result<()> {
 struct Transitions {
     /// CompleteTask sent → first task of the next stage received by a parked poller.
     first: Vec<Duration>,
+    /// SQL statements the server sent per transition (BEGIN and COMMIT included).
+    statements: Vec<u64>,
     /// CompleteTask sent → last task of the next stage received.
     all: Vec<Duration>,
     /// Round trip of that CompleteTask call.
@@ -133,6 +135,8 @@ struct EndToEnd {
 
 struct BackendReport {
     name: &'static str,
+    /// How tasks reached workers over the whole run of this backend.
+    claims: reprise::engine::ClaimCounts,
     floor: Vec<Duration>,
     ping: Vec<Duration>,
     one: Transitions,
@@ -169,6 +173,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         let e2e_shell = e2e_shell(&server, 4).await?;
         anyhow::Ok(BackendReport {
             name,
+            claims: server.engine.claim_counts(),
             floor,
             ping,
             one,
@@ -357,7 +362,14 @@ async fn transitions(server: &Server, width: usize) -> anyhow::Result<Transition
         .collect();
     drop(tx);
     let mut completer = server.workers();
-    let mut out = Transitions { first: vec![], all: vec![], complete_rpc: vec![], stage: vec![], execution: vec![] };
+    let mut out = Transitions {
+        first: vec![],
+        statements: vec![],
+        all: vec![],
+        complete_rpc: vec![],
+        stage: vec![],
+        execution: vec![],
+    };
 
     let run = async {
         // Execution 0 warms up caches and connections and is not recorded.
@@ -379,6 +391,7 @@ async fn transitions(server: &Server, width: usize) -> anyhow::Result<Transition
                 for p in &current {
                     complete(&mut completer, &p.task).await?;
                 }
+                let statements_before = server.engine.store().statements();
                 let started = Instant::now();
                 complete(&mut completer, &last.task).await?;
                 let rpc = started.elapsed();
@@ -386,7 +399,9 @@ async fn transitions(server: &Server, width: usize) -> anyhow::Result<Transition
                     break; // that completion finished the execution
                 }
                 let next = receive(&mut rx, width).await?;
+                let statements = server.engine.store().statements() - statements_before;
                 if execution > 0 {
+                    out.statements.push(statements);
                     out.first.push(next.iter().map(|p| p.at).min().expect("n >= 1") - started);
                     out.all.push(next.iter().map(|p| p.at).max().expect("n >= 1") - started);
                     out.complete_rpc.push(rpc);
@@ -533,6 +548,21 @@ fn print_report(reports: &[BackendReport]) {
             "  transition p50 / floor p50:            {:.1}× (1 wf)   {:.1}× (4 wf)",
             ratio(p50(&r.one.first), floor),
             ratio(p50(&r.four.first), floor)
+        );
+        let avg = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        println!(
+            "  SQL statements per transition:         {:.2} (1 wf)   {:.2} (4 wf)   (BEGIN and COMMIT included)",
+            avg(&r.one.statements),
+            avg(&r.four.statements)
+        );
+        let c = &r.claims;
+        let all = (c.found + c.empty).max(1);
+        println!(
+            "  tasks to workers:                      {} handed at dispatch, {} claimed, {} claims found nothing ({:.1}% of claims)",
+            c.handed_at_dispatch,
+            c.found,
+            c.empty,
+            100.0 * c.empty as f64 / all as f64
         );
         println!("  (below: p50 / p99 / max)");
         println!("  floor insert+commit:                   {}", trio(&r.floor));

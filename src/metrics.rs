@@ -23,6 +23,8 @@ pub const STAGE_TRANSITION: &str = "reprise_stage_transition_seconds";
 pub const LEASE_EXPIRIES: &str = "reprise_lease_expiries_total";
 pub const RESUMES: &str = "reprise_resumes_total";
 pub const EXECUTIONS: &str = "reprise_executions";
+pub const CLAIMS: &str = "reprise_task_claims_total";
+pub const HANDED_AT_DISPATCH: &str = "reprise_tasks_handed_at_dispatch_total";
 pub const TASKS_WAITING: &str = "reprise_tasks_waiting";
 
 /// Serves `/metrics` on `address` from now on.
@@ -46,6 +48,11 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
     );
     metrics::describe_counter!(LEASE_EXPIRIES, "task leases that expired (worker vanished)");
     metrics::describe_counter!(RESUMES, "executions resumed");
+    metrics::describe_counter!(CLAIMS, "task claims by whether they found a task (found=true|false)");
+    metrics::describe_counter!(
+        HANDED_AT_DISPATCH,
+        "tasks leased to a parked worker by the transaction that queued them (no claim needed)"
+    );
     metrics::describe_gauge!(
         EXECUTIONS,
         "executions not yet final, by status (QUEUED, RUNNING, PAUSED); read through an index of active executions only"

@@ -57,7 +57,16 @@ impl Audit {
     }
 
     pub(super) async fn record(self, c: &impl ConnectionTrait) -> store::Result<()> {
-        let event = AuditEvent {
+        audit::record(c, &self.event()).await
+    }
+
+    /// The statement that records it, for the unit's batch of writes.
+    pub(super) fn part(self) -> store::Part {
+        audit::record_part(&self.event())
+    }
+
+    fn event(self) -> AuditEvent {
+        AuditEvent {
             id: new_id(),
             at: now(),
             actor: self.actor,
@@ -67,7 +76,6 @@ impl Audit {
             chain_id: self.chain_id,
             related_execution_id: self.related_execution_id,
             details: self.details.to_string(),
-        };
-        audit::record(c, &event).await
+        }
     }
 }

@@ -99,7 +99,7 @@ impl Engine {
             CommandError::Invalid(v) => Error::Invalid(vec![v]),
         })?;
         self.save(unit, &before, &after, changes, now).await?;
-        Audit::new(caller, action, details).on(&after.execution).record(&unit.tx).await?;
+        unit.batch.push(Audit::new(caller, action, details).on(&after.execution).part());
         Ok(())
     }
 }

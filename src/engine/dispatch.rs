@@ -4,9 +4,11 @@
 //! after the commit, so a transition needs no second transaction to claim
 //! the next stage. Tasks nobody waits for are queued and claimed as before.
 //!
-//! Each queue also remembers whether a claim could find anything: a claim
-//! that finds nothing marks it empty until something is queued again, so
-//! pollers do not ask the database for work that is not there.
+//! Each queue also counts the tasks queued on it as far as this replica
+//! knows (queued here, announced by another replica, claimed here): at zero
+//! pollers do not ask the database for work that is not there. A queue
+//! nothing is known about (after a start, or when announcements were missed)
+//! is claimed from until a claim finds it empty.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -28,6 +30,22 @@ const REMEMBERED_QUEUES: usize = 10_000;
 pub(super) struct Dispatcher {
     queues: Mutex<Queues>,
     next_waiter: AtomicU64,
+    /// How tasks reached workers: claims that found one, claims that found
+    /// none, and hand-offs at dispatch.
+    pub claims_found: AtomicU64,
+    pub claims_empty: AtomicU64,
+    pub handed_at_dispatch: AtomicU64,
+}
+
+/// How tasks reached workers on this replica so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimCounts {
+    /// Claims (one statement each) that found a task.
+    pub found: u64,
+    /// Claims that found the queue empty.
+    pub empty: u64,
+    /// Tasks leased straight to a parked worker by the transaction that queued them.
+    pub handed_at_dispatch: u64,
 }
 
 #[derive(Default)]
@@ -48,8 +66,8 @@ pub(super) struct Seen {
 struct QueueState {
     /// Bumped each time tasks may have been queued.
     generation: u64,
-    /// The generation at which a claim last found the queue empty.
-    empty_at: u64,
+    /// Tasks known to wait in the queue; None: unknown (it may hold work).
+    queued: Option<u64>,
     waiters: VecDeque<Waiter>,
     wake: Arc<Notify>,
 }
@@ -57,7 +75,7 @@ struct QueueState {
 impl Default for QueueState {
     /// A queue nothing is known about may hold work (after a restart, say).
     fn default() -> Self {
-        QueueState { generation: 1, empty_at: 0, waiters: VecDeque::new(), wake: Arc::new(Notify::new()) }
+        QueueState { generation: 1, queued: None, waiters: VecDeque::new(), wake: Arc::new(Notify::new()) }
     }
 }
 
@@ -102,7 +120,12 @@ impl Dispatcher {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = QueueState::default();
         let s = queues.states.get(queue).unwrap_or(&fresh);
-        (s.generation != s.empty_at, Seen { epoch: queues.epoch, generation: s.generation })
+        (s.queued != Some(0), Seen { epoch: queues.epoch, generation: s.generation })
+    }
+
+    /// A claim on `queue` found a task.
+    pub fn claimed(&self, queue: &str) {
+        self.with(queue, |s| s.queued = s.queued.map(|n| n.saturating_sub(1)));
     }
 
     /// A claim found `queue` empty after it was seen as `seen`.
@@ -112,13 +135,17 @@ impl Dispatcher {
             return;
         }
         let s = queues.states.entry(queue.to_owned()).or_default();
-        s.empty_at = s.empty_at.max(seen.generation).min(s.generation);
+        // Queued again while the claim ran: its "empty" is stale.
+        if s.generation == seen.generation {
+            s.queued = Some(0);
+        }
     }
 
     /// Tasks were queued on `queue`: wake up to `n` parked pollers to claim them.
     pub fn queued(&self, queue: &str, n: usize) {
         let (wake, parked) = self.with(queue, |s| {
             s.generation += 1;
+            s.queued = s.queued.map(|k| k + n as u64);
             (s.wake.clone(), s.waiters.len())
         });
         // Only parked pollers can be woken; one more permit covers a poller
@@ -134,6 +161,7 @@ impl Dispatcher {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         for s in queues.states.values_mut() {
             s.generation += 1;
+            s.queued = None;
             s.wake.notify_waiters();
         }
     }
@@ -186,6 +214,21 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queue_counts_what_was_queued_and_claimed() {
+        let d = Dispatcher::default();
+        let (_, seen) = d.may_have_work("q");
+        d.found_empty("q", seen);
+        d.queued("q", 2);
+        assert!(d.may_have_work("q").0);
+        d.claimed("q");
+        assert!(d.may_have_work("q").0);
+        d.claimed("q");
+        assert!(!d.may_have_work("q").0, "both claimed: no claim needs to find it empty");
+        d.forget_all();
+        assert!(d.may_have_work("q").0, "after announcements were missed nothing is known");
+    }
 
     #[test]
     fn a_queue_found_empty_stays_empty_until_something_is_queued() {

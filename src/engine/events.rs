@@ -102,7 +102,7 @@ impl Events {
 
     /// Applies what another replica announced (one line per fact, see
     /// [`Announcement`]); an empty payload means the channel reconnected.
-    pub fn apply_remote(&self, payload: &str, queues: &dyn Fn(&str), changed: &dyn Fn(&str)) {
+    pub fn apply_remote(&self, payload: &str, queues: &dyn Fn(&str, usize), changed: &dyn Fn(&str)) {
         if payload.is_empty() {
             self.resync.send_modify(|g| *g += 1);
             self.deadlines.offer(0);
@@ -113,7 +113,7 @@ impl Events {
             let mut parts = line.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("c"), Some(id), _) => changed(id),
-                (Some("q"), Some(queue), _) => queues(queue),
+                (Some("q"), Some(queue), n) => queues(queue, n.and_then(|n| n.parse().ok()).unwrap_or(1)),
                 (Some("d"), Some(at), _) => {
                     if let Ok(at) = at.parse() {
                         self.deadlines.offer(at);
@@ -140,11 +140,8 @@ impl Announcement {
         }
     }
 
-    pub fn queued(&mut self, queue: &str) {
-        let line = format!("q {queue}");
-        if !self.lines.contains(&line) {
-            self.lines.push(line);
-        }
+    pub fn queued(&mut self, queue: &str, n: usize) {
+        self.lines.push(format!("q {queue} {n}"));
     }
 
     pub fn deadline(&mut self, at: Millis) {
@@ -155,8 +152,9 @@ impl Announcement {
         self.lines.push("a".into());
     }
 
-    pub fn payload(&self) -> String {
-        self.lines.join("\n")
+    /// The payload of what is left to tell, which is then told.
+    pub fn take(&mut self) -> String {
+        std::mem::take(&mut self.lines).join("\n")
     }
 }
 
@@ -248,11 +246,11 @@ mod tests {
         e.execution_changed("y");
         assert!(!rx.has_changed().unwrap());
         let seen = std::sync::Mutex::new(Vec::new());
-        e.apply_remote("c x\nq default\nd 10", &|q| seen.lock().unwrap().push(q.to_owned()), &|id| {
+        e.apply_remote("c x\nq default 3\nd 10", &|q, n| seen.lock().unwrap().push((q.to_owned(), n)), &|id| {
             e.execution_changed(id)
         });
         assert!(*rx.borrow_and_update() > first);
-        assert_eq!(seen.into_inner().unwrap(), ["default"]);
+        assert_eq!(seen.into_inner().unwrap(), [("default".to_string(), 3)]);
         assert_eq!(e.deadlines().next(), Some(10));
     }
 }

@@ -32,6 +32,7 @@ use crate::{
 
 pub use audit::Audit;
 pub use control::Decision;
+pub use dispatch::ClaimCounts;
 pub use error::{Error, Result};
 pub use events::Events;
 pub use pipelines::{NewPipeline, PipelineUpdate};

@@ -153,18 +153,15 @@ impl Engine {
         };
         let mut resumed = old.execution.clone();
         resumed.resumed_by = Some(detail.execution.id.clone());
-        executions::update(&unit.tx, &resumed).await?;
+        unit.batch.push(executions::update_part(&resumed));
         unit.after.changed(old_id);
         let stage = &detail.execution.resumed_from.as_ref().map(|o| o.stage_name.clone()).unwrap_or_default();
-        Audit::new(
+        let audit = Audit::new(
             &request.caller,
             "execution.resume",
             json!({ "resumed_execution_id": old_id, "stage": stage, "stage_index": from, "reason": request.reason }),
-        )
-        .on(&detail.execution)
-        .related(old_id)
-        .record(&unit.tx)
-        .await?;
+        );
+        unit.batch.push(audit.on(&detail.execution).related(old_id).part());
         Ok((outcome, Some(Created::New(Box::new(detail)))))
     }
 

@@ -32,11 +32,11 @@ impl Engine {
     ) -> Result<()> {
         let id = after.execution.id.as_str();
         if before.execution != after.execution {
-            executions::update(&unit.tx, &after.execution).await?;
+            unit.batch.push(executions::update_part(&after.execution));
         }
-        stages::save_changed(&unit.tx, id, &before.stages, &after.stages).await?;
+        unit.batch.extend(stages::changed_parts(id, &before.stages, &after.stages));
         if let Some(cancel) = &changes.cancel_open {
-            tasks::cancel_open(&unit.tx, id, cancel.stage, &cancel.message, now).await?;
+            unit.batch.push(tasks::cancel_open_part(id, cancel.stage, &cancel.message, now));
         }
         self.dispatch(unit, after, changes.queued, now).await?;
         self.note_deadlines(unit, before, after);
@@ -60,7 +60,7 @@ impl Engine {
             return Ok(None);
         }
         let id = state.execution.id.clone();
-        stages::insert(&unit.tx, &id, &state.stages).await?;
+        unit.batch.extend(stages::insert_parts(&id, &state.stages));
         let workflows = self.dispatch(unit, &state, changes.queued, now).await?;
         let pending: Vec<StageRun> = state.stages.iter().map(|s| StageRun::pending(s.index, &s.name)).collect();
         let before = ExecutionState { stages: pending, ..state.clone() };
@@ -132,7 +132,7 @@ impl Engine {
                 unit.after.queued(queue, on_queue.len() - handed);
             }
         }
-        tasks::insert(&unit.tx, &queued).await?;
+        unit.batch.extend(tasks::insert_parts(&queued));
         for w in &queued {
             self.inner.views.task_of(&w.task_id, &w.execution_id);
         }

@@ -113,14 +113,12 @@ impl Engine {
                 })?;
             return Ok(Created::Earlier(existing.id));
         };
-        Audit::new(
+        let audit = Audit::new(
             &request.caller,
             "execution.start",
             json!({ "pipeline_id": pipeline.id, "pipeline_version": pipeline.version, "request_id": detail.execution.request_id }),
-        )
-        .on(&detail.execution)
-        .record(&unit.tx)
-        .await?;
+        );
+        unit.batch.push(audit.on(&detail.execution).part());
         Ok(Created::New(Box::new(detail)))
     }
 }

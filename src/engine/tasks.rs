@@ -23,8 +23,6 @@ use crate::{
 pub const MAX_OUTPUT: usize = 64 * 1024;
 /// A workflow's failure message is kept up to this many bytes (the start).
 pub const MAX_MESSAGE: usize = 4 * 1024;
-/// What a stage and an execution repeat of the first failure's message.
-const NOTE_MESSAGE: usize = 256;
 
 /// A task leased to a worker, with what it needs to run.
 #[derive(Debug, Clone)]
@@ -75,8 +73,17 @@ impl Engine {
             let (maybe, seen) = dispatch.may_have_work(queue);
             if maybe {
                 match self.claim(queue, worker).await? {
-                    Some(task) => return Ok(Some(task)),
-                    None => dispatch.found_empty(queue, seen),
+                    Some(task) => {
+                        dispatch.claimed(queue);
+                        dispatch.claims_found.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!(crate::metrics::CLAIMS, "found" => "true").increment(1);
+                        return Ok(Some(task));
+                    }
+                    None => {
+                        dispatch.claims_empty.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        metrics::counter!(crate::metrics::CLAIMS, "found" => "false").increment(1);
+                        dispatch.found_empty(queue, seen);
+                    }
                 }
             }
             tracing::debug!(queue, worker, maybe, "poll parks");
@@ -178,9 +185,6 @@ impl Engine {
     }
 
     async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
-        let tx = &unit.tx;
-        let execution =
-            executions::lock(tx, Key::Id(execution_id)).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
         let now = now();
         let report = Report {
             status: match c.outcome {
@@ -192,16 +196,21 @@ impl Engine {
             message: &head(&c.message, MAX_MESSAGE),
             now,
         };
-        let Some(run) = tasks::report(tx, &c.task_id, &c.lease_token, &report).await? else {
-            let task = tasks::get_one(tx, &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
+        let reported = tasks::report_counted(&unit.tx, execution_id, &c.task_id, &c.lease_token, &report)
+            .await?
+            .ok_or_else(|| Error::not_found("task", &c.task_id))?;
+        unit.after.changed_told(execution_id);
+        let (Some(run), Some(stage)) = (reported.task, reported.stage) else {
+            let task =
+                tasks::get_one(&unit.tx, &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
             return Err(stale(&task, &c.lease_token));
         };
-        self.workflow_ended(unit, execution, &run, now).await?;
+        self.decide_after_end(unit, reported.execution, &run, stage, now).await?;
         Ok(run)
     }
 
-    /// Counts the end of `run` on its stage and lets the domain decide what
-    /// follows (the stage ends, the next one starts, the execution finishes).
+    /// Counts the end of `run` on its stage, then lets the domain decide
+    /// what follows (for ends the timers record).
     pub(super) async fn workflow_ended(
         &self,
         unit: &mut Unit,
@@ -210,11 +219,24 @@ impl Engine {
         now: Millis,
     ) -> Result<()> {
         let failure = matches!(run.status, WorkflowStatus::Failed | WorkflowStatus::Expired)
-            .then(|| FailureNote { workflow: run.name.clone(), message: head(&run.status_message, NOTE_MESSAGE) });
+            .then(|| FailureNote { workflow: run.name.clone(), message: tasks::note(&run.status_message) });
         let delta = WorkflowCounts::delta_of_end(run.status);
         let stage = stages::count_end(&unit.tx, &execution.id, run.stage_index, delta, failure.as_ref())
             .await?
             .ok_or_else(|| crate::store::corrupt(format!("task {} has no stage {}", run.task_id, run.stage_index)))?;
+        self.decide_after_end(unit, execution, run, stage, now).await
+    }
+
+    /// With `run`'s end counted on `stage`, the domain decides what follows
+    /// (the stage ends, the next one starts, the execution finishes).
+    async fn decide_after_end(
+        &self,
+        unit: &mut Unit,
+        execution: crate::domain::execution::Execution,
+        run: &WorkflowRun,
+        stage: crate::domain::execution::StageRun,
+        now: Millis,
+    ) -> Result<()> {
         let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
         let before = ExecutionState::around_running_stage(execution, definition, stage);
         let mut after = before.clone();
@@ -261,9 +283,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes this replica's pollers of `queue` (another replica queued tasks there).
-    pub fn queue_woken(&self, queue: &str) {
-        self.inner.dispatch.queued(queue, 1);
+    /// How tasks reached workers on this replica so far.
+    pub fn claim_counts(&self) -> super::dispatch::ClaimCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = &self.inner.dispatch;
+        super::dispatch::ClaimCounts {
+            found: d.claims_found.load(Relaxed),
+            empty: d.claims_empty.load(Relaxed),
+            handed_at_dispatch: d.handed_at_dispatch.load(Relaxed),
+        }
+    }
+
+    /// Another replica queued `n` tasks on `queue`: this replica's pollers may claim them.
+    pub fn queue_woken(&self, queue: &str, n: usize) {
+        self.inner.dispatch.queued(queue, n);
     }
 
     /// Every queue may hold work again (announcements from other replicas were missed).

@@ -5,12 +5,18 @@
 //! caller) before its COMMIT returned success.
 
 use super::{Engine, Result, dispatch::Waiter, events::Announcement, locks::Turn, tasks::ClaimedTask};
-use crate::{domain::execution::Millis, store::Tx};
+use crate::{
+    domain::execution::Millis,
+    store::{Batch, Tx},
+};
 
 /// An open unit of work.
 pub(super) struct Unit {
     _turn: Option<Turn>,
     pub tx: Tx,
+    /// Writes decided but not yet sent: they go to the database together at
+    /// the end (one statement on PostgreSQL), right before COMMIT.
+    pub batch: Batch,
     pub after: After,
     /// When the unit began, for the stage transition metric.
     pub started: std::time::Instant,
@@ -57,14 +63,22 @@ pub(super) enum Observed {
 
 impl After {
     pub fn changed(&mut self, id: &str) {
-        self.announce.changed(id);
+        if !self.changed.iter().any(|c| c == id) {
+            self.announce.changed(id);
+            self.changed.push(id.to_owned());
+        }
+    }
+
+    /// Like [`After::changed`], when the statement that changed it already
+    /// told the other replicas.
+    pub fn changed_told(&mut self, id: &str) {
         if !self.changed.iter().any(|c| c == id) {
             self.changed.push(id.to_owned());
         }
     }
 
     pub fn queued(&mut self, queue: &str, n: usize) {
-        self.announce.queued(queue);
+        self.announce.queued(queue, n);
         self.queued.push((queue.to_owned(), n));
     }
 
@@ -93,14 +107,14 @@ impl Engine {
         tracing::trace!(?execution, "unit: turn taken, waiting for a connection");
         let tx = self.store().write().await?;
         tracing::trace!(?execution, "unit: transaction begun");
-        Ok(Unit { _turn: turn, tx, after: After::default(), started })
+        Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), started })
     }
 
     /// Ends a unit: commits if `result` is Ok, then applies what it makes
     /// happen; rolls back otherwise. The result is returned only once its
     /// changes are durable.
     pub(super) async fn finish<T>(&self, unit: Unit, result: Result<T>) -> Result<T> {
-        let Unit { _turn, tx, after, .. } = unit;
+        let Unit { _turn, tx, mut batch, mut after, .. } = unit;
         let value = match result {
             Ok(value) => value,
             Err(e) => {
@@ -108,7 +122,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        if let Err(e) = crate::store::notify(&tx, &after.announce.payload()).await {
+        batch.notify(after.announce.take());
+        if let Err(e) = batch.run(&tx).await {
             tx.rollback().await;
             return Err(e.into());
         }
@@ -148,6 +163,11 @@ impl Engine {
                     metrics::histogram!(crate::metrics::STAGE_TRANSITION).record(started.elapsed().as_secs_f64());
                 }
             }
+        }
+        if !after.handoffs.is_empty() {
+            let n = after.handoffs.len() as u64;
+            self.inner.dispatch.handed_at_dispatch.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!(crate::metrics::HANDED_AT_DISPATCH).increment(n);
         }
         for (waiter, task) in after.handoffs {
             tracing::info!(task_id = %task.run.task_id, execution_id = %task.run.execution_id,

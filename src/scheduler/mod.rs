@@ -85,9 +85,9 @@ pub async fn relay(engine: Engine, shutdown: CancellationToken) {
                 engine.forget_queues();
                 engine.access_changed_elsewhere();
             }
-            engine
-                .events()
-                .apply_remote(payload, &|queue| engine.queue_woken(queue), &|id| engine.events().execution_changed(id));
+            engine.events().apply_remote(payload, &|queue, n| engine.queue_woken(queue, n), &|id| {
+                engine.events().execution_changed(id)
+            });
             if payload.lines().any(|l| l == "a") {
                 engine.access_changed_elsewhere();
             }

@@ -32,6 +32,26 @@ pub struct AuditFilter {
     pub chain_id: Option<String>,
 }
 
+/// The statement that records an event, for a batch.
+pub fn record_part(e: &AuditEvent) -> super::Part {
+    super::Part {
+        sql: "INSERT INTO audit_events (id, at, actor, action, application, execution_id, chain_id, \
+              related_execution_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            .into(),
+        values: vec![
+            e.id.clone().into(),
+            e.at.into(),
+            e.actor.clone().into(),
+            e.action.clone().into(),
+            e.application.clone().into(),
+            e.execution_id.clone().into(),
+            e.chain_id.clone().into(),
+            e.related_execution_id.clone().into(),
+            e.details.clone().into(),
+        ],
+    }
+}
+
 pub async fn record(c: &impl ConnectionTrait, e: &AuditEvent) -> Result<()> {
     audit_event::Entity::insert(audit_event::ActiveModel {
         id: Set(e.id.clone()),

@@ -3,20 +3,18 @@
 //! tells the store what its errors say about the database.
 //!
 //! On SQLite the writes of a process run on one dedicated connection under
-//! an async mutex (the write turn). The transaction is driven by plain
-//! `BEGIN IMMEDIATE` / `COMMIT` / `ROLLBACK` statements, so nothing else
-//! keeps a belief about whether one is open: after a COMMIT fails SQLite may
-//! or may not have rolled back by itself, so the connection is rolled back
-//! and replaced; a transaction dropped midway (a panic) is rolled back by the
-//! next writer before it begins. A pooled connection therefore never carries
-//! an open transaction into the next unit of work, which is what lost
-//! acknowledged writes on a full disk.
+//! an async mutex (the write turn). After a COMMIT or ROLLBACK fails, SQLite
+//! may or may not have rolled back by itself while the driver still believes
+//! a transaction open; such a connection is closed and replaced before
+//! anyone writes again, so no connection ever carries an open transaction
+//! into the next unit of work — which is what lost acknowledged writes on a
+//! full disk (later "transactions" became savepoints of one never committed).
 
 use std::time::Duration;
 
 use sea_orm::{
-    AccessMode, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    ExecResult, IsolationLevel, QueryResult, Statement, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel,
+    QueryResult, Statement, TransactionTrait,
 };
 use std::sync::Arc;
 
@@ -96,26 +94,31 @@ fn not_begun(e: DbErr) -> StoreError {
 
 /// SQLite's one writer connection and whether it may still be inside a transaction.
 pub(crate) struct Writer {
-    url: String,
+    /// PRAGMAs set at run time (tests), applied again to a new connection.
+    pragmas: Arc<std::sync::Mutex<Vec<String>>>,
     conn: Arc<Mutex<WriterConn>>,
 }
 
 pub(crate) struct WriterConn {
     db: DatabaseConnection,
-    /// A transaction was begun and not seen to end: roll back before reuse.
+    /// A transaction was begun and not seen to end: check before reuse.
     dirty: bool,
 }
 
 impl Writer {
     pub(crate) async fn open(url: &str) -> Result<Writer> {
-        let db = open_writer(url).await?;
-        Ok(Writer { url: url.to_owned(), conn: Arc::new(Mutex::new(WriterConn { db, dirty: false })) })
+        let pragmas = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let db = open_writer(url, pragmas.clone()).await?;
+        Ok(Writer { pragmas, conn: Arc::new(Mutex::new(WriterConn { db, dirty: false })) })
     }
 
     pub(crate) async fn pragma(&self, pragma: &str) -> Result<Option<i64>> {
         let guard = self.conn.lock().await;
         let stmt = Statement::from_string(DbBackend::Sqlite, format!("PRAGMA {pragma}"));
         let row = guard.db.query_one_raw(stmt).await.map_err(StoreError::from)?;
+        if pragma.contains('=') {
+            self.pragmas.lock().unwrap_or_else(|p| p.into_inner()).push(pragma.to_owned());
+        }
         Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()))
     }
 
@@ -124,56 +127,60 @@ impl Writer {
     }
 }
 
-/// A pool of exactly one connection that never expires: every statement of a
-/// transaction runs on the same connection, and nothing closes it between two.
-async fn open_writer(url: &str) -> Result<DatabaseConnection> {
-    let mut o = ConnectOptions::new(url.to_owned());
-    o.max_connections(1)
+/// A pool of exactly one connection that never expires: a transaction holds
+/// it from BEGIN to COMMIT, and nothing closes it between two statements. A
+/// connection that replaces it gets the run-time PRAGMAs again.
+async fn open_writer(url: &str, pragmas: Arc<std::sync::Mutex<Vec<String>>>) -> Result<DatabaseConnection> {
+    use sea_orm::sqlx::{Executor, sqlite::SqlitePoolOptions};
+    let options = url
+        .parse::<sea_orm::sqlx::sqlite::SqliteConnectOptions>()
+        .map_err(|e| StoreError::Rejected(format!("SQLite URL: {e}")))?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
         .min_connections(1)
-        .idle_timeout(None::<Duration>)
-        .max_lifetime(None::<Duration>)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(sqlite_options);
-    Database::connect(o).await.map_err(StoreError::from)
+        .after_connect(move |conn, _| {
+            let pragmas = pragmas.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            Box::pin(async move {
+                for pragma in pragmas {
+                    conn.execute(sea_orm::sqlx::AssertSqlSafe(format!("PRAGMA {pragma}"))).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(sqlite_options(options))
+        .await
+        .map_err(|e| StoreError::unavailable(Cause::Unreachable, format!("opening the SQLite writer: {e}")))?;
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
 impl WriterConn {
-    /// Makes sure no transaction is open. A ROLLBACK that succeeds, or that
-    /// fails because none is active (SQLite rolls back by itself after some
-    /// errors, e.g. a full disk), leaves the connection in autocommit; any
-    /// other failure leaves us unsure, so the connection is replaced
-    /// (closing it ends whatever it had open).
-    async fn end_transaction(&mut self, url: &str) -> Result<()> {
-        match self.db.execute_unprepared("ROLLBACK").await {
-            Ok(_) => {
-                self.dirty = false;
-                Ok(())
-            }
-            Err(e) if e.to_string().contains("no transaction is active") => {
-                self.dirty = false;
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the SQLite writer could not roll back; opening a new connection");
-                self.reset(url).await
-            }
+    /// Makes sure no transaction is open before the connection is used
+    /// again. The driver tracks whether one is open; when a COMMIT or a
+    /// ROLLBACK failed, that belief and SQLite's own state (SQLite rolls back
+    /// by itself after some errors, e.g. a full disk) may disagree, and a
+    /// later BEGIN would then become a savepoint inside a transaction that is
+    /// never committed. So a connection the driver still believes inside a
+    /// transaction is closed, and the pool opens a fresh one.
+    async fn settle(&mut self) -> Result<()> {
+        use sea_orm::sqlx::Connection;
+        let pool = self.db.get_sqlite_connection_pool();
+        let mut conn = pool.acquire().await.map_err(|e| StoreError::unavailable(Cause::Unreachable, e.to_string()))?;
+        if conn.is_in_transaction() {
+            tracing::warn!("the SQLite writer may still be inside a transaction; replacing the connection");
+            conn.close_on_drop();
         }
-    }
-
-    /// Replaces the connection with a fresh one.
-    async fn reset(&mut self, url: &str) -> Result<()> {
-        let fresh = open_writer(url).await?;
-        let old = std::mem::replace(&mut self.db, fresh);
-        old.close_by_ref().await.ok();
+        drop(conn);
         self.dirty = false;
         Ok(())
     }
 }
 
 enum TxKind {
-    Sqlite(OwnedMutexGuard<WriterConn>),
+    Sqlite(OwnedMutexGuard<WriterConn>, DatabaseTransaction),
     Postgres(DatabaseTransaction),
 }
 
@@ -190,12 +197,15 @@ impl Tx {
             Some(writer) => {
                 let mut guard = writer.conn.clone().lock_owned().await;
                 if guard.dirty {
-                    tracing::warn!("the SQLite writer was left inside a transaction; rolling it back");
-                    guard.end_transaction(&writer.url).await?;
+                    guard.settle().await?;
                 }
-                guard.db.execute_unprepared("BEGIN IMMEDIATE").await.map_err(not_begun)?;
+                let options = sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                };
+                let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
                 guard.dirty = true;
-                TxKind::Sqlite(guard)
+                TxKind::Sqlite(guard, txn)
             }
             None => TxKind::Postgres(store.inner.pool.begin().await.map_err(not_begun)?),
         };
@@ -210,16 +220,15 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         store.count(2); // BEGIN and COMMIT
         let result = match kind {
-            TxKind::Sqlite(mut guard) => match guard.db.execute_unprepared("COMMIT").await {
-                Ok(_) => {
+            TxKind::Sqlite(mut guard, txn) => match txn.commit().await {
+                Ok(()) => {
                     guard.dirty = false;
                     Ok(())
                 }
                 Err(e) => {
                     let error = StoreError::from(e);
-                    let url = &store.inner.writer.as_ref().expect("sqlite writer").url;
-                    if let Err(reset) = guard.end_transaction(url).await {
-                        tracing::error!(error = %reset, "could not reopen the SQLite writer after a failed COMMIT");
+                    if let Err(settle) = guard.settle().await {
+                        tracing::error!(error = %settle, "could not check the SQLite writer after a failed COMMIT");
                     }
                     Err(error)
                 }
@@ -237,46 +246,34 @@ impl Tx {
     pub async fn rollback(mut self) {
         let kind = self.kind.take().expect("a transaction ends once");
         self.store.count(2); // BEGIN and ROLLBACK
-        roll_back(&self.store, kind).await;
+        match kind {
+            TxKind::Sqlite(mut guard, txn) => {
+                let rolled_back = txn.rollback().await.is_ok();
+                if rolled_back {
+                    guard.dirty = false;
+                } else if let Err(e) = guard.settle().await {
+                    tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
+                }
+            }
+            TxKind::Postgres(txn) => {
+                let _ = txn.rollback().await;
+            }
+        }
     }
 
     fn target(&self) -> &dyn DynConnection {
         match self.kind.as_ref().expect("an open transaction") {
-            TxKind::Sqlite(guard) => &guard.db,
-            TxKind::Postgres(txn) => txn,
-        }
-    }
-}
-
-async fn roll_back(store: &Store, kind: TxKind) {
-    match kind {
-        TxKind::Sqlite(mut guard) => {
-            let url = &store.inner.writer.as_ref().expect("sqlite writer").url;
-            if let Err(e) = guard.end_transaction(url).await {
-                tracing::error!(error = %e, "could not reopen the SQLite writer after a failed ROLLBACK");
-            }
-        }
-        TxKind::Postgres(txn) => {
-            let _ = txn.rollback().await;
+            TxKind::Sqlite(_, txn) | TxKind::Postgres(txn) => txn,
         }
     }
 }
 
 impl Drop for Tx {
-    /// A transaction abandoned midway (a panic, a cancelled task) is rolled
-    /// back before anyone else may write: the SQLite turn is held until then.
+    /// A transaction abandoned midway (a panic, a cancelled task) rolls back
+    /// when its connection is next used (the driver queues the ROLLBACK); on
+    /// SQLite the writer stays marked dirty until the next writer checks it.
     fn drop(&mut self) {
-        let Some(kind) = self.kind.take() else { return };
-        let store = self.store.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move { roll_back(&store, kind).await });
-            }
-            // No runtime to run it on: SQLite's writer stays marked dirty and
-            // the next writer rolls it back; PostgreSQL's transaction rolls
-            // back when its connection is dropped.
-            Err(_) => drop(kind),
-        }
+        drop(self.kind.take());
     }
 }
 
@@ -476,7 +473,7 @@ impl Single {
             Some(writer) => {
                 let mut guard = writer.conn.clone().lock_owned().await;
                 if guard.dirty {
-                    guard.end_transaction(&writer.url).await?;
+                    guard.settle().await?;
                 }
                 Some(guard)
             }

@@ -6,14 +6,14 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{get as col, statement},
+    sql::{Part, get as col, statement},
 };
 use crate::domain::{
     execution::{Execution, Millis, ResumeOrigin, StageMark},
     status::ExecutionStatus,
 };
 
-const COLUMNS: &str = "id, pipeline_id, pipeline_version, application, status, status_message, variables, artifacts, \
+pub(crate) const COLUMNS: &str = "id, pipeline_id, pipeline_version, application, status, status_message, variables, artifacts, \
     request_id, request_fingerprint, triggered_by, chain_id, attempt, revision, created_at, started_at, ended_at, \
     resumed_from_execution_id, resume_stage_index, resume_stage_name, resumed_by_execution_id, chain_created_at, \
     resume_reason, end_stage_index, end_stage_name";
@@ -91,6 +91,13 @@ pub async fn lock(c: &impl ConnectionTrait, key: Key<'_>) -> Result<Option<Execu
 
 /// Writes the fields a transition may change.
 pub async fn update(c: &impl ConnectionTrait, e: &Execution) -> Result<()> {
+    let part = update_part(e);
+    c.execute_raw(statement(c, &part.sql, part.values)).await?;
+    Ok(())
+}
+
+/// The statement of [`update`], for a batch.
+pub fn update_part(e: &Execution) -> Part {
     let sql = "UPDATE executions SET status = $2, status_message = $3, started_at = $4, ended_at = $5, \
         resumed_by_execution_id = $6, end_stage_index = $7, end_stage_name = $8 WHERE id = $1";
     let values = vec![
@@ -103,8 +110,7 @@ pub async fn update(c: &impl ConnectionTrait, e: &Execution) -> Result<()> {
         e.end_stage.as_ref().map(|m| m.index as i32).into(),
         e.end_stage.as_ref().map(|m| m.name.clone()).into(),
     ];
-    c.execute_raw(statement(c, sql, values)).await?;
-    Ok(())
+    Part { sql: sql.to_owned(), values }
 }
 
 pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<Execution>> {
@@ -219,45 +225,53 @@ fn to_json(map: &BTreeMap<String, String>) -> Result<String> {
 }
 
 pub(crate) fn from_row(r: &QueryResult) -> Result<Execution> {
+    from_prefixed(r, "")
+}
+
+/// A row whose columns carry `p` before their names (a join of several tables).
+pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<Execution> {
     let resumed_from = match (
-        col::<Option<String>>(r, "resumed_from_execution_id")?,
-        col::<Option<i32>>(r, "resume_stage_index")?,
-        col::<Option<String>>(r, "resume_stage_name")?,
+        col::<Option<String>>(r, &format!("{p}resumed_from_execution_id"))?,
+        col::<Option<i32>>(r, &format!("{p}resume_stage_index"))?,
+        col::<Option<String>>(r, &format!("{p}resume_stage_name"))?,
     ) {
         (Some(execution_id), Some(index), Some(stage_name)) => Some(ResumeOrigin {
             execution_id,
             stage_index: index as usize,
             stage_name,
-            reason: col(r, "resume_reason")?,
+            reason: col(r, &format!("{p}resume_reason"))?,
         }),
         _ => None,
     };
-    let end_stage = match (col::<Option<i32>>(r, "end_stage_index")?, col::<Option<String>>(r, "end_stage_name")?) {
+    let end_stage = match (
+        col::<Option<i32>>(r, &format!("{p}end_stage_index"))?,
+        col::<Option<String>>(r, &format!("{p}end_stage_name"))?,
+    ) {
         (Some(index), Some(name)) => Some(StageMark { index: index as usize, name }),
         _ => None,
     };
-    let status: String = col(r, "status")?;
-    let variables: String = col(r, "variables")?;
-    let artifacts: String = col(r, "artifacts")?;
+    let status: String = col(r, &format!("{p}status"))?;
+    let variables: String = col(r, &format!("{p}variables"))?;
+    let artifacts: String = col(r, &format!("{p}artifacts"))?;
     Ok(Execution {
         resumed_from,
         end_stage,
-        resumed_by: col(r, "resumed_by_execution_id")?,
+        resumed_by: col(r, &format!("{p}resumed_by_execution_id"))?,
         status: ExecutionStatus::parse(&status).ok_or_else(|| corrupt(format!("execution status {status:?}")))?,
         variables: serde_json::from_str(&variables).map_err(corrupt)?,
         artifacts: serde_json::from_str(&artifacts).map_err(corrupt)?,
-        id: col(r, "id")?,
-        pipeline_id: col(r, "pipeline_id")?,
-        pipeline_version: col(r, "pipeline_version")?,
-        application: col(r, "application")?,
-        status_message: col(r, "status_message")?,
-        request_id: col(r, "request_id")?,
-        triggered_by: col(r, "triggered_by")?,
-        chain_id: col(r, "chain_id")?,
-        attempt: col(r, "attempt")?,
-        chain_created_at: col::<Millis>(r, "chain_created_at")?,
-        created_at: col(r, "created_at")?,
-        started_at: col(r, "started_at")?,
-        ended_at: col(r, "ended_at")?,
+        id: col(r, &format!("{p}id"))?,
+        pipeline_id: col(r, &format!("{p}pipeline_id"))?,
+        pipeline_version: col(r, &format!("{p}pipeline_version"))?,
+        application: col(r, &format!("{p}application"))?,
+        status_message: col(r, &format!("{p}status_message"))?,
+        request_id: col(r, &format!("{p}request_id"))?,
+        triggered_by: col(r, &format!("{p}triggered_by"))?,
+        chain_id: col(r, &format!("{p}chain_id"))?,
+        attempt: col(r, &format!("{p}attempt"))?,
+        chain_created_at: col::<Millis>(r, &format!("{p}chain_created_at"))?,
+        created_at: col(r, &format!("{p}created_at"))?,
+        started_at: col(r, &format!("{p}started_at"))?,
+        ended_at: col(r, &format!("{p}ended_at"))?,
     })
 }

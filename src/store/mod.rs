@@ -15,6 +15,8 @@ pub mod executions;
 mod migration;
 pub mod pipelines;
 mod sql;
+
+pub use sql::{Batch, Part};
 pub mod stages;
 pub mod tasks;
 

@@ -33,6 +33,9 @@ fn sqlite_placeholders(sql: &str) -> String {
 
 /// A column of a row, or a corrupt-row error naming it.
 pub(crate) fn get<T: TryGetable>(row: &QueryResult, column: &str) -> Result<T> {
+    // The driver reads a column that is not there as NULL; in tests, a
+    // misspelt name must fail loudly instead.
+    debug_assert!(row.column_names().iter().any(|c| c == column), "no column {column} in the row");
     row.try_get::<T>("", column).map_err(|e| corrupt(format!("column {column}: {e}")))
 }
 
@@ -70,5 +73,150 @@ mod tests {
     fn placeholders_and_rows() {
         assert_eq!(sqlite_placeholders("a = $1 AND b = '$2' AND c = $12"), "a = ?1 AND b = '$2' AND c = ?12");
         assert_eq!(value_rows(2, 2, 3), "($3, $4), ($5, $6)");
+    }
+}
+
+/// One data-changing statement, written with its own `$1…` placeholders.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub sql: String,
+    pub values: Vec<Value>,
+}
+
+/// Data-changing statements that belong to one transaction, and what to
+/// tell other replicas when it commits. On PostgreSQL they go to the
+/// database as one statement (data-modifying CTEs: one round trip for all
+/// of a decision's writes); on SQLite, in-process, one after the other.
+#[derive(Debug, Default)]
+pub struct Batch {
+    parts: Vec<Part>,
+    notify: Option<String>,
+}
+
+/// Parameters per PostgreSQL statement, under its limit of 65,535.
+const MAX_PARAMETERS: usize = 60_000;
+
+impl Batch {
+    pub fn push(&mut self, part: Part) {
+        self.parts.push(part);
+    }
+
+    pub fn extend(&mut self, parts: impl IntoIterator<Item = Part>) {
+        self.parts.extend(parts);
+    }
+
+    /// Sends `payload` on the events channel with the last statement
+    /// (PostgreSQL; nothing on SQLite, where there is one process).
+    pub fn notify(&mut self, payload: String) {
+        if !payload.is_empty() {
+            self.notify = Some(payload);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty() && self.notify.is_none()
+    }
+
+    pub async fn run(self, c: &impl ConnectionTrait) -> Result<()> {
+        if c.get_database_backend() != DbBackend::Postgres {
+            for part in self.parts {
+                c.execute_raw(statement(c, &part.sql, part.values)).await?;
+            }
+            return Ok(());
+        }
+        let mut groups: Vec<Vec<Part>> = vec![Vec::new()];
+        let mut params = 0;
+        for part in self.parts {
+            if params + part.values.len() > MAX_PARAMETERS && !groups.last().is_some_and(Vec::is_empty) {
+                groups.push(Vec::new());
+                params = 0;
+            }
+            params += part.values.len();
+            groups.last_mut().expect("a group").push(part);
+        }
+        let last = groups.len() - 1;
+        for (i, group) in groups.into_iter().enumerate() {
+            let notify = if i == last { self.notify.clone() } else { None };
+            if group.len() == 1 && notify.is_none() {
+                let part = group.into_iter().next().expect("one part");
+                c.execute_raw(statement(c, &part.sql, part.values)).await?;
+                continue;
+            }
+            if group.is_empty() && notify.is_none() {
+                continue;
+            }
+            let (sql, values) = as_one_statement(group, notify);
+            c.query_one_raw(statement(c, &sql, values)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `WITH p0 AS (… RETURNING 1), p1 AS (…), n AS (SELECT pg_notify(…))
+/// SELECT …` referencing every part, so all of them run.
+fn as_one_statement(parts: Vec<Part>, notify: Option<String>) -> (String, Vec<Value>) {
+    let mut ctes = Vec::new();
+    let mut counts = Vec::new();
+    let mut values = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        ctes.push(format!("p{i} AS ({} RETURNING 1)", shift_placeholders(&part.sql, values.len())));
+        counts.push(format!("(SELECT count(*) FROM p{i})"));
+        values.extend(part.values);
+    }
+    if let Some(payload) = notify {
+        values.push(super::EVENTS_CHANNEL.into());
+        values.push(payload.into());
+        ctes.push(format!("n AS (SELECT 1 AS one FROM pg_notify(${}, ${}))", values.len() - 1, values.len()));
+        counts.push("(SELECT count(*) FROM n)".into());
+    }
+    (format!("WITH {} SELECT {} AS n", ctes.join(", "), counts.join(" + ")), values)
+}
+
+/// `$3` → `$(3 + by)`, outside string literals.
+pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
+    if by == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c == '$' && !quoted && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+            let mut n = String::new();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                n.push(*d);
+                chars.next();
+            }
+            out.push('$');
+            out.push_str(&(n.parse::<usize>().unwrap_or(0) + by).to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn parts_become_one_statement_with_their_placeholders_renumbered() {
+        assert_eq!(shift_placeholders("a = $1 AND b = '$2' AND c = $12", 3), "a = $4 AND b = '$2' AND c = $15");
+        let parts = vec![
+            Part { sql: "UPDATE x SET a = $1".into(), values: vec![1i32.into()] },
+            Part { sql: "INSERT INTO y VALUES ($1, $2)".into(), values: vec![2i32.into(), 3i32.into()] },
+        ];
+        let (sql, values) = as_one_statement(parts, Some("c e1".into()));
+        assert_eq!(
+            sql,
+            "WITH p0 AS (UPDATE x SET a = $1 RETURNING 1), p1 AS (INSERT INTO y VALUES ($2, $3) RETURNING 1), \
+             n AS (SELECT 1 AS one FROM pg_notify($4, $5)) \
+             SELECT (SELECT count(*) FROM p0) + (SELECT count(*) FROM p1) + (SELECT count(*) FROM n) AS n"
+        );
+        assert_eq!(values.len(), 5);
     }
 }

@@ -4,14 +4,14 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{chunk_rows, get, statement, value_rows},
+    sql::{Part, chunk_rows, get, statement, value_rows},
 };
 use crate::domain::{
     execution::{CountsDelta, FailureNote, Millis, StageRun, WorkflowCounts},
     status::StageStatus,
 };
 
-const COLUMNS: &str = "execution_id, stage_index, name, status, status_message, started_at, ended_at, deadline_at, \
+pub(crate) const COLUMNS: &str = "execution_id, stage_index, name, status, status_message, started_at, ended_at, deadline_at, \
     decided_by, decision_comment, carried_from_execution_id, wf_total, wf_open, wf_failed, wf_expired, wf_cancelled, \
     failure_workflow, failure_message";
 const WIDTH: usize = 18;
@@ -60,30 +60,21 @@ pub async fn count_end(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Inserts stage rows (a new execution's), in as few statements as the
+/// The statements that insert a new execution's stage rows, as few as the
 /// parameter limits allow.
-pub async fn insert(c: &impl ConnectionTrait, execution_id: &str, stages: &[StageRun]) -> Result<()> {
-    upsert(c, execution_id, stages.iter(), false).await
+pub fn insert_parts(execution_id: &str, stages: &[StageRun]) -> Vec<Part> {
+    upsert_parts(execution_id, stages.iter(), false)
 }
 
-/// Writes the stages of `after` that differ from `before` (same length and order).
-pub async fn save_changed(
-    c: &impl ConnectionTrait,
-    execution_id: &str,
-    before: &[StageRun],
-    after: &[StageRun],
-) -> Result<()> {
-    let changed = before.iter().zip(after).filter(|(b, a)| b != a).map(|(_, a)| a);
-    upsert(c, execution_id, changed, true).await
+/// The statements that write the stages of `after` that differ from
+/// `before` (same length and order).
+pub fn changed_parts(execution_id: &str, before: &[StageRun], after: &[StageRun]) -> Vec<Part> {
+    upsert_parts(execution_id, before.iter().zip(after).filter(|(b, a)| b != a).map(|(_, a)| a), true)
 }
 
-async fn upsert<'a>(
-    c: &impl ConnectionTrait,
-    execution_id: &str,
-    rows: impl Iterator<Item = &'a StageRun>,
-    update: bool,
-) -> Result<()> {
+fn upsert_parts<'a>(execution_id: &str, rows: impl Iterator<Item = &'a StageRun>, update: bool) -> Vec<Part> {
     let rows: Vec<&StageRun> = rows.collect();
+    let mut parts = Vec::new();
     for chunk in rows.chunks(chunk_rows(WIDTH)) {
         let mut values = Vec::with_capacity(chunk.len() * WIDTH);
         for s in chunk {
@@ -101,9 +92,9 @@ async fn upsert<'a>(
                  failure_message = excluded.failure_message",
             );
         }
-        c.execute_raw(statement(c, &sql, values)).await?;
+        parts.push(Part { sql, values });
     }
-    Ok(())
+    parts
 }
 
 fn row_values(execution_id: &str, s: &StageRun) -> [Value; WIDTH] {
@@ -146,19 +137,24 @@ pub async fn next_approval_deadline(c: &impl ConnectionTrait) -> Result<Option<M
 }
 
 fn from_row(r: &QueryResult) -> Result<StageRun> {
-    let status: String = get(r, "status")?;
-    let n = |column: &str| get::<i32>(r, column).map(|v| v.max(0) as u32);
+    from_prefixed(r, "")
+}
+
+/// A row whose columns carry `p` before their names (a join of several tables).
+pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<StageRun> {
+    let status: String = get(r, &format!("{p}status"))?;
+    let n = |column: &str| get::<i32>(r, &format!("{p}{column}")).map(|v| v.max(0) as u32);
     Ok(StageRun {
-        index: get::<i32>(r, "stage_index")? as usize,
+        index: get::<i32>(r, &format!("{p}stage_index"))? as usize,
         status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
-        name: get(r, "name")?,
-        status_message: get(r, "status_message")?,
-        started_at: get(r, "started_at")?,
-        ended_at: get(r, "ended_at")?,
-        deadline_at: get(r, "deadline_at")?,
-        decided_by: get(r, "decided_by")?,
-        decision_comment: get(r, "decision_comment")?,
-        carried_from: get(r, "carried_from_execution_id")?,
+        name: get(r, &format!("{p}name"))?,
+        status_message: get(r, &format!("{p}status_message"))?,
+        started_at: get(r, &format!("{p}started_at"))?,
+        ended_at: get(r, &format!("{p}ended_at"))?,
+        deadline_at: get(r, &format!("{p}deadline_at"))?,
+        decided_by: get(r, &format!("{p}decided_by"))?,
+        decision_comment: get(r, &format!("{p}decision_comment"))?,
+        carried_from: get(r, &format!("{p}carried_from_execution_id"))?,
         counts: WorkflowCounts {
             total: n("wf_total")?,
             open: n("wf_open")?,
@@ -166,8 +162,10 @@ fn from_row(r: &QueryResult) -> Result<StageRun> {
             expired: n("wf_expired")?,
             cancelled: n("wf_cancelled")?,
         },
-        first_failure: get::<Option<String>>(r, "failure_workflow")?
-            .map(|workflow| Ok::<_, super::StoreError>(FailureNote { workflow, message: get(r, "failure_message")? }))
+        first_failure: get::<Option<String>>(r, &format!("{p}failure_workflow"))?
+            .map(|workflow| {
+                Ok::<_, super::StoreError>(FailureNote { workflow, message: get(r, &format!("{p}failure_message"))? })
+            })
             .transpose()?,
     })
 }

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{chunk_rows, get, statement, value_rows},
+    sql::{Part, chunk_rows, get, statement, value_rows},
 };
 use crate::domain::{
     execution::{Millis, StageRun, WorkflowRun},
@@ -25,17 +25,19 @@ pub async fn get_one(c: &impl ConnectionTrait, id: &str) -> Result<Option<Workfl
     row.as_ref().map(from_row).transpose()
 }
 
-/// Inserts new tasks (queued, or already leased to a waiting worker).
-pub async fn insert(c: &impl ConnectionTrait, tasks: &[WorkflowRun]) -> Result<()> {
-    for chunk in tasks.chunks(chunk_rows(WIDTH)) {
-        let mut values = Vec::with_capacity(chunk.len() * WIDTH);
-        for w in chunk {
-            values.extend(row_values(w));
-        }
-        let sql = format!("INSERT INTO tasks ({COLUMNS}) VALUES {}", value_rows(chunk.len(), WIDTH, 1));
-        c.execute_raw(statement(c, &sql, values)).await?;
-    }
-    Ok(())
+/// The statements that insert new tasks (queued, or already leased to a
+/// waiting worker), as few as the parameter limits allow.
+pub fn insert_parts(tasks: &[WorkflowRun]) -> Vec<Part> {
+    tasks
+        .chunks(chunk_rows(WIDTH))
+        .map(|chunk| {
+            let mut values = Vec::with_capacity(chunk.len() * WIDTH);
+            for w in chunk {
+                values.extend(row_values(w));
+            }
+            Part { sql: format!("INSERT INTO tasks ({COLUMNS}) VALUES {}", value_rows(chunk.len(), WIDTH, 1)), values }
+        })
+        .collect()
 }
 
 /// What a worker reported about a task.
@@ -115,15 +117,9 @@ pub async fn release(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> R
     Ok(r.rows_affected() == 1)
 }
 
-/// Cancels the open workflows of an execution (of one stage when given);
-/// returns how many. Only open rows are touched, through their own index.
-pub async fn cancel_open(
-    c: &impl ConnectionTrait,
-    execution_id: &str,
-    stage: Option<usize>,
-    message: &str,
-    now: Millis,
-) -> Result<u64> {
+/// The statement that cancels the open workflows of an execution (of one
+/// stage when given). Only open rows are touched, through their own index.
+pub fn cancel_open_part(execution_id: &str, stage: Option<usize>, message: &str, now: Millis) -> Part {
     let mut sql = "UPDATE tasks SET status = 'CANCELLED', status_message = $2, ended_at = $3 \
         WHERE execution_id = $1 AND status IN ('QUEUED', 'RUNNING')"
         .to_owned();
@@ -132,7 +128,7 @@ pub async fn cancel_open(
         sql.push_str(" AND stage_index = $4");
         values.push((stage as i32).into());
     }
-    Ok(c.execute_raw(statement(c, &sql, values)).await?.rows_affected())
+    Part { sql, values }
 }
 
 /// The workflows an execution shows: its own, and for each carried-over
@@ -265,28 +261,138 @@ fn row_values(w: &WorkflowRun) -> [Value; WIDTH] {
 }
 
 fn from_row(r: &QueryResult) -> Result<WorkflowRun> {
-    let status: String = get(r, "status")?;
+    from_prefixed(r, "")
+}
+
+/// A row whose columns carry `p` before their names (a join of several tables).
+pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<WorkflowRun> {
+    let status: String = get(r, &format!("{p}status"))?;
     Ok(WorkflowRun {
         status: WorkflowStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
-        task_id: get(r, "id")?,
-        execution_id: get(r, "execution_id")?,
-        stage_index: get::<i32>(r, "stage_index")? as usize,
-        workflow_index: get::<i32>(r, "workflow_index")? as usize,
-        name: get(r, "name")?,
-        task_queue: get(r, "task_queue")?,
-        command: get(r, "command")?,
-        timeout_ms: get(r, "timeout_ms")?,
-        attempt: get(r, "attempt")?,
-        max_attempts: get(r, "max_attempts")?,
-        exit_code: get(r, "exit_code")?,
-        output: get(r, "output")?,
-        status_message: get(r, "status_message")?,
-        created_at: get(r, "created_at")?,
-        started_at: get(r, "started_at")?,
-        ended_at: get(r, "ended_at")?,
-        lease_token: get(r, "lease_token")?,
-        lease_owner: get(r, "lease_owner")?,
-        lease_expires_at: get(r, "lease_expires_at")?,
-        deadline_at: get(r, "deadline_at")?,
+        task_id: get(r, &format!("{p}id"))?,
+        execution_id: get(r, &format!("{p}execution_id"))?,
+        stage_index: get::<i32>(r, &format!("{p}stage_index"))? as usize,
+        workflow_index: get::<i32>(r, &format!("{p}workflow_index"))? as usize,
+        name: get(r, &format!("{p}name"))?,
+        task_queue: get(r, &format!("{p}task_queue"))?,
+        command: get(r, &format!("{p}command"))?,
+        timeout_ms: get(r, &format!("{p}timeout_ms"))?,
+        attempt: get(r, &format!("{p}attempt"))?,
+        max_attempts: get(r, &format!("{p}max_attempts"))?,
+        exit_code: get(r, &format!("{p}exit_code"))?,
+        output: get(r, &format!("{p}output"))?,
+        status_message: get(r, &format!("{p}status_message"))?,
+        created_at: get(r, &format!("{p}created_at"))?,
+        started_at: get(r, &format!("{p}started_at"))?,
+        ended_at: get(r, &format!("{p}ended_at"))?,
+        lease_token: get(r, &format!("{p}lease_token"))?,
+        lease_owner: get(r, &format!("{p}lease_owner"))?,
+        lease_expires_at: get(r, &format!("{p}lease_expires_at"))?,
+        deadline_at: get(r, &format!("{p}deadline_at"))?,
     })
+}
+
+/// What a worker's report did: the execution (locked), the task as it now
+/// is (None when the lease is not held: nothing was written), and the
+/// task's stage with the task's end counted.
+#[derive(Debug)]
+pub struct Reported {
+    pub execution: crate::domain::execution::Execution,
+    pub task: Option<WorkflowRun>,
+    pub stage: Option<StageRun>,
+}
+
+/// Of a failure message, what a stage's and execution's "why" repeats.
+pub const NOTE_CHARS: usize = 256;
+
+/// Locks the execution, records the report of one of its tasks and counts
+/// the task's end on its stage. On PostgreSQL one statement (and it tells
+/// the other replicas the execution changed, once this commits); on SQLite
+/// three, in-process. None if the execution does not exist.
+pub async fn report_counted(
+    c: &impl ConnectionTrait,
+    execution_id: &str,
+    task_id: &str,
+    lease_token: &str,
+    r: &Report<'_>,
+) -> Result<Option<Reported>> {
+    use super::{executions, stages};
+    if !super::is_pg(c) {
+        let Some(execution) = executions::lock(c, executions::Key::Id(execution_id)).await? else { return Ok(None) };
+        let Some(task) = report(c, task_id, lease_token, r).await? else {
+            return Ok(Some(Reported { execution, task: None, stage: None }));
+        };
+        let failure = matches!(task.status, WorkflowStatus::Failed | WorkflowStatus::Expired).then(|| {
+            crate::domain::execution::FailureNote { workflow: task.name.clone(), message: note(&task.status_message) }
+        });
+        let delta = crate::domain::execution::WorkflowCounts::delta_of_end(task.status);
+        let stage = stages::count_end(c, execution_id, task.stage_index, delta, failure.as_ref()).await?;
+        return Ok(Some(Reported { execution, task: Some(task), stage }));
+    }
+    let alias = |table: &str, columns: &str| {
+        columns
+            .split(',')
+            .map(|c| c.trim())
+            .map(|c| format!("{table}.{c} AS {table}_{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let sql = format!(
+        "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
+         t AS (UPDATE tasks SET \
+           status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, output = $6, \
+           status_message = CASE WHEN deadline_at <= $7 \
+             THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $8 END, \
+           ended_at = $7, lease_expires_at = NULL \
+           WHERE id = $2 AND lease_token = $3 AND status = 'RUNNING' AND EXISTS (SELECT 1 FROM e) \
+           RETURNING {COLUMNS}), \
+         s AS (UPDATE stages SET wf_open = wf_open - 1, \
+           wf_failed = wf_failed + CASE WHEN t.status = 'FAILED' THEN 1 ELSE 0 END, \
+           wf_expired = wf_expired + CASE WHEN t.status = 'EXPIRED' THEN 1 ELSE 0 END, \
+           failure_message = CASE WHEN stages.failure_workflow IS NULL AND t.status IN ('FAILED', 'EXPIRED') \
+             THEN CASE WHEN length(t.status_message) > {NOTE_CHARS} \
+               THEN left(t.status_message, {NOTE_CHARS}) || '…' ELSE t.status_message END \
+             ELSE stages.failure_message END, \
+           failure_workflow = CASE WHEN stages.failure_workflow IS NULL AND t.status IN ('FAILED', 'EXPIRED') \
+             THEN t.name ELSE stages.failure_workflow END \
+           FROM t WHERE stages.execution_id = t.execution_id AND stages.stage_index = t.stage_index \
+           RETURNING {stage_cols}), \
+         n AS (SELECT 1 AS one FROM e, pg_notify($9, 'c ' || e.id)) \
+         SELECT {e}, {t}, {s} FROM e LEFT JOIN t ON true LEFT JOIN s ON true LEFT JOIN n ON true",
+        exec = executions::COLUMNS,
+        stage_cols = stages::COLUMNS.split(',').map(|c| format!("stages.{}", c.trim())).collect::<Vec<_>>().join(", "),
+        e = alias("e", executions::COLUMNS),
+        t = alias("t", COLUMNS),
+        s = alias("s", stages::COLUMNS),
+    );
+    let values = vec![
+        execution_id.into(),
+        task_id.into(),
+        lease_token.into(),
+        r.status.as_str().into(),
+        r.exit_code.into(),
+        r.output.to_owned().into(),
+        r.now.into(),
+        r.message.to_owned().into(),
+        super::EVENTS_CHANNEL.into(),
+    ];
+    let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
+    let execution = executions::from_prefixed(&row, "e_")?;
+    let task = match get::<Option<String>>(&row, "t_id")? {
+        Some(_) => Some(from_prefixed(&row, "t_")?),
+        None => None,
+    };
+    let stage = match get::<Option<String>>(&row, "s_execution_id")? {
+        Some(_) => Some(stages::from_prefixed(&row, "s_")?),
+        None => None,
+    };
+    Ok(Some(Reported { execution, task, stage }))
+}
+
+/// What a stage's "why" repeats of a workflow's failure message.
+pub fn note(message: &str) -> String {
+    match message.char_indices().nth(NOTE_CHARS) {
+        None => message.to_owned(),
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+    }
 }

@@ -44,7 +44,7 @@ async fn a_failing_workflow_fails_the_execution_after_its_siblings_end(app: Test
     let ship = &done.stages[0];
     let good = ship.workflows.iter().find(|w| w.name == "good").unwrap();
     assert_eq!(good.status, pb::WorkflowStatus::Succeeded as i32, "the sibling ran to its end");
-    assert!(done.status_message.contains("bad"), "{}", done.status_message);
+    assert!(done.status_message.contains("bad"), "{}\n{done:#?}", done.status_message);
 }
 
 async fn parallel_workflows_run_at_the_same_time(app: TestApp) {
