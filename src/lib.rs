@@ -11,7 +11,7 @@
 //! - [`auth`]: caller identity (JWT bearer tokens, client certificates) and TLS.
 //! - [`worker`]: the reference worker that runs shell tasks.
 //! - [`client`]: the command-line client (`reprise apply`, `start`, `watch`, `resume`, …).
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`panic`]: the one-line panic hook.
 //! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
 pub mod api;
@@ -21,6 +21,7 @@ pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod metrics;
+pub mod panic;
 pub mod proto;
 pub mod scheduler;
 pub mod server;

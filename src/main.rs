@@ -21,6 +21,7 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(reprise::client::main(command).await);
     }
     let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
+    reprise::panic::install_hook();
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     let outcome = run(cli.command, shutdown).await;
@@ -92,7 +93,8 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         max_attempts: args.chain_max_attempts,
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
     };
-    let engine = Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits });
+    let engine =
+        Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits, ..Settings::default() });
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }

@@ -15,8 +15,11 @@ use tonic::{Request, Status};
 
 use crate::{
     auth::Principal,
-    domain::access::Caller,
-    engine::{self, Engine},
+    domain::{
+        access::Caller,
+        limits::{self, Limits, Text},
+    },
+    engine::{self, Attempt, Engine},
 };
 
 pub use access::AccessApi;
@@ -40,10 +43,45 @@ impl Context {
             .extensions()
             .get::<Principal>()
             .ok_or_else(|| Status::unauthenticated("unauthenticated: the request carried no identity"))?;
+        // The subject is stored (who triggered what) and looked up: one no
+        // column can hold, or of any length, is not a usable identity.
+        if let Err(v) = limits::text("subject", &principal.subject, self.limits().max_subject_bytes, Text::Name, true) {
+            return Err(Status::unauthenticated(format!(
+                "unauthenticated: the identity's subject {} is not usable: {}",
+                limits::quote(&principal.subject),
+                v.description
+            )));
+        }
         if principal.unrestricted {
             return Ok(Caller::unrestricted(&principal.subject));
         }
         self.engine.caller(&principal.subject).await.map_err(error::to_status)
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.engine.settings().limits
+    }
+
+    /// [`detached`] for a change `caller` attempts: a refusal for want of
+    /// permission is written to the audit trail (`attempt` says what and on
+    /// what) before the caller hears of it.
+    async fn attempt<T, F>(&self, caller: &Caller, attempt: Attempt, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: Future<Output = engine::Result<T>> + Send + 'static,
+    {
+        let (engine, caller) = (self.engine.clone(), caller.clone());
+        detached(async move {
+            let result = work.await;
+            if let Err(e) = &result
+                && let Some(why) = e.denial()
+                && let Err(failed) = engine.record_denied(&caller, attempt, why).await
+            {
+                tracing::warn!(error = %failed, "could not record a refused attempt in the audit trail");
+            }
+            result
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod error;
 pub mod execution;
 pub mod inputs;
+pub mod limits;
 pub mod machine;
 pub mod pipeline;
 pub mod resume;

@@ -24,6 +24,7 @@ use sea_orm::{DatabaseTransaction, DbBackend};
 use crate::{
     domain::{
         execution::{ExecutionDetail, Millis},
+        limits::Limits,
         resume::ChainLimits,
     },
     store::{
@@ -33,7 +34,7 @@ use crate::{
     },
 };
 
-pub use audit::Audit;
+pub use audit::{Attempt, Audit};
 pub use control::Decision;
 pub use error::{Error, Result};
 pub use notify::Notifier;
@@ -53,11 +54,18 @@ pub struct Settings {
     pub recheck: Duration,
     /// Optional bounds on resume chains.
     pub chain_limits: ChainLimits,
+    /// Sizes, counts and depths callers may send.
+    pub limits: Limits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), chain_limits: ChainLimits::default() }
+        Self {
+            lease: Duration::from_secs(30),
+            recheck: Duration::from_secs(1),
+            chain_limits: ChainLimits::default(),
+            limits: Limits::default(),
+        }
     }
 }
 

@@ -23,15 +23,56 @@ impl Default for Notifier {
     }
 }
 
+/// A poller's registration on one task queue; derefs to the queue's
+/// wake-up. The queue's entry lives only while someone waits on it: the
+/// last registration to go removes it, so queue names callers invent
+/// (PollTask takes any) leave nothing behind.
+pub struct QueueWaiter<'a> {
+    notifier: &'a Notifier,
+    name: String,
+    notify: Arc<Notify>,
+}
+
+impl std::ops::Deref for QueueWaiter<'_> {
+    type Target = Notify;
+
+    fn deref(&self) -> &Notify {
+        &self.notify
+    }
+}
+
+impl Drop for QueueWaiter<'_> {
+    fn drop(&mut self) {
+        let mut queues = self.notifier.queues.lock().unwrap_or_else(|p| p.into_inner());
+        // Registrations are only made under this lock, so the count is exact:
+        // the map's own reference and ours mean we are the last.
+        if queues.get(&self.name).is_some_and(|n| Arc::ptr_eq(n, &self.notify) && Arc::strong_count(n) == 2) {
+            queues.remove(&self.name);
+        }
+    }
+}
+
 impl Notifier {
-    /// The wake-up of one task queue.
-    pub fn queue(&self, name: &str) -> Arc<Notify> {
+    /// Registers a poller on one task queue until the returned value is dropped.
+    pub fn queue(&self, name: &str) -> QueueWaiter<'_> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        queues.entry(name.to_owned()).or_default().clone()
+        let notify = queues.entry(name.to_owned()).or_default().clone();
+        QueueWaiter { notifier: self, name: name.to_owned(), notify }
     }
 
+    /// Wakes the pollers waiting on `queue`. With none waiting there is
+    /// nothing to do: a poller registers before it looks for a task, so it
+    /// cannot miss one queued after its look.
     pub fn task_queued(&self, queue: &str) {
-        self.queue(queue).notify_waiters();
+        let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = queues.get(queue) {
+            notify.notify_waiters();
+        }
+    }
+
+    /// How many task queues have pollers waiting (the size of the registry).
+    pub fn waited_queues(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn subscribe_executions(&self) -> broadcast::Receiver<String> {

@@ -4,7 +4,11 @@ use serde_json::json;
 
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
-    domain::{access::Caller, pipeline::Definition},
+    domain::{
+        access::Caller,
+        limits::{Text, check_text, quote},
+        pipeline::Definition,
+    },
     store::{StoreError, pipelines, pipelines::PipelineRecord},
 };
 
@@ -24,18 +28,18 @@ pub struct PipelineUpdate {
 
 impl Engine {
     pub async fn create_pipeline(&self, caller: &Caller, new: NewPipeline) -> Result<PipelineRecord> {
+        let limits = &self.settings().limits;
         let mut violations = Vec::new();
         for (field, value) in [("application", &new.application), ("name", &new.name)] {
-            if value.trim().is_empty() || value.len() > 128 {
-                violations.push(crate::domain::Violation::new(field, "required, at most 128 characters"));
-            }
-        }
-        if let Err(mut v) = new.definition.validate() {
-            violations.append(&mut v);
+            check_text(&mut violations, field, value, limits.max_name_bytes, Text::Name, true);
         }
         if !violations.is_empty() {
             return Err(Error::Invalid(violations));
         }
+        // The cheap check first: compiling skip conditions is work a caller
+        // without any right to write here must not be able to cause.
+        authorize::execute_somewhere(caller, &new.application)?;
+        new.definition.validate(limits).map_err(Error::Invalid)?;
         authorize::execute(caller, &new.application, &new.definition, 0)?;
         let id = new_id();
         let (_turn, txn) = self.begin().await?;
@@ -48,8 +52,9 @@ impl Engine {
         match written.await {
             Err(StoreError::Duplicate(_)) => {
                 return Err(Error::AlreadyExists(format!(
-                    "application {:?} already has a pipeline named {:?}; update it with UpdatePipeline or pick another name",
-                    new.application, new.name
+                    "application {} already has a pipeline named {}; update it with UpdatePipeline or pick another name",
+                    quote(&new.application),
+                    quote(&new.name)
                 )));
             }
             other => other?,
@@ -66,9 +71,10 @@ impl Engine {
                 "the version you read, from 1; GetPipeline tells the latest",
             ));
         }
-        update.definition.validate().map_err(Error::Invalid)?;
         let id = &update.pipeline_id;
-        let current = self.pipeline(id, None).await?;
+        let current = self.pipeline_for(caller, id, None).await?;
+        authorize::execute_somewhere(caller, &current.application)?;
+        update.definition.validate(&self.settings().limits).map_err(Error::Invalid)?;
         authorize::execute(caller, &current.application, &update.definition, 0)?;
         let (_turn, txn) = self.begin().await?;
         if !pipelines::add_version(&txn, id, update.expected_version, &update.definition, now()).await? {
@@ -77,7 +83,8 @@ impl Engine {
             return Err(match latest {
                 None => Error::not_found("pipeline", id),
                 Some(latest) => Error::Conflict(format!(
-                    "pipeline {id:?} is at version {latest}, not {}: it changed since you read it; read it again and retry",
+                    "pipeline {} is at version {latest}, not {}: it changed since you read it; read it again and retry",
+                    quote(id),
                     update.expected_version
                 )),
             });
@@ -90,11 +97,24 @@ impl Engine {
         self.pipeline(id, None).await
     }
 
-    /// The pipeline at `version` (or its latest), if `caller` may read it.
+    /// The pipeline at `version` (or its latest), if `caller` may read it;
+    /// one it may not read is not found, whatever the version asked for.
     pub async fn pipeline_for(&self, caller: &Caller, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
-        let p = self.pipeline(id, version).await?;
-        authorize::read(caller, &p.application)?;
-        Ok(p)
+        match self.pipeline(id, version).await {
+            Ok(p) => {
+                authorize::read_or_hide(caller, &p.application, "pipeline", id)?;
+                Ok(p)
+            }
+            // "No such version" tells the pipeline exists: only to a reader.
+            Err(Error::NotFound(versions)) if version.is_some() => match pipelines::get(self.db(), id, None).await? {
+                Some(p) => {
+                    authorize::read_or_hide(caller, &p.application, "pipeline", id)?;
+                    Err(Error::NotFound(versions))
+                }
+                None => Err(Error::not_found("pipeline", id)),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// The pipeline at `version`, or its latest version.
@@ -103,26 +123,30 @@ impl Engine {
             return Ok(p);
         }
         match (pipelines::latest_version(self.db(), id).await?, version) {
-            (Some(latest), Some(v)) => {
-                Err(Error::NotFound(format!("pipeline {id:?} has no version {v}; its versions are 1 to {latest}")))
-            }
+            (Some(latest), Some(v)) => Err(Error::NotFound(format!(
+                "pipeline {} has no version {v}; its versions are 1 to {latest}",
+                quote(id)
+            ))),
             _ => Err(Error::not_found("pipeline", id)),
         }
     }
 
-    /// A page of the pipelines `caller` may read.
+    /// A page of the pipelines `caller` may read; without `definitions`,
+    /// each record's definition is left empty (and not read).
     pub async fn list_pipelines(
         &self,
         caller: &Caller,
         application: Option<&str>,
         after: Option<&str>,
         size: u64,
+        definitions: bool,
     ) -> Result<Page<PipelineRecord>> {
         if let Some(app) = application {
             authorize::read(caller, app)?;
         }
         let readable = caller.readable_applications();
-        let mut items = pipelines::list(self.db(), application, readable.as_deref(), after, size + 1).await?;
+        let mut items =
+            pipelines::list(self.db(), application, readable.as_deref(), after, size + 1, definitions).await?;
         Ok(Page::cut(&mut items, size, |p| p.id.clone()))
     }
 }

@@ -42,7 +42,7 @@ impl Engine {
     /// The execution, if `caller` may read it.
     pub async fn execution_for(&self, caller: &Caller, id: &str) -> Result<ExecutionDetail> {
         let d = self.execution(id).await?;
-        authorize::read(caller, &d.execution.application)?;
+        authorize::read_execution(caller, &d)?;
         Ok(d)
     }
 
@@ -71,7 +71,7 @@ impl Engine {
         size: u64,
     ) -> Result<(String, Page<Execution>)> {
         let e = executions::get(self.db(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
-        authorize::read(caller, &e.application)?;
+        authorize::read_or_hide(caller, &e.application, "execution", id)?;
         let mut items = executions::chain(self.db(), &e.chain_id, before_attempt, size + 1).await?;
         Ok((e.chain_id, Page::cut(&mut items, size, |e| e.attempt.to_string())))
     }

@@ -123,7 +123,8 @@ impl Engine {
 
     /// Why `old` cannot be resumed from `stage`, or the index to resume from.
     async fn check_resume(&self, caller: &Caller, old: &ExecutionDetail, stage: &StageRef) -> Result<usize> {
-        authorize::read(caller, &old.execution.application)?;
+        authorize::read_execution(caller, old)?;
+        authorize::execute_somewhere(caller, &old.execution.application)?;
         let first_created_at = self.chain_start(old).await?;
         resume::check_execution(old, self.settings().chain_limits, first_created_at, now())
             .map_err(|(_, r)| Error::Refused(r))?;
@@ -194,8 +195,9 @@ impl Engine {
         };
         let Some(origin) = &existing.resumed_from else {
             return Err(Error::AlreadyExists(format!(
-                "request_id {:?} was used to start execution {}",
-                existing.request_id, existing.id
+                "request_id {} was used to start execution {}",
+                crate::domain::limits::quote(&existing.request_id),
+                existing.id
             )));
         };
         let old = self.execution(&origin.execution_id).await?;

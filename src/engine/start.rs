@@ -43,11 +43,11 @@ impl Engine {
         if let Some(existing) = self.replay(&request, &fingerprint).await? {
             return Ok(existing);
         }
-        let pipeline = self.pipeline(&request.pipeline_id, request.pipeline_version).await?;
+        let pipeline = self.pipeline_for(&request.caller, &request.pipeline_id, request.pipeline_version).await?;
         authorize::execute(&request.caller, &pipeline.application, &pipeline.definition, 0)?;
         let variables =
             inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
-        inputs::check_artifacts(&request.artifacts).map_err(Error::Invalid)?;
+        inputs::check_artifacts(&request.artifacts, &self.settings().limits).map_err(Error::Invalid)?;
 
         let id = new_id();
         let now = now();

@@ -110,32 +110,88 @@ pub async fn get(c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Re
 /// Parsed definitions of pinned versions. A version never changes once
 /// written, so every load of every execution on it can share one parsed
 /// copy instead of reading and parsing the JSON again on each transition.
-#[derive(Default)]
+///
+/// Bounded in entries and in bytes (the stored JSON's length stands in for
+/// a definition's size in memory): a definition may be megabytes, and
+/// callers choose how many versions exist. The least recently used go first.
 pub struct DefinitionCache {
-    parsed: Mutex<HashMap<(String, i64), Arc<Definition>>>,
+    parsed: Mutex<Lru>,
+    max_entries: usize,
+    max_bytes: usize,
 }
 
-/// Beyond this many versions the cache starts over; it only saves work.
-const CACHED_VERSIONS: usize = 1024;
+/// The cached versions, each with its weight and when it was last used.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<(String, i64), (Arc<Definition>, usize, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl Default for DefinitionCache {
+    fn default() -> Self {
+        Self::new(1024, 64 * 1024 * 1024)
+    }
+}
 
 impl DefinitionCache {
+    /// A cache of at most `max_entries` versions and `max_bytes` of JSON.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self { parsed: Mutex::default(), max_entries, max_bytes }
+    }
+
+    /// How many versions and bytes are cached now.
+    pub fn size(&self) -> (usize, usize) {
+        let lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        (lru.entries.len(), lru.bytes)
+    }
+
     /// The pipeline version `execution` is pinned to; its absence is corruption.
     pub async fn pinned_by(&self, c: &impl ConnectionTrait, execution: &Execution) -> Result<Arc<Definition>> {
         let key = (execution.pipeline_id.clone(), execution.pipeline_version);
-        if let Some(found) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.get(&key) {
+            return Ok(found);
         }
         let row = pipeline_version::Entity::find_by_id(key.clone())
             .one(c)
             .await?
             .ok_or_else(|| corrupt(format!("execution {} pins missing pipeline {} v{}", execution.id, key.0, key.1)))?;
         let definition = Arc::new(parse(&row)?);
-        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if parsed.len() >= CACHED_VERSIONS {
-            parsed.clear();
-        }
-        parsed.insert(key, definition.clone());
+        self.put(key, definition.clone(), row.definition.len());
         Ok(definition)
+    }
+
+    fn get(&self, key: &(String, i64)) -> Option<Arc<Definition>> {
+        let mut lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        lru.clock += 1;
+        let now = lru.clock;
+        lru.entries.get_mut(key).map(|(definition, _, used)| {
+            *used = now;
+            definition.clone()
+        })
+    }
+
+    fn put(&self, key: (String, i64), definition: Arc<Definition>, bytes: usize) {
+        if bytes > self.max_bytes / 4 {
+            return; // one version would crowd out the others
+        }
+        let mut lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        lru.clock += 1;
+        let now = lru.clock;
+        if let Some((_, old, _)) = lru.entries.insert(key, (definition, bytes, now)) {
+            lru.bytes -= old;
+        }
+        lru.bytes += bytes;
+        while lru.entries.len() > self.max_entries || lru.bytes > self.max_bytes {
+            // A linear scan for the oldest: the cache holds at most a few
+            // thousand versions and fills only on a miss (a database read).
+            let Some(oldest) = lru.entries.iter().min_by_key(|(_, (_, _, used))| *used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some((_, weight, _)) = lru.entries.remove(&oldest) {
+                lru.bytes -= weight;
+            }
+        }
     }
 }
 
@@ -145,13 +201,15 @@ pub async fn latest_version(c: &impl ConnectionTrait, id: &str) -> Result<Option
 }
 
 /// A page of pipelines at their latest versions, ordered by id after `after`,
-/// limited to the `readable` applications when given.
+/// limited to the `readable` applications when given. Without `definitions`
+/// the versions are not read and each record's definition is empty.
 pub async fn list(
     c: &impl ConnectionTrait,
     application: Option<&str>,
     readable: Option<&[String]>,
     after: Option<&str>,
     limit: u64,
+    definitions: bool,
 ) -> Result<Vec<PipelineRecord>> {
     let mut query = pipeline::Entity::find().order_by_asc(pipeline::Column::Id).limit(limit);
     if let Some(app) = application {
@@ -165,6 +223,22 @@ pub async fn list(
     }
     let heads = query.all(c).await?;
     let mut out = Vec::with_capacity(heads.len());
+    if !definitions {
+        return Ok(heads
+            .into_iter()
+            .map(|head| PipelineRecord {
+                id: head.id,
+                application: head.application,
+                name: head.name,
+                version: head.latest_version,
+                latest_version: head.latest_version,
+                definition: Definition::default(),
+                created_at: head.created_at,
+                // The head is updated exactly when a version is added.
+                version_created_at: head.updated_at,
+            })
+            .collect());
+    }
     for head in heads {
         let key = (head.id.clone(), head.latest_version);
         let row = pipeline_version::Entity::find_by_id(key)

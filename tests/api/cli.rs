@@ -308,10 +308,11 @@ async fn bad_input_exits_2_and_names_the_field(app: TestApp) {
 }
 
 async fn server_refusals_exit_1_with_the_message(app: TestApp) {
-    let run = reprise(&app, &["get", "no-such-execution"]).await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let run = reprise(&app, &["get", &missing]).await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.starts_with("error: ") && run.stderr.contains("NOT_FOUND"), "{run:#?}");
-    let run = reprise(&app, &["watch", "no-such-execution"]).await;
+    let run = reprise(&app, &["watch", &missing]).await;
     assert_eq!(run.code, 1, "{run:#?}");
 
     let q = queue();
