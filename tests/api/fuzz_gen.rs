@@ -1035,7 +1035,8 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, other: Tally) {
+    /// Adds another tally's counts (and broken rules) to this one.
+    pub fn absorb(&mut self, other: Tally) {
         for (k, v) in other.by_code {
             *self.by_code.entry(k).or_default() += v;
         }
@@ -1083,7 +1084,7 @@ pub async fn run(
     }
     let mut tally = Tally::default();
     while let Some(done) = senders.join_next().await {
-        tally.add(done.expect("sender"));
+        tally.absorb(done.expect("sender"));
     }
     tally
 }
