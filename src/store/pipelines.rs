@@ -268,3 +268,36 @@ fn record(head: pipeline::Model, row: pipeline_version::Model) -> Result<Pipelin
         version_created_at: row.created_at,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> (String, i64) {
+        (name.to_owned(), 1)
+    }
+
+    #[test]
+    fn the_definition_cache_keeps_the_recently_used_within_its_bounds() {
+        let d = || Arc::new(Definition::default());
+        // By count: the least recently used go first.
+        let cache = DefinitionCache::new(3, 1_000_000);
+        for i in 0..5 {
+            cache.put(key(&format!("p{i}")), d(), 100);
+        }
+        assert_eq!(cache.size(), (3, 300));
+        assert!(cache.get(&key("p1")).is_none() && cache.get(&key("p2")).is_some());
+        cache.put(key("p5"), d(), 100);
+        assert!(cache.get(&key("p2")).is_some(), "used lately, kept");
+        assert!(cache.get(&key("p3")).is_none(), "the oldest went");
+        // By bytes, and one too big for a quarter of the budget is not kept.
+        let cache = DefinitionCache::new(100, 1000);
+        for i in 0..10 {
+            cache.put(key(&format!("q{i}")), d(), 200);
+        }
+        assert_eq!(cache.size(), (5, 1000));
+        cache.put(key("huge"), d(), 251);
+        assert!(cache.get(&key("huge")).is_none());
+        assert_eq!(cache.size(), (5, 1000));
+    }
+}
