@@ -8,8 +8,12 @@ use super::{
     error::{invalid, to_status, violations},
 };
 use crate::{
-    domain::{access::Caller, inputs, resume::StageRef},
-    engine::{Attempt, Decision, ResumeRequest, StartRequest},
+    domain::{
+        access::{Action, Caller},
+        inputs,
+        resume::StageRef,
+    },
+    engine::{Attempt, Decision, Error, ResumeRequest, StartRequest},
     proto::{self as pb, execution_service_server::ExecutionService},
     store::executions::ListFilter,
 };
@@ -248,6 +252,15 @@ impl ExecutionService for ExecutionApi {
                     _ = shutdown.cancelled() => {}
                 }
                 detail = engine.execution(&id).await.map_err(to_status)?;
+                // Access is checked again while the stream lives: a caller
+                // whose grants were taken away stops seeing the execution.
+                if !caller.unrestricted {
+                    let now = engine.caller(&caller.subject).await.map_err(to_status)?;
+                    let application = detail.execution.application.as_str();
+                    if now.authorize(&Action::Read { application }).is_err() {
+                        Err(to_status(Error::not_found("execution", &id)))?;
+                    }
+                }
             }
         };
         Ok(Response::new(Box::pin(stream)))

@@ -1,6 +1,7 @@
 //! Resume rules: which executions and stages can be resumed, and the plan of
 //! a resume (carry over every stage before the chosen one, run the rest).
 
+use super::limits::quote;
 use super::{
     Refusal, Violation,
     execution::{ExecutionDetail, Millis, StageRun},
@@ -128,7 +129,7 @@ pub fn resolve_stage(d: &ExecutionDetail, wanted: &StageRef) -> Result<usize, Re
         StageRef::Name(name) => d.stages.iter().position(|s| &s.name == name).ok_or_else(|| {
             ResolveError::Invalid(Violation::new(
                 "stage_name",
-                format!("the pipeline has no stage {name:?}; {furthest}"),
+                format!("the pipeline has no stage {}; {furthest}", quote(name)),
             ))
         })?,
         StageRef::Index(i) => usize::try_from(*i).ok().filter(|i| *i < d.stages.len()).ok_or_else(|| {

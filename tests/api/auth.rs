@@ -34,6 +34,7 @@ crate::on_both_backends!(
     mutual_tls_accepts_certificates_of_the_configured_ca_only,
     what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited,
     permission_is_checked_before_a_definition_is_compiled,
+    a_watch_ends_not_found_once_its_caller_may_no_longer_read,
 );
 
 fn now() -> i64 {
@@ -620,4 +621,32 @@ async fn permission_is_checked_before_a_definition_is_compiled(app: TestApp) {
     let update = pb::UpdatePipelineRequest { pipeline_id: p.id.clone(), expected_version: 1, definition: wrong() };
     let status = s.pipelines().update_pipeline(authed(update, &token("viewer"))).await.unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
+
+async fn a_watch_ends_not_found_once_its_caller_may_no_longer_read(app: TestApp) {
+    let s = Secured::boot(&app).await;
+    s.grant("viewer", pb::Permission::View, "shop", pb::EnvironmentType::Unspecified).await;
+    let p = s.pipeline("shop", "deploy", &[pb::EnvironmentType::NonProd]).await;
+    let e = s.start("root", &p.id).await.unwrap();
+    let watch = pb::WatchExecutionRequest { execution_id: e.id.clone() };
+    let mut stream = s.executions().watch_execution(authed(watch, &token("viewer"))).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some(), "the current state first");
+
+    let root = token("root");
+    let groups = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &root)).await.unwrap();
+    let group = groups.into_inner().groups.into_iter().find(|g| g.name == "g-viewer").unwrap();
+    let remove = pb::RemoveGrantRequest { grant_id: group.grants[0].id.clone() };
+    s.access().remove_grant(authed(remove, &root)).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the watch ends");
+    assert_eq!(ended.map(|s| s.code()), Some(Code::NotFound));
 }
