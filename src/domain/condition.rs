@@ -98,6 +98,9 @@ struct Level {
     /// Operators and member accesses chained so far in the current
     /// sub-expression of this level (reset by `,`, `&&` and `||`).
     chain: usize,
+    /// Conditionals (`?`) open in this level: each nests the next, and
+    /// `&&` or `||` (which bind tighter) do not close them; only `,` does.
+    conditionals: usize,
     /// The ( of a comprehension macro such as `.all(`.
     comprehension: bool,
 }
@@ -209,7 +212,7 @@ pub fn scan(source: &str, limits: &Limits) -> Result<(), String> {
                             .into(),
                     );
                 }
-                levels.push(Level { chain: 0, comprehension });
+                levels.push(Level { chain: 0, conditionals: 0, comprehension });
                 if levels.len() - 1 > limits.max_expression_depth {
                     return Err(format!(
                         "expression nests (), [] and {{}} more than {} deep; flatten it",
@@ -221,19 +224,30 @@ pub fn scan(source: &str, limits: &Limits) -> Result<(), String> {
             }
             b')' | b']' | b'}' => {
                 if levels.len() > 1 {
-                    path -= levels.pop().map_or(0, |l| l.chain);
+                    path -= levels.pop().map_or(0, |l| l.chain + l.conditionals);
                 }
                 i += 1;
                 operand = true;
             }
             b',' => {
-                reset(&mut levels, &mut path);
+                reset(&mut levels, &mut path, true);
                 i += 1;
                 operand = false;
             }
             b'&' | b'|' if next == Some(c) => {
-                reset(&mut levels, &mut path);
+                reset(&mut levels, &mut path, false);
                 i += 2;
+                operand = false;
+            }
+            b'?' => {
+                if let Some(level) = levels.last_mut() {
+                    level.conditionals += 1;
+                    path += 1;
+                }
+                if path > limits.max_expression_chain {
+                    return Err(too_long());
+                }
+                i += 1;
                 operand = false;
             }
             b'=' | b'!' | b'<' | b'>' if next == Some(b'=') => {
@@ -241,7 +255,7 @@ pub fn scan(source: &str, limits: &Limits) -> Result<(), String> {
                 i += 2;
                 operand = false;
             }
-            b'<' | b'>' | b'+' | b'*' | b'/' | b'%' | b'?' => {
+            b'<' | b'>' | b'+' | b'*' | b'/' | b'%' => {
                 link = true;
                 i += 1;
                 operand = false;
@@ -276,10 +290,16 @@ fn bump(levels: &mut [Level], path: &mut usize) {
     }
 }
 
-fn reset(levels: &mut [Level], path: &mut usize) {
+/// Ends the current sub-expression of the innermost level: its chain, and
+/// with `conditionals` (at a `,`) its open conditionals too.
+fn reset(levels: &mut [Level], path: &mut usize, conditionals: bool) {
     if let Some(level) = levels.last_mut() {
         *path -= level.chain;
         level.chain = 0;
+        if conditionals {
+            *path -= level.conditionals;
+            level.conditionals = 0;
+        }
     }
 }
 
@@ -370,6 +390,8 @@ mod tests {
             (format!("a{}", " + a".repeat(100)), "chains"),
             (format!("a{}", "[0]".repeat(100)), "chains"),
             (format!("{}c", "a ? b : ".repeat(100)), "chains"),
+            (format!("{}c", "a ? b : a || ".repeat(100)), "chains"),
+            (format!("{}c", "a ? b : a && ".repeat(100)), "chains"),
             (format!("a{}", ".size()".repeat(100)), "chains"),
             ("x".repeat(5000), "bytes"),
             ("[1].all(x, [1].all(y, true))".to_string(), "inside another"),
@@ -393,6 +415,10 @@ mod tests {
         assert!(scan("a + b + (c + (d + e))", &l).is_err());
         // Sub-expressions separated by `,`, `&&`, `||` are siblings, not a chain.
         assert!(scan("a + b + c && a + b + c || a + b + c", &l).is_ok());
+        // … but conditionals nest across `&&` and `||`, which bind tighter.
+        assert!(scan("a ? b : c || d ? e : f || g ? h : i", &l).is_ok());
+        assert!(scan("a ? b : c || d ? e : f || g ? h : i || j ? k : l", &l).is_err());
+        assert!(scan("[a ? b : c, a ? b : c, a ? b : c, a ? b : c]", &l).is_ok());
         assert!(scan("[a + b + c, a + b + c, a + b + c]", &l).is_ok());
         // Unary operators and comparisons spelled in strings do not count.
         assert!(scan("!!!!!!a == -----b", &l).is_ok());
@@ -430,6 +456,8 @@ mod tests {
             format!("a{}", " == a".repeat(chain)),
             format!("a{}", " in a".repeat(chain)),
             format!("{}c", "a ? b : ".repeat(chain)),
+            format!("{}c", "a ? b : a || ".repeat(chain)),
+            format!("{}c", "a ? b : a.b.c && ".repeat(chain / 2)),
             // Flat but long: up to the length limit.
             format!("a{}", " || a".repeat(800)),
             format!("{}a", "!".repeat(4000)),
