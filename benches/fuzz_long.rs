@@ -32,6 +32,9 @@ const ROUND: usize = 10_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs and panics as `serve` has them: warnings and errors, one line each.
+    let _telemetry = reprise::telemetry::init("warn", None)?;
+    reprise::panic::install_hook();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let total: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let concurrency: usize = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(16);
@@ -52,6 +55,22 @@ async fn main() -> anyhow::Result<()> {
 
 fn mib(kib: Option<u64>) -> String {
     kib.map_or("?".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
+}
+
+/// Resident memory as is, and after glibc hands its free pages back to the
+/// system: the second is what the process still holds, the first also what
+/// its allocator keeps for reuse after the biggest requests.
+fn memory() -> String {
+    let resident = rss_kib();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory.
+        unsafe { malloc_trim(0) };
+    }
+    format!("{} (after malloc_trim {})", mib(resident), mib(rss_kib()))
 }
 
 async fn server(db_url: &str, secured: bool, stop: &CancellationToken) -> anyhow::Result<(Engine, Channel)> {
@@ -83,11 +102,10 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
     let targets = seed(&secured_engine, &secured).await;
     let endpoints = [Endpoint::secured(secured.clone()), Endpoint::open(open.clone())];
     println!("\n== {} — {total} requests, {concurrency} at a time", backend.name());
-    let before = rss_kib();
-    println!("resident memory before: {}", mib(before));
+    println!("resident memory before: {}", memory());
     let started = Instant::now();
     let mut tally = Tally::default();
-    let mut peak = before.unwrap_or(0);
+    let mut peak = rss_kib().unwrap_or(0);
     let mut sent = 0;
     let mut round = 0u64;
     while sent < total {
@@ -96,21 +114,23 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
         sent += n;
         round += 1;
         tally.absorb(done);
-        let now = rss_kib();
-        peak = peak.max(now.unwrap_or(0));
+        peak = peak.max(rss_kib().unwrap_or(0));
+        let cached = |e: &Engine| e.definitions().size();
+        let ((n1, b1), (n2, b2)) = (cached(&secured_engine), cached(&open_engine));
         println!(
-            "{sent:>7} sent in {:>6.1} s; resident {}; queues waited on: {}",
+            "{sent:>7} sent in {:>6.1} s; resident {}; queues waited on: {}; definitions cached: {} (weighing {:.1} MiB)",
             started.elapsed().as_secs_f64(),
-            mib(now),
-            secured_engine.notifier().waited_queues() + open_engine.notifier().waited_queues()
+            memory(),
+            secured_engine.notifier().waited_queues() + open_engine.notifier().waited_queues(),
+            n1 + n2,
+            (b1 + b2) as f64 / 1024.0 / 1024.0
         );
     }
     let elapsed = started.elapsed();
     let ran = can_run_a_pipeline(&secured, true).await.and(can_run_a_pipeline(&open, false).await);
     // Give long polls cut off by the client a moment to wind down.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kib();
-    println!("resident memory after: {} (before {}, peak {})", mib(after), mib(before), mib(Some(peak)));
+    println!("resident memory after: {}; peak {}", memory(), mib(Some(peak)));
     println!(
         "{} requests in {:.1} s ({:.0}/s); by status code:",
         tally.sent,
@@ -137,6 +157,9 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
     tokio::time::sleep(Duration::from_millis(500)).await;
     secured_engine.db().close_by_ref().await.ok();
     open_engine.db().close_by_ref().await.ok();
+    drop((secured_engine, open_engine, secured, open));
     drop(db);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    println!("resident memory once the servers stopped: {}", memory());
     Ok(tally.broken.is_empty() && ran.is_ok())
 }

@@ -103,7 +103,7 @@ impl Engine {
         &self.inner.notifier
     }
 
-    pub(crate) fn definitions(&self) -> &DefinitionCache {
+    pub fn definitions(&self) -> &DefinitionCache {
         &self.inner.definitions
     }
 

@@ -111,9 +111,10 @@ pub async fn get(c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Re
 /// written, so every load of every execution on it can share one parsed
 /// copy instead of reading and parsing the JSON again on each transition.
 ///
-/// Bounded in entries and in bytes (the stored JSON's length stands in for
-/// a definition's size in memory): a definition may be megabytes, and
-/// callers choose how many versions exist. The least recently used go first.
+/// Bounded in entries and in bytes (twice the stored JSON's length stands
+/// in for a parsed definition's size in memory, small strings and all): a
+/// definition may be megabytes, and callers choose how many versions exist.
+/// The least recently used go first.
 pub struct DefinitionCache {
     parsed: Mutex<Lru>,
     max_entries: usize,
@@ -135,7 +136,7 @@ impl Default for DefinitionCache {
 }
 
 impl DefinitionCache {
-    /// A cache of at most `max_entries` versions and `max_bytes` of JSON.
+    /// A cache of at most `max_entries` versions and about `max_bytes` of memory.
     pub fn new(max_entries: usize, max_bytes: usize) -> Self {
         Self { parsed: Mutex::default(), max_entries, max_bytes }
     }
@@ -157,7 +158,7 @@ impl DefinitionCache {
             .await?
             .ok_or_else(|| corrupt(format!("execution {} pins missing pipeline {} v{}", execution.id, key.0, key.1)))?;
         let definition = Arc::new(parse(&row)?);
-        self.put(key, definition.clone(), row.definition.len());
+        self.put(key, definition.clone(), 2 * row.definition.len());
         Ok(definition)
     }
 
