@@ -57,6 +57,15 @@ pub struct ServeArgs {
     /// UNAVAILABLE. While the database is known to be down calls do not wait.
     #[arg(long, env = "REPRISE_DATABASE_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub database_acquire_timeout: Duration,
+    /// Watch streams one caller may hold open at once; beyond, RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REPRISE_WATCH_STREAMS_PER_CALLER", default_value_t = 100)]
+    pub watch_streams_per_caller: usize,
+    /// The longest a watch stream lives; it then ends UNAVAILABLE and clients reconnect.
+    #[arg(long, env = "REPRISE_WATCH_MAX_LIFETIME", default_value = "1h", value_parser = parse_duration)]
+    pub watch_max_lifetime: Duration,
+    /// Concurrent calls (HTTP/2 streams) one connection may have open.
+    #[arg(long, env = "REPRISE_MAX_CONCURRENT_STREAMS", default_value_t = 1000)]
+    pub max_concurrent_streams: u32,
     /// Connections in the PostgreSQL pool (SQLite readers: 8).
     #[arg(long, env = "REPRISE_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,

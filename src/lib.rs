@@ -12,7 +12,7 @@
 //! - [`credentials`]: where secrets of the configuration may come from, and keeping them out of `/proc` and logs.
 //! - [`worker`]: the reference worker that runs shell tasks.
 //! - [`client`]: the command-line client (`reprise apply`, `start`, `watch`, `resume`, …).
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics; [`panic`]: the one-line panic hook.
 //! - [`server`]: wiring and graceful shutdown; [`cli`], [`telemetry`]: the binary's setup.
 
 pub mod api;
@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod domain;
 pub mod engine;
 pub mod metrics;
+pub mod panic;
 pub mod proto;
 pub mod scheduler;
 pub mod server;

@@ -38,6 +38,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
         std::process::exit(reprise::client::main(command).await);
     }
     let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
+    reprise::panic::install_hook();
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
     let outcome = run(cli.command, shutdown).await;
@@ -102,6 +103,11 @@ impl Prepared {
 
 async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
     let mut options = serve_options(&args.auth, dev)?;
+    options.streams = reprise::api::StreamLimits {
+        per_caller: args.watch_streams_per_caller.max(1),
+        max_lifetime: args.watch_max_lifetime.max(std::time::Duration::from_secs(1)),
+    };
+    options.max_concurrent_streams = args.max_concurrent_streams.max(1);
     if let Some(address) = args.metrics_listen {
         reprise::metrics::install(address)?;
         options.metrics_sampling = Some(std::time::Duration::from_secs(10));
@@ -120,7 +126,8 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         max_attempts: args.chain_max_attempts,
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
     };
-    let engine = Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits });
+    let engine =
+        Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits, ..Settings::default() });
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }
@@ -176,7 +183,7 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
              without, never in production)"
         );
     };
-    Ok(ServeOptions { auth, tls, metrics_sampling: None })
+    Ok(ServeOptions { auth, tls, ..ServeOptions::default() })
 }
 
 /// Cancels `shutdown` on SIGTERM or Ctrl-C.

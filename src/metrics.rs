@@ -129,7 +129,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -166,6 +166,31 @@ impl Call {
         metrics::counter!(RPC_REQUESTS, "method" => self.method.clone(), "code" => code).increment(1);
         metrics::histogram!(RPC_DURATION, "method" => self.method).record(self.started.elapsed().as_secs_f64());
     }
+}
+
+/// The `method` label of a call: its path when it names a method this
+/// server has, else "other". Labels are kept forever by the recorder, so a
+/// path a caller makes up must not become one.
+fn method_label(path: &str) -> String {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| {
+        let mut known: std::collections::HashSet<String> = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        if let Ok(pool) = prost_reflect::DescriptorPool::decode(crate::proto::FILE_DESCRIPTOR_SET) {
+            for service in pool.services() {
+                known.extend(service.methods().map(|m| format!("/{}/{}", service.full_name(), m.name())));
+            }
+        }
+        known
+    });
+    if known.contains(path) { path.to_owned() } else { "other".to_owned() }
 }
 
 fn status_code(headers: &http::HeaderMap) -> Option<&'static str> {

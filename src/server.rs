@@ -9,7 +9,7 @@ use tonic::transport::{ServerTlsConfig, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
-    api::{AccessApi, Context, ExecutionApi, PipelineApi, WorkerApi},
+    api::{AccessApi, Context, ExecutionApi, PipelineApi, StreamLimits, Streams, WorkerApi},
     auth::Authenticator,
     engine::Engine,
     metrics::{self, RpcMetricsLayer},
@@ -40,17 +40,28 @@ pub struct ServeOptions {
     /// Sample gauges (executions by status, tasks waiting) this often for
     /// the metrics endpoint; None when metrics are off.
     pub metrics_sampling: Option<Duration>,
+    /// Bounds on watch streams.
+    pub streams: StreamLimits,
+    /// Concurrent HTTP/2 streams (calls) one connection may have open.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServeOptions {
+    /// No authentication, no TLS: development and tests.
+    fn default() -> Self {
+        ServeOptions {
+            auth: Authenticator::Disabled,
+            tls: None,
+            metrics_sampling: None,
+            streams: StreamLimits::default(),
+            max_concurrent_streams: 1000,
+        }
+    }
 }
 
 /// Serves without authentication or TLS (development and tests).
 pub async fn serve(listener: TcpListener, engine: Engine, shutdown: CancellationToken) -> anyhow::Result<()> {
-    serve_with(
-        listener,
-        engine,
-        ServeOptions { auth: Authenticator::Disabled, tls: None, metrics_sampling: None },
-        shutdown,
-    )
-    .await
+    serve_with(listener, engine, ServeOptions::default(), shutdown).await
 }
 
 /// Serves until `shutdown` is cancelled, then drains: health goes
@@ -85,7 +96,8 @@ pub async fn serve_with(
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let context = Context { engine, shutdown: shutdown.clone() };
+    let streams = std::sync::Arc::new(Streams::new(options.streams));
+    let context = Context { engine, shutdown: shutdown.clone(), streams };
 
     tracing::info!(%address, "serving gRPC");
     let drained = {
@@ -105,6 +117,7 @@ pub async fn serve_with(
     let auth = options.auth.interceptor();
     builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(Some(options.max_concurrent_streams))
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .layer(RpcMetricsLayer)
         .add_service(health_service)

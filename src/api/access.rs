@@ -1,7 +1,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{
-    Context, convert, detached,
+    Context, convert,
     error::{invalid, to_status},
 };
 use crate::{
@@ -9,10 +9,19 @@ use crate::{
         access::{Grant, Permission},
         pipeline::EnvironmentType,
     },
+    engine::Attempt,
     proto::{self as pb, access_service_server::AccessService},
 };
 
 pub struct AccessApi(pub Context);
+
+impl AccessApi {
+    /// A member's subject: the `sub` claim of its tokens.
+    fn subject(&self, subject: String) -> Result<String, Status> {
+        convert::token("subject", subject, self.0.limits().max_subject_bytes)?
+            .ok_or_else(|| invalid("subject", "required: the `sub` claim of the member's tokens"))
+    }
+}
 
 #[tonic::async_trait]
 impl AccessService for AccessApi {
@@ -21,9 +30,10 @@ impl AccessService for AccessApi {
         request: Request<pb::CreateUserGroupRequest>,
     ) -> Result<Response<pb::CreateUserGroupResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let name = convert::required("name", request.into_inner().name)?;
-        let engine = self.0.engine.clone();
-        let group = detached(async move { engine.create_group(&caller, &name).await }).await?;
+        let name = convert::required_name("name", request.into_inner().name, self.0.limits())?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.group.create.denied").detail("name", name.clone());
+        let group = self.0.attempt(&caller, attempt, async move { engine.create_group(&who, &name).await }).await?;
         Ok(Response::new(pb::CreateUserGroupResponse { group: Some(convert::user_group(group)) }))
     }
 
@@ -32,9 +42,10 @@ impl AccessService for AccessApi {
         request: Request<pb::DeleteUserGroupRequest>,
     ) -> Result<Response<pb::DeleteUserGroupResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("group_id", request.into_inner().group_id)?;
-        let engine = self.0.engine.clone();
-        detached(async move { engine.delete_group(&caller, &id).await }).await?;
+        let id = convert::id("group_id", &request.into_inner().group_id)?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.group.delete.denied").detail("group_id", id.clone());
+        self.0.attempt(&caller, attempt, async move { engine.delete_group(&who, &id).await }).await?;
         Ok(Response::new(pb::DeleteUserGroupResponse {}))
     }
 
@@ -45,7 +56,7 @@ impl AccessService for AccessApi {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
         let size = convert::page_size(r.page_size)?;
-        let after = convert::page_token(&r.page_token)?;
+        let after = convert::page_token_id(&r.page_token, self.0.limits())?;
         let page = self.0.engine.list_groups(&caller, after.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListUserGroupsResponse {
             groups: page.items.into_iter().map(convert::user_group).collect(),
@@ -59,10 +70,13 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::AddGroupMemberResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let (group_id, subject) =
-            (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
-        let engine = self.0.engine.clone();
-        let group = detached(async move { engine.add_member(&caller, &group_id, &subject).await }).await?;
+        let (group_id, subject) = (convert::id("group_id", &r.group_id)?, self.subject(r.subject)?);
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.member.add.denied")
+            .detail("group_id", group_id.clone())
+            .detail("subject", subject.clone());
+        let group =
+            self.0.attempt(&caller, attempt, async move { engine.add_member(&who, &group_id, &subject).await }).await?;
         Ok(Response::new(pb::AddGroupMemberResponse { group: Some(convert::user_group(group)) }))
     }
 
@@ -72,10 +86,15 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::RemoveGroupMemberResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let (group_id, subject) =
-            (convert::required("group_id", r.group_id)?, convert::required("subject", r.subject)?);
-        let engine = self.0.engine.clone();
-        let group = detached(async move { engine.remove_member(&caller, &group_id, &subject).await }).await?;
+        let (group_id, subject) = (convert::id("group_id", &r.group_id)?, self.subject(r.subject)?);
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.member.remove.denied")
+            .detail("group_id", group_id.clone())
+            .detail("subject", subject.clone());
+        let group = self
+            .0
+            .attempt(&caller, attempt, async move { engine.remove_member(&who, &group_id, &subject).await })
+            .await?;
         Ok(Response::new(pb::RemoveGroupMemberResponse { group: Some(convert::user_group(group)) }))
     }
 
@@ -95,15 +114,20 @@ impl AccessService for AccessApi {
             Ok(pb::EnvironmentType::NonProd) => Some(EnvironmentType::NonProd),
             Err(_) => return Err(invalid("grant.environment_type", "unknown environment type")),
         };
+        // `id` is ignored, but like every string it must be one a database could hold.
+        convert::token("grant.id", g.id, 64)?;
         let grant = Grant {
             id: String::new(),
-            group_id: convert::required("grant.group_id", g.group_id)?,
+            group_id: convert::id("grant.group_id", &g.group_id)?,
             permission,
-            application: (!g.application.is_empty()).then_some(g.application),
+            application: convert::name("grant.application", g.application, self.0.limits(), false)?,
             environment,
         };
-        let engine = self.0.engine.clone();
-        let grant = detached(async move { engine.add_grant(&caller, grant).await }).await?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.grant.add.denied")
+            .detail("group_id", grant.group_id.clone())
+            .detail("permission", permission.as_str());
+        let grant = self.0.attempt(&caller, attempt, async move { engine.add_grant(&who, grant).await }).await?;
         Ok(Response::new(pb::AddGrantResponse { grant: Some(convert::grant(grant)) }))
     }
 
@@ -112,9 +136,10 @@ impl AccessService for AccessApi {
         request: Request<pb::RemoveGrantRequest>,
     ) -> Result<Response<pb::RemoveGrantResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("grant_id", request.into_inner().grant_id)?;
-        let engine = self.0.engine.clone();
-        detached(async move { engine.remove_grant(&caller, &id).await }).await?;
+        let id = convert::id("grant_id", &request.into_inner().grant_id)?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("access.grant.remove.denied").detail("grant_id", id.clone());
+        self.0.attempt(&caller, attempt, async move { engine.remove_grant(&who, &id).await }).await?;
         Ok(Response::new(pb::RemoveGrantResponse {}))
     }
 
@@ -124,12 +149,13 @@ impl AccessService for AccessApi {
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
+        let limits = self.0.limits();
         let size = convert::page_size(r.page_size)?;
-        let before = convert::page_token(&r.page_token)?;
+        let before = convert::page_token_id(&r.page_token, limits)?;
         let filter = crate::store::audit::AuditFilter {
-            application: (!r.application.is_empty()).then_some(r.application),
-            execution_id: (!r.execution_id.is_empty()).then_some(r.execution_id),
-            chain_id: (!r.chain_id.is_empty()).then_some(r.chain_id),
+            application: convert::name("application", r.application, limits, false)?,
+            execution_id: convert::optional_id("execution_id", &r.execution_id)?,
+            chain_id: convert::optional_id("chain_id", &r.chain_id)?,
         };
         let page = self.0.engine.list_audit(&caller, &filter, before.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListAuditEventsResponse {

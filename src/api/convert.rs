@@ -7,12 +7,13 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost_types::Timestamp;
 use tonic::Status;
 
-use super::error::invalid;
+use super::error::{invalid, violation};
 use crate::{
     domain::{
         Violation,
         access::{Grant, Permission, UserGroup},
         execution::{Execution, ExecutionDetail, Millis, ResumeOrigin, StageMark, StageRun, WorkflowRun},
+        limits::{self, Limits, Text},
         pipeline::{self as dp, Definition, Skip, StageKind},
         resume::{Block, Planned},
         status::{ExecutionStatus, StageStatus, WorkflowStatus},
@@ -25,8 +26,26 @@ use crate::{
 const DEFAULT_PAGE: i32 = 50;
 const MAX_PAGE: i32 = 500;
 
-pub fn definition(d: Option<pb::PipelineDefinition>) -> Result<Definition, Status> {
+/// A definition from a request, refused when it breaks a limit: its encoded
+/// size and stage count are checked before it is converted, every other
+/// limit (see [`Definition::check_limits`]) right after. Nothing here
+/// recurses or compiles; the full validation comes after the permission check.
+pub fn definition(d: Option<pb::PipelineDefinition>, limits: &Limits) -> Result<Definition, Status> {
+    use prost::Message as _;
     let d = d.ok_or_else(|| invalid("definition", "a definition with at least one stage is required"))?;
+    let size = d.encoded_len();
+    if size > limits.max_definition_bytes {
+        return Err(invalid(
+            "definition",
+            format!("at most {} bytes encoded, got {size}", limits.max_definition_bytes),
+        ));
+    }
+    if d.stages.len() > limits.max_stages {
+        return Err(invalid(
+            "definition.stages",
+            format!("at most {} stages, got {}", limits.max_stages, d.stages.len()),
+        ));
+    }
     let mut out = Vec::new();
     let stages = d.stages.into_iter().enumerate().filter_map(|(i, s)| stage(i, s, &mut out)).collect();
     let variables = d
@@ -37,7 +56,12 @@ pub fn definition(d: Option<pb::PipelineDefinition>) -> Result<Definition, Statu
     if !out.is_empty() {
         return Err(super::error::to_status(Error::Invalid(out)));
     }
-    Ok(Definition { description: d.description, variables, stages })
+    let definition = Definition { description: d.description, variables, stages };
+    let out = definition.check_limits(limits);
+    if !out.is_empty() {
+        return Err(super::error::to_status(Error::Invalid(out)));
+    }
+    Ok(definition)
 }
 
 fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> {
@@ -102,14 +126,28 @@ fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow
 fn millis(field: &str, d: Option<prost_types::Duration>, default: Duration, out: &mut Vec<Violation>) -> u64 {
     match d {
         None => default.as_millis() as u64,
-        Some(d) => match Duration::try_from(d) {
-            Ok(d) if !d.is_zero() => d.as_millis().max(1) as u64,
+        Some(d) => match std_duration(d) {
+            Some(d) if !d.is_zero() => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
             _ => {
                 out.push(Violation::new(field, "must be a positive duration, e.g. \"30s\""));
                 0
             }
         },
     }
+}
+
+/// A protobuf duration that is not negative and well formed (nanos within
+/// a second). `Duration::try_from` would panic on `seconds: i64::MIN` in
+/// builds with overflow checks, so it is not used on caller input.
+pub fn std_duration(d: prost_types::Duration) -> Option<Duration> {
+    let seconds = u64::try_from(d.seconds).ok()?;
+    let nanos = u32::try_from(d.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(seconds, nanos))
+}
+
+/// A pipeline without its definition (the BASIC view of lists).
+pub fn pipeline_basic(p: PipelineRecord) -> pb::Pipeline {
+    pb::Pipeline { definition: None, ..pipeline(PipelineRecord { definition: Definition::default(), ..p }) }
 }
 
 pub fn pipeline(p: PipelineRecord) -> pb::Pipeline {
@@ -398,9 +436,39 @@ pub fn map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, Str
     m.into_iter().collect()
 }
 
-/// A required identifier field.
-pub fn required(field: &str, value: String) -> Result<String, Status> {
-    if value.trim().is_empty() { Err(invalid(field, "required")) } else { Ok(value) }
+/// A required id the server issued (a UUID), as the server writes it.
+pub fn id(field: &str, value: &str) -> Result<String, Status> {
+    limits::id(field, value).map_err(violation)
+}
+
+/// An optional id filter: empty means unset.
+pub fn optional_id(field: &str, value: &str) -> Result<Option<String>, Status> {
+    limits::optional_id(field, value).map_err(violation)
+}
+
+/// A name (application, stage, queue, group …), required or optional (then
+/// empty means unset).
+pub fn name(field: &str, value: String, limits: &Limits, required: bool) -> Result<Option<String>, Status> {
+    limits::text(field, &value, limits.max_name_bytes, Text::Name, required).map_err(violation)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// A required name.
+pub fn required_name(field: &str, value: String, limits: &Limits) -> Result<String, Status> {
+    Ok(name(field, value, limits, true)?.unwrap_or_default())
+}
+
+/// A short token-like string (request id, worker id, subject): no control
+/// characters, at most `max` bytes; empty means unset.
+pub fn token(field: &str, value: String, max: usize) -> Result<Option<String>, Status> {
+    limits::text(field, &value, max, Text::Name, false).map_err(violation)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+/// Free text (a reason, a comment) of at most `max` bytes.
+pub fn text(field: &str, value: String, max: usize) -> Result<String, Status> {
+    limits::text(field, &value, max, Text::Free, false).map_err(violation)?;
+    Ok(value)
 }
 
 /// Page size with its default and ceiling.
@@ -412,10 +480,24 @@ pub fn page_size(size: i32) -> Result<u64, Status> {
     }
 }
 
+/// A page token whose cursor is an id (every list but ListHistory's).
+pub fn page_token_id(token: &str, limits: &Limits) -> Result<Option<String>, Status> {
+    match page_token(token, limits)? {
+        None => Ok(None),
+        Some(key) => match limits::id("page_token", &key) {
+            Ok(id) => Ok(Some(id)),
+            Err(_) => Err(invalid("page_token", "not a token this server issued; pass next_page_token unchanged")),
+        },
+    }
+}
+
 /// Page tokens are opaque to callers: the keyset cursor, encoded.
-pub fn page_token(token: &str) -> Result<Option<String>, Status> {
+pub fn page_token(token: &str, limits: &Limits) -> Result<Option<String>, Status> {
     if token.is_empty() {
         return Ok(None);
+    }
+    if token.len() > limits.max_page_token_bytes {
+        return Err(invalid("page_token", "not a token this server issued; pass next_page_token unchanged"));
     }
     let bytes = URL_SAFE_NO_PAD
         .decode(token)

@@ -4,12 +4,16 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{
-    Context, convert, detached,
-    error::{invalid, to_status},
+    Context, convert,
+    error::{invalid, to_status, violations},
 };
 use crate::{
-    domain::{access::Caller, resume::StageRef},
-    engine::{Decision, ResumeRequest, StartRequest},
+    domain::{
+        access::{Action, Caller},
+        inputs,
+        resume::StageRef,
+    },
+    engine::{Attempt, Decision, Error, ResumeRequest, StartRequest},
     proto::{self as pb, execution_service_server::ExecutionService},
     store::executions::ListFilter,
 };
@@ -19,11 +23,18 @@ pub struct ExecutionApi(pub Context);
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
 
 impl ExecutionApi {
-    fn decision(execution_id: String, stage_name: String, comment: String, caller: Caller) -> Result<Decision, Status> {
+    fn decision(
+        &self,
+        execution_id: String,
+        stage_name: String,
+        comment: String,
+        caller: Caller,
+    ) -> Result<Decision, Status> {
+        let limits = self.0.limits();
         Ok(Decision {
-            execution_id: convert::required("execution_id", execution_id)?,
-            stage_name: (!stage_name.is_empty()).then_some(stage_name),
-            comment,
+            execution_id: convert::id("execution_id", &execution_id)?,
+            stage_name: convert::name("stage_name", stage_name, limits, false)?,
+            comment: convert::text("comment", comment, limits.max_comment_bytes)?,
             caller,
         })
     }
@@ -37,19 +48,25 @@ impl ExecutionService for ExecutionApi {
     ) -> Result<Response<pb::StartExecutionResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
+        let limits = self.0.limits();
+        let pipeline_id = convert::id("pipeline_id", &r.pipeline_id)?;
         if r.pipeline_version < 0 {
-            return Err(super::error::invalid("pipeline_version", "must not be negative; 0 means the latest"));
+            return Err(invalid("pipeline_version", "must not be negative; 0 means the latest"));
         }
+        let (variables, artifacts) = (convert::map(r.variables), convert::map(r.artifacts));
+        inputs::check_variables(&variables, limits).map_err(violations)?;
+        inputs::check_artifacts(&artifacts, limits).map_err(violations)?;
         let start = StartRequest {
-            pipeline_id: convert::required("pipeline_id", r.pipeline_id)?,
+            pipeline_id: pipeline_id.clone(),
             pipeline_version: (r.pipeline_version > 0).then_some(r.pipeline_version),
-            variables: convert::map(r.variables),
-            artifacts: convert::map(r.artifacts),
-            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
-            caller,
+            variables,
+            artifacts,
+            request_id: convert::token("request_id", r.request_id, limits.max_request_id_bytes)?,
+            caller: caller.clone(),
         };
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.start(start).await }).await?;
+        let attempt = Attempt::new("execution.start.denied").pipeline(&pipeline_id);
+        let d = self.0.attempt(&caller, attempt, async move { engine.start(start).await }).await?;
         Ok(Response::new(pb::StartExecutionResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
@@ -58,7 +75,7 @@ impl ExecutionService for ExecutionApi {
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::GetExecutionResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("execution_id", request.into_inner().execution_id)?;
+        let id = convert::id("execution_id", &request.into_inner().execution_id)?;
         let engine = &self.0.engine;
         let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
         let points = engine.resume_points(&d);
@@ -72,14 +89,15 @@ impl ExecutionService for ExecutionApi {
     ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
+        let limits = self.0.limits();
         let filter = ListFilter {
-            application: (!r.application.is_empty()).then_some(r.application),
-            pipeline_id: (!r.pipeline_id.is_empty()).then_some(r.pipeline_id),
+            application: convert::name("application", r.application, limits, false)?,
+            pipeline_id: convert::optional_id("pipeline_id", &r.pipeline_id)?,
             status: convert::status_filter(r.status)?,
             readable: None,
         };
         let size = convert::page_size(r.page_size)?;
-        let before = convert::page_token(&r.page_token)?;
+        let before = convert::page_token_id(&r.page_token, limits)?;
         let page = self.0.engine.list_executions(&caller, &filter, before.as_deref(), size).await.map_err(to_status)?;
         Ok(Response::new(pb::ListExecutionsResponse {
             executions: page.items.iter().map(convert::execution).collect(),
@@ -90,17 +108,20 @@ impl ExecutionService for ExecutionApi {
     async fn abort(&self, request: Request<pb::AbortRequest>) -> Result<Response<pb::AbortResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let id = convert::required("execution_id", r.execution_id)?;
-        let engine = self.0.engine.clone();
-        let d = detached(async move { engine.abort(&id, &r.reason, &caller).await }).await?;
+        let id = convert::id("execution_id", &r.execution_id)?;
+        let reason = convert::text("reason", r.reason, self.0.limits().max_reason_bytes)?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("execution.abort.denied").execution(&id);
+        let d = self.0.attempt(&caller, attempt, async move { engine.abort(&id, &reason, &who).await }).await?;
         Ok(Response::new(pb::AbortResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn pause(&self, request: Request<pb::PauseRequest>) -> Result<Response<pb::PauseResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("execution_id", request.into_inner().execution_id)?;
-        let engine = self.0.engine.clone();
-        let d = detached(async move { engine.pause(&id, &caller).await }).await?;
+        let id = convert::id("execution_id", &request.into_inner().execution_id)?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("execution.pause.denied").execution(&id);
+        let d = self.0.attempt(&caller, attempt, async move { engine.pause(&id, &who).await }).await?;
         Ok(Response::new(pb::PauseResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
@@ -109,35 +130,46 @@ impl ExecutionService for ExecutionApi {
         request: Request<pb::ContinueRequest>,
     ) -> Result<Response<pb::ContinueResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("execution_id", request.into_inner().execution_id)?;
-        let engine = self.0.engine.clone();
-        let d = detached(async move { engine.continue_execution(&id, &caller).await }).await?;
+        let id = convert::id("execution_id", &request.into_inner().execution_id)?;
+        let (engine, who) = (self.0.engine.clone(), caller.clone());
+        let attempt = Attempt::new("execution.continue.denied").execution(&id);
+        let d = self.0.attempt(&caller, attempt, async move { engine.continue_execution(&id, &who).await }).await?;
         Ok(Response::new(pb::ContinueResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::ApproveResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let decision = Self::decision(r.execution_id, r.stage_name, r.comment, caller)?;
+        let decision = self.decision(r.execution_id, r.stage_name, r.comment, caller.clone())?;
+        let attempt = Attempt::new("execution.approve.denied")
+            .execution(&decision.execution_id)
+            .detail("stage", decision.stage_name.clone());
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.approve(decision).await }).await?;
+        let d = self.0.attempt(&caller, attempt, async move { engine.approve(decision).await }).await?;
         Ok(Response::new(pb::ApproveResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Result<Response<pb::RejectResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let decision = Self::decision(r.execution_id, r.stage_name, r.comment, caller)?;
+        let decision = self.decision(r.execution_id, r.stage_name, r.comment, caller.clone())?;
+        let attempt = Attempt::new("execution.reject.denied")
+            .execution(&decision.execution_id)
+            .detail("stage", decision.stage_name.clone());
         let engine = self.0.engine.clone();
-        let d = detached(async move { engine.reject(decision).await }).await?;
+        let d = self.0.attempt(&caller, attempt, async move { engine.reject(decision).await }).await?;
         Ok(Response::new(pb::RejectResponse { execution: Some(convert::execution_detail(&d)) }))
     }
 
     async fn resume(&self, request: Request<pb::ResumeRequest>) -> Result<Response<pb::ResumeResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
+        let limits = self.0.limits();
+        let execution_id = convert::id("execution_id", &r.execution_id)?;
         let stage = match r.from_stage {
-            Some(pb::resume_request::FromStage::StageName(name)) if !name.is_empty() => StageRef::Name(name),
+            Some(pb::resume_request::FromStage::StageName(name)) if !name.is_empty() => {
+                StageRef::Name(convert::required_name("stage_name", name, limits)?)
+            }
             Some(pb::resume_request::FromStage::StageIndex(i)) => StageRef::Index(i as i64),
             _ => return Err(invalid("stage_name", "set stage_name or stage_index: the stage to resume from")),
         };
@@ -148,21 +180,25 @@ impl ExecutionService for ExecutionApi {
                 "a resume runs with the original inputs and pinned pipeline version and cannot change them; leave it empty, or start a new execution",
             ));
         }
-        const MAX_REASON: usize = 1024;
-        if r.reason.chars().count() > MAX_REASON {
-            return Err(invalid("reason", format!("at most {MAX_REASON} characters")));
-        }
+        let reason = convert::text("reason", r.reason, limits.max_reason_bytes)?;
+        let attempt = Attempt::new("execution.resume.denied").execution(&execution_id).detail(
+            "stage",
+            match &stage {
+                StageRef::Name(n) => serde_json::json!(n),
+                StageRef::Index(i) => serde_json::json!(i),
+            },
+        );
         let resume = ResumeRequest {
-            execution_id: convert::required("execution_id", r.execution_id)?,
+            execution_id,
             stage,
-            request_id: (!r.request_id.is_empty()).then_some(r.request_id),
+            request_id: convert::token("request_id", r.request_id, limits.max_request_id_bytes)?,
             validate_only: r.validate_only,
-            reason: r.reason,
+            reason,
             pipeline_version: (r.pipeline_version != 0).then_some(r.pipeline_version),
-            caller,
+            caller: caller.clone(),
         };
         let engine = self.0.engine.clone();
-        let outcome = detached(async move { engine.resume(resume).await }).await?;
+        let outcome = self.0.attempt(&caller, attempt, async move { engine.resume(resume).await }).await?;
         Ok(Response::new(convert::resume_outcome(outcome)))
     }
 
@@ -172,9 +208,9 @@ impl ExecutionService for ExecutionApi {
     ) -> Result<Response<pb::ListHistoryResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let id = convert::required("execution_id", r.execution_id)?;
+        let id = convert::id("execution_id", &r.execution_id)?;
         let size = convert::page_size(r.page_size)?;
-        let before = match convert::page_token(&r.page_token)? {
+        let before = match convert::page_token(&r.page_token, self.0.limits())? {
             None => None,
             Some(k) => Some(k.parse::<i32>().map_err(|_| invalid("page_token", "not a token this server issued"))?),
         };
@@ -192,12 +228,22 @@ impl ExecutionService for ExecutionApi {
         &self,
         request: Request<pb::WatchExecutionRequest>,
     ) -> Result<Response<Self::WatchExecutionStream>, Status> {
+        let principal = self.0.principal(&request)?;
         let caller = self.0.caller(&request).await?;
-        let id = convert::required("execution_id", request.into_inner().execution_id)?;
-        let Context { engine, shutdown } = self.0.clone();
+        let id = convert::id("execution_id", &request.into_inner().execution_id)?;
+        let permit = self.0.streams.open(&caller.subject)?;
+        let lifetime = self.0.streams.limits.max_lifetime;
+        let Context { engine, shutdown, .. } = self.0.clone();
         // Fail fast on an unknown id instead of opening an empty stream.
         let (mut watch, mut detail) = engine.watch(&caller, &id).await.map_err(to_status)?;
+        let mut access = engine.events().access_changes();
+        let ends = tokio::time::Instant::now() + lifetime;
+        let expires = principal.expires_at.map(|exp| {
+            let left = exp - crate::engine::now() / 1000;
+            tokio::time::Instant::now() + std::time::Duration::from_secs(left.max(0) as u64)
+        });
         let stream = async_stream::try_stream! {
+            let _permit = permit;
             let mut last = None;
             loop {
                 let snapshot = convert::execution_detail(&detail);
@@ -209,27 +255,69 @@ impl ExecutionService for ExecutionApi {
                     break;
                 }
                 // Woken by the commit that changes it (here or, announced,
-                // on another replica); a recheck only while announcements
-                // from other replicas do not arrive.
+                // on another replica), by a change to access anywhere, by
+                // the credential's expiry or the stream's end of life; a
+                // recheck only while announcements from other replicas do
+                // not arrive.
                 let recheck = engine.settings().recheck;
                 let relayed = engine.events().is_relayed();
-                tokio::select! {
-                    changed = watch.changes.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                    }
-                    _ = tokio::time::sleep(recheck), if !relayed => {}
-                    _ = shutdown.cancelled() => break,
-                }
-                let stamp = *watch.changes.borrow_and_update();
-                detail = if relayed {
-                    engine.execution_after(&id, stamp).await.map_err(to_status)?
-                } else {
-                    engine.execution(&id).await.map_err(to_status)?
+                let woken = tokio::select! {
+                    changed = watch.changes.changed() => if changed.is_err() { Woken::Gone } else { Woken::Changed },
+                    _ = access.changed() => Woken::Access,
+                    _ = tokio::time::sleep(recheck), if !relayed => Woken::Changed,
+                    _ = sleep_until(expires) => Woken::Expired,
+                    _ = tokio::time::sleep_until(ends) => Woken::Lifetime,
+                    _ = shutdown.cancelled() => Woken::Gone,
                 };
+                match woken {
+                    Woken::Gone => break,
+                    Woken::Expired => Err(Status::unauthenticated(
+                        "unauthenticated: the token this stream was opened with has expired; reconnect with a new one",
+                    ))?,
+                    Woken::Lifetime => Err(Status::unavailable(format!(
+                        "the stream reached its maximum lifetime of {} s; reconnect to go on watching",
+                        lifetime.as_secs()
+                    )))?,
+                    Woken::Changed | Woken::Access => {}
+                }
+                let changed = woken == Woken::Changed;
+                // Access is checked again while the stream lives: a caller
+                // whose grants were taken away stops seeing the execution.
+                if !caller.unrestricted {
+                    let now = engine.caller(&caller.subject).await.map_err(to_status)?;
+                    let application = detail.execution.application.as_str();
+                    if now.authorize(&Action::Read { application }).is_err() {
+                        Err(to_status(Error::not_found("execution", &id)))?;
+                    }
+                }
+                if changed {
+                    let stamp = *watch.changes.borrow_and_update();
+                    detail = if relayed {
+                        engine.execution_after(&id, stamp).await.map_err(to_status)?
+                    } else {
+                        engine.execution(&id).await.map_err(to_status)?
+                    };
+                }
             }
         };
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Sleeps until `at`, or forever when there is no such moment.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What ended a watch stream's wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    Changed,
+    Access,
+    Expired,
+    Lifetime,
+    Gone,
 }

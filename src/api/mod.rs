@@ -6,6 +6,7 @@ mod convert;
 mod error;
 mod executions;
 mod pipelines;
+mod streams;
 mod workers;
 
 use std::future::Future;
@@ -15,13 +16,17 @@ use tonic::{Request, Status};
 
 use crate::{
     auth::Principal,
-    domain::access::Caller,
-    engine::{self, Engine},
+    domain::{
+        access::Caller,
+        limits::{self, Limits, Text},
+    },
+    engine::{self, Attempt, Engine},
 };
 
 pub use access::AccessApi;
 pub use executions::ExecutionApi;
 pub use pipelines::PipelineApi;
+pub use streams::{StreamLimits, Streams};
 pub use workers::WorkerApi;
 
 /// What every handler needs.
@@ -30,20 +35,63 @@ pub struct Context {
     pub engine: Engine,
     /// Cancelled on shutdown: long polls and watches return early.
     pub shutdown: CancellationToken,
+    /// The open watch streams and their limits.
+    pub streams: std::sync::Arc<Streams>,
 }
 
 impl Context {
-    /// The caller of a request, with its grants. The auth interceptor put
-    /// the principal there; without one the request did not pass it.
-    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let principal = request
+    /// Who authenticated the request. The auth interceptor put the
+    /// principal there; without one the request did not pass it.
+    fn principal<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        request
             .extensions()
             .get::<Principal>()
-            .ok_or_else(|| Status::unauthenticated("unauthenticated: the request carried no identity"))?;
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("unauthenticated: the request carried no identity"))
+    }
+
+    /// The caller of a request, with its grants.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let principal = self.principal(request)?;
+        // The subject is stored (who triggered what) and looked up: one no
+        // column can hold, or of any length, is not a usable identity.
+        if let Err(v) = limits::text("subject", &principal.subject, self.limits().max_subject_bytes, Text::Name, true) {
+            return Err(Status::unauthenticated(format!(
+                "unauthenticated: the identity's subject {} is not usable: {}",
+                limits::quote(&principal.subject),
+                v.description
+            )));
+        }
         if principal.unrestricted {
             return Ok(Caller::unrestricted(&principal.subject));
         }
         self.engine.caller(&principal.subject).await.map_err(error::to_status)
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.engine.settings().limits
+    }
+
+    /// [`detached`] for a change `caller` attempts: a refusal for want of
+    /// permission is written to the audit trail (`attempt` says what and on
+    /// what) before the caller hears of it.
+    async fn attempt<T, F>(&self, caller: &Caller, attempt: Attempt, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: Future<Output = engine::Result<T>> + Send + 'static,
+    {
+        let (engine, caller) = (self.engine.clone(), caller.clone());
+        detached(async move {
+            let result = work.await;
+            if let Err(e) = &result
+                && let Some(why) = e.denial()
+                && let Err(failed) = engine.record_denied(&caller, attempt, why).await
+            {
+                tracing::warn!(error = %failed, "could not record a refused attempt in the audit trail");
+            }
+            result
+        })
+        .await
     }
 }
 

@@ -7,6 +7,7 @@ use super::{
     error::{invalid, to_status},
 };
 use crate::{
+    domain::limits::{tail, truncate_marked, without_nul},
     engine::{Completion, Outcome},
     proto::{self as pb, worker_service_server::WorkerService},
 };
@@ -21,13 +22,15 @@ impl WorkerService for WorkerApi {
     async fn poll_task(&self, request: Request<pb::PollTaskRequest>) -> Result<Response<pb::PollTaskResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let queue = convert::required("task_queue", r.task_queue)?;
+        let limits = self.0.limits();
+        let queue = convert::required_name("task_queue", r.task_queue, limits)?;
         let wait = match r.wait {
             None => DEFAULT_WAIT,
-            Some(d) => Duration::try_from(d).map_err(|_| invalid("wait", "must not be negative"))?,
+            Some(d) => convert::std_duration(d).ok_or_else(|| invalid("wait", "must not be negative"))?,
         };
         let wait = if wait.is_zero() { DEFAULT_WAIT } else { wait.min(MAX_WAIT) };
-        let worker = if r.worker_id.is_empty() { "unnamed".to_owned() } else { r.worker_id };
+        let worker = convert::token("worker_id", r.worker_id, limits.max_worker_id_bytes)?
+            .unwrap_or_else(|| "unnamed".to_owned());
         // The claim itself is one statement; if the caller goes away right
         // after it, the lease simply expires and the task is offered again.
         let task = tokio::select! {
@@ -43,8 +46,8 @@ impl WorkerService for WorkerApi {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
-        let task_id = convert::required("task_id", r.task_id)?;
-        let token = convert::required("lease_token", r.lease_token)?;
+        let task_id = convert::id("task_id", &r.task_id)?;
+        let token = convert::id("lease_token", &r.lease_token)?;
         let beat = self.0.engine.heartbeat(&caller, &task_id, &token).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
@@ -52,24 +55,40 @@ impl WorkerService for WorkerApi {
         }))
     }
 
+    /// Output and message come from a process: they are kept, not refused,
+    /// when they hold NUL (replaced by U+FFFD) or are long (the output's
+    /// tail is kept, the message is cut with a marker). Only an output
+    /// beyond what any worker should send is refused.
     async fn complete_task(
         &self,
         request: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::CompleteTaskResponse>, Status> {
         let caller = self.0.caller(&request).await?;
         let r = request.into_inner();
+        let limits = self.0.limits();
         let outcome = match pb::TaskOutcome::try_from(r.outcome) {
             Ok(pb::TaskOutcome::Succeeded) => Outcome::Succeeded,
             Ok(pb::TaskOutcome::Failed) => Outcome::Failed,
             _ => return Err(invalid("outcome", "set TASK_OUTCOME_SUCCEEDED or TASK_OUTCOME_FAILED")),
         };
+        if r.output.len() > limits.max_output_bytes {
+            return Err(invalid(
+                "output",
+                format!(
+                    "at most {} bytes, got {}; send the tail (the server keeps the last {} bytes)",
+                    limits.max_output_bytes,
+                    r.output.len(),
+                    limits.kept_output_bytes
+                ),
+            ));
+        }
         let completion = Completion {
-            task_id: convert::required("task_id", r.task_id)?,
-            lease_token: convert::required("lease_token", r.lease_token)?,
+            task_id: convert::id("task_id", &r.task_id)?,
+            lease_token: convert::id("lease_token", &r.lease_token)?,
             outcome,
             exit_code: Some(r.exit_code),
-            output: r.output,
-            message: r.message,
+            output: tail(&without_nul(r.output), limits.kept_output_bytes).to_owned(),
+            message: truncate_marked(&without_nul(r.message), limits.max_message_bytes),
         };
         let engine = self.0.engine.clone();
         detached(async move { engine.complete(&caller, completion).await }).await?;

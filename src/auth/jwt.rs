@@ -84,6 +84,7 @@ pub struct Verifier {
 #[derive(Deserialize)]
 struct Claims {
     sub: Option<String>,
+    exp: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +137,12 @@ impl Verifier {
 
     /// The token's subject, if the token is valid.
     pub fn verify(&self, token: &str) -> Result<String, TokenError> {
+        self.verify_claims(token).map(|(subject, _)| subject)
+    }
+
+    /// The token's subject and when it expires (Unix seconds, `exp`), if
+    /// the token is valid.
+    pub fn verify_claims(&self, token: &str) -> Result<(String, Option<i64>), TokenError> {
         let header = raw_header(token)?;
         let alg = header.alg.unwrap_or_default();
         if alg.eq_ignore_ascii_case("none") || alg.is_empty() {
@@ -155,7 +162,9 @@ impl Verifier {
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation(algorithm)) {
                 Ok(data) => {
-                    return data.claims.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub".into()));
+                    let subject =
+                        data.claims.sub.filter(|s| !s.is_empty()).ok_or(TokenError::MissingClaim("sub".into()))?;
+                    return Ok((subject, data.claims.exp));
                 }
                 Err(e) => {
                     error = match e.kind() {

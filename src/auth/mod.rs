@@ -18,6 +18,9 @@ pub struct Principal {
     pub subject: String,
     /// Authentication is switched off: the caller may do anything.
     pub unrestricted: bool,
+    /// When the credential stops being valid (a token's `exp`, Unix
+    /// seconds): a stream it opened ends then.
+    pub expires_at: Option<i64>,
 }
 
 /// How callers are authenticated.
@@ -62,7 +65,9 @@ impl Authenticator {
     /// bearer token wins over a client certificate.
     pub fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let (verifier, certificates) = match self {
-            Authenticator::Disabled => return Ok(Principal { subject: "anonymous".into(), unrestricted: true }),
+            Authenticator::Disabled => {
+                return Ok(Principal { subject: "anonymous".into(), unrestricted: true, expires_at: None });
+            }
             Authenticator::Enabled { verifier, certificates } => (verifier, certificates),
         };
         match request.metadata().get("authorization") {
@@ -76,14 +81,15 @@ impl Authenticator {
                 let verifier = verifier.as_ref().ok_or_else(|| {
                     unauthenticated("this server does not accept bearer tokens; authenticate with a client certificate")
                 })?;
-                let subject = verifier.verify(token.trim()).map_err(|e| unauthenticated(&e.to_string()))?;
-                Ok(Principal { subject, unrestricted: false })
+                let (subject, expires_at) =
+                    verifier.verify_claims(token.trim()).map_err(|e| unauthenticated(&e.to_string()))?;
+                Ok(Principal { subject, unrestricted: false, expires_at })
             }
             None => match (certificates, request.peer_certs()) {
                 (Some(identity), Some(chain)) => {
                     let leaf = chain.first().ok_or_else(|| unauthenticated("the client certificate chain is empty"))?;
                     let subject = identity.subject_of(leaf.as_ref()).map_err(|why| unauthenticated(&why))?;
-                    Ok(Principal { subject, unrestricted: false })
+                    Ok(Principal { subject, unrestricted: false, expires_at: None })
                 }
                 (Some(_), None) => Err(unauthenticated(
                     "no bearer token and no client certificate were presented: send `authorization: Bearer <JWT>` \

@@ -62,6 +62,8 @@ async fn find(client: &mut Client, application: &str, name: &str) -> Result<Opti
             application: application.to_owned(),
             page_size: 500,
             page_token: page_token.clone(),
+            // Names and versions are enough to find it: no definitions.
+            view: pb::PipelineView::Basic as i32,
         };
         let page = client.pipelines.list_pipelines(request).await?.into_inner();
         if let Some(found) = page.pipelines.into_iter().find(|p| p.name == name && p.application == application) {

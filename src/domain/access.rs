@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::pipeline::EnvironmentType;
+use super::{limits::quote, pipeline::EnvironmentType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
@@ -33,6 +33,13 @@ impl Permission {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// Whether a grant of this permission lets its holder read pipelines and
+    /// executions in its scope. RUN_TASKS does not: a worker gets the tasks it
+    /// polls, and nothing else.
+    pub fn reads(self) -> bool {
+        matches!(self, Permission::View | Permission::ExecutePipeline | Permission::Admin)
     }
 }
 
@@ -100,15 +107,16 @@ impl Caller {
         if self.unrestricted || self.grants.iter().any(|g| g.allows(action)) {
             return Ok(());
         }
-        Err(Denied(format!("{} may not {action}: {}", self.subject, action.requirement())))
+        Err(Denied(format!("{} may not {action}: {}", quote(&self.subject), action.requirement())))
     }
 
     /// The applications this caller may read; None means all of them.
     pub fn readable_applications(&self) -> Option<Vec<String>> {
-        if self.unrestricted || self.grants.iter().any(|g| g.application.is_none()) {
+        let readers = || self.grants.iter().filter(|g| g.permission.reads());
+        if self.unrestricted || readers().any(|g| g.application.is_none()) {
             return None;
         }
-        let mut apps: Vec<String> = self.grants.iter().filter_map(|g| g.application.clone()).collect();
+        let mut apps: Vec<String> = readers().filter_map(|g| g.application.clone()).collect();
         apps.sort();
         apps.dedup();
         Some(apps)
@@ -130,7 +138,7 @@ impl Grant {
                     && self.covers_application(application)
                     && self.environment.is_none_or(|env| environments.iter().all(|e| *e == env))
             }
-            Action::Read { application } => self.covers_application(application),
+            Action::Read { application } => self.permission.reads() && self.covers_application(application),
             Action::RunTasks => self.permission == Permission::RunTasks,
             Action::Administer => false,
         }
@@ -145,13 +153,15 @@ impl Action<'_> {
                 types.sort_unstable();
                 types.dedup();
                 format!(
-                    "it needs a grant of EXECUTE_PIPELINE on application {application:?} covering environment type(s) [{}]; ask an admin to add one to a group you belong to",
+                    "it needs a grant of EXECUTE_PIPELINE on application {} covering environment type(s) [{}]; ask an admin to add one to a group you belong to",
+                    quote(application),
                     types.join(", ")
                 )
             }
             Action::Read { application } => {
                 format!(
-                    "it needs any grant on application {application:?}; ask an admin to add one to a group you belong to"
+                    "it needs a grant of VIEW, EXECUTE_PIPELINE or ADMIN on application {}; ask an admin to add one to a group you belong to",
+                    quote(application)
                 )
             }
             Action::RunTasks => "it needs a RUN_TASKS grant".into(),
@@ -163,8 +173,8 @@ impl Action<'_> {
 impl fmt::Display for Action<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Execute { application, .. } => write!(f, "execute pipelines of application {application:?}"),
-            Action::Read { application } => write!(f, "read application {application:?}"),
+            Action::Execute { application, .. } => write!(f, "execute pipelines of application {}", quote(application)),
+            Action::Read { application } => write!(f, "read application {}", quote(application)),
             Action::RunTasks => f.write_str("run tasks"),
             Action::Administer => f.write_str("manage access"),
         }
@@ -246,6 +256,42 @@ mod tests {
             assert!(admin.authorize(&action).is_ok());
         }
         assert!(Caller::unrestricted("dev").authorize(&Action::Administer).is_ok());
+    }
+
+    /// Permission × scope × the application read → allowed? RUN_TASKS gives
+    /// a worker its tasks, not reads (issue 9).
+    #[test]
+    fn read_permission_table() {
+        use Permission::*;
+        let table: &[(Permission, Option<&str>, bool)] = &[
+            (View, None, true),
+            (View, Some("shop"), true),
+            (View, Some("bank"), false),
+            (ExecutePipeline, None, true),
+            (ExecutePipeline, Some("shop"), true),
+            (ExecutePipeline, Some("bank"), false),
+            (Admin, None, true),
+            (RunTasks, None, false),
+            (RunTasks, Some("shop"), false),
+        ];
+        for (permission, app, want) in table {
+            let grant = Grant {
+                id: "g".into(),
+                group_id: "grp".into(),
+                permission: *permission,
+                application: app.map(Into::into),
+                environment: None,
+            };
+            assert_eq!(grant.allows(&Action::Read { application: "shop" }), *want, "{permission:?} on {app:?}");
+            let c = caller(&[(*permission, *app, None)]);
+            assert_eq!(c.authorize(&Action::Read { application: "shop" }).is_ok(), *want);
+            let readable = c.readable_applications();
+            let lists_shop = readable.as_ref().is_none_or(|apps| apps.iter().any(|a| a == "shop"));
+            assert_eq!(lists_shop, *want, "{permission:?} on {app:?} lists {readable:?}");
+        }
+        let worker = caller(&[(RunTasks, None, None)]);
+        assert!(worker.authorize(&Action::RunTasks).is_ok());
+        assert_eq!(worker.readable_applications(), Some(vec![]));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod control;
 pub mod error;
 pub mod execution;
 pub mod inputs;
+pub mod limits;
 pub mod machine;
 pub mod pipeline;
 pub mod progress;
@@ -16,14 +17,4 @@ pub mod status;
 
 pub use error::{Refusal, Violation};
 
-/// The longest piece of caller input a message repeats.
-const QUOTED: usize = 64;
-
-/// Caller input quoted for a message, cut to a short prefix so an error never
-/// grows with what the caller sent.
-pub fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTED) {
-        None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}…", &text[..cut]),
-    }
-}
+pub use limits::quote;

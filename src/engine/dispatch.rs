@@ -28,7 +28,7 @@ const REMEMBERED_QUEUES: usize = 10_000;
 
 #[derive(Default)]
 pub(super) struct Dispatcher {
-    queues: Mutex<Queues>,
+    queues: Arc<Mutex<Queues>>,
     next_waiter: AtomicU64,
     /// How tasks reached workers: claims that found one, claims that found
     /// none, and hand-offs at dispatch.
@@ -93,12 +93,23 @@ impl Waiter {
     }
 }
 
-/// A poller's place in a queue's line.
+/// A poller's place in a queue's line; dropping it (the poll ended, or its
+/// caller went away) leaves the line.
 pub(super) struct Registration {
     pub id: u64,
     pub queue: String,
     pub task: oneshot::Receiver<ClaimedTask>,
     pub wake: Arc<Notify>,
+    queues: Arc<Mutex<Queues>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = queues.states.get_mut(&self.queue) {
+            s.waiters.retain(|w| w.id != self.id);
+        }
+    }
 }
 
 impl Dispatcher {
@@ -174,7 +185,7 @@ impl Dispatcher {
             s.waiters.push_back(Waiter { id, worker: worker.to_owned(), to });
             s.wake.clone()
         });
-        Registration { id, queue: queue.to_owned(), task, wake }
+        Registration { id, queue: queue.to_owned(), task, wake, queues: self.queues.clone() }
     }
 
     /// Leaves the line; false when a dispatch took this poller first (its
@@ -204,10 +215,15 @@ impl Dispatcher {
         })
     }
 
-    /// How many queues are remembered (tests: nothing stays for idle queues).
-    #[cfg(test)]
+    /// How many queues are remembered (at most [`REMEMBERED_QUEUES`] beside
+    /// the ones pollers are parked on).
     pub fn len(&self) -> usize {
-        self.queues.lock().unwrap().states.len()
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).states.len()
+    }
+
+    /// How many queues have pollers parked on them now.
+    pub fn parked(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).states.values().filter(|s| !s.waiters.is_empty()).count()
     }
 }
 

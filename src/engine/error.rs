@@ -22,6 +22,11 @@ pub enum Error {
     /// The caller lacks a grant; the message names it.
     #[error("{0}")]
     Denied(String),
+    /// The caller may not even read the thing it named: it is told what it
+    /// would be told if the thing did not exist (`not_found`), so a refusal
+    /// never confirms that it exists. `denied` says why, for the audit trail.
+    #[error("{not_found}")]
+    Hidden { not_found: String, denied: String },
     /// A concurrent change won; reading again and retrying will do.
     #[error("{0}")]
     Conflict(String),
@@ -33,7 +38,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn not_found(what: &str, id: &str) -> Self {
-        Error::NotFound(format!("{what} {id:?} not found"))
+        Error::NotFound(format!("{what} {} not found", crate::domain::limits::quote(id)))
     }
 
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
@@ -42,6 +47,14 @@ impl Error {
 
     pub fn refused(reason: &'static str, message: impl Into<String>) -> Self {
         Error::Refused(Refusal::new(reason, message))
+    }
+
+    /// Why the caller was refused for want of permission, if it was.
+    pub fn denial(&self) -> Option<&str> {
+        match self {
+            Error::Denied(why) | Error::Hidden { denied: why, .. } => Some(why),
+            _ => None,
+        }
     }
 }
 

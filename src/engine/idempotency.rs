@@ -26,14 +26,21 @@ impl Engine {
         let Some((existing, stored)) = executions::find_by_request_id(c, request_id).await? else {
             return Ok(None);
         };
+        let readable = authorize::read(caller, &existing.application).is_ok();
         if stored != fingerprint {
+            let by = if readable { format!(" by execution {}", existing.id) } else { String::new() };
             return Err(Error::AlreadyExists(format!(
-                "request_id {} was already used by execution {} for a different request; use a new request id",
-                quote(request_id),
-                existing.id
+                "request_id {} was already used{by} for a different request; use a new request id",
+                quote(request_id)
             )));
         }
-        authorize::read(caller, &existing.application)?;
+        // The same request: it named the execution it resumes, or the
+        // pipeline it starts; one the caller may not read is not found.
+        let (what, id) = match &existing.resumed_from {
+            Some(origin) => ("execution", origin.execution_id.as_str()),
+            None => ("pipeline", existing.pipeline_id.as_str()),
+        };
+        authorize::read_or_hide(caller, &existing.application, what, id)?;
         Ok(Some(existing))
     }
 }

@@ -26,11 +26,11 @@ mod work;
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::{execution::Millis, resume::ChainLimits},
+    domain::{execution::Millis, limits::Limits, resume::ChainLimits},
     store::{Store, pipelines::DefinitionCache},
 };
 
-pub use audit::Audit;
+pub use audit::{Attempt, Audit};
 pub use control::Decision;
 pub use dispatch::ClaimCounts;
 pub use error::{Error, Result};
@@ -52,11 +52,18 @@ pub struct Settings {
     pub recheck: Duration,
     /// Optional bounds on resume chains.
     pub chain_limits: ChainLimits,
+    /// Sizes, counts and depths callers may send.
+    pub limits: Limits,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), chain_limits: ChainLimits::default() }
+        Self {
+            lease: Duration::from_secs(30),
+            recheck: Duration::from_secs(1),
+            chain_limits: ChainLimits::default(),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -105,7 +112,7 @@ impl Engine {
         &self.inner.events
     }
 
-    pub(crate) fn definitions(&self) -> &DefinitionCache {
+    pub fn definitions(&self) -> &DefinitionCache {
         &self.inner.definitions
     }
 }

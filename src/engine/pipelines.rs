@@ -6,7 +6,12 @@ use sea_orm::ConnectionTrait;
 
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, query::Page};
 use crate::{
-    domain::{access::Caller, pipeline::Definition, quote},
+    domain::{
+        access::Caller,
+        limits::{Text, check_text},
+        pipeline::Definition,
+        quote,
+    },
     store::{StoreError, pipelines, pipelines::PipelineRecord},
 };
 
@@ -26,18 +31,18 @@ pub struct PipelineUpdate {
 
 impl Engine {
     pub async fn create_pipeline(&self, caller: &Caller, new: NewPipeline) -> Result<PipelineRecord> {
+        let limits = &self.settings().limits;
         let mut violations = Vec::new();
         for (field, value) in [("application", &new.application), ("name", &new.name)] {
-            if value.trim().is_empty() || value.len() > 128 {
-                violations.push(crate::domain::Violation::new(field, "required, at most 128 characters"));
-            }
-        }
-        if let Err(mut v) = new.definition.validate() {
-            violations.append(&mut v);
+            check_text(&mut violations, field, value, limits.max_name_bytes, Text::Name, true);
         }
         if !violations.is_empty() {
             return Err(Error::Invalid(violations));
         }
+        // The cheap check first: compiling skip conditions is work a caller
+        // without any right to write here must not be able to cause.
+        authorize::execute_somewhere(caller, &new.application)?;
+        new.definition.validate(limits).map_err(Error::Invalid)?;
         authorize::execute(caller, &new.application, &new.definition, 0)?;
         let id = new_id();
         let unit = self.unit(None).await?;
@@ -68,9 +73,10 @@ impl Engine {
                 "the version you read, from 1; GetPipeline tells the latest",
             ));
         }
-        update.definition.validate().map_err(Error::Invalid)?;
         let id = &update.pipeline_id;
         let current = self.pipeline_for(caller, id, None).await?;
+        authorize::execute_somewhere(caller, &current.application)?;
+        update.definition.validate(&self.settings().limits).map_err(Error::Invalid)?;
         authorize::execute(caller, &current.application, &update.definition, 0)?;
         let unit = self.unit(None).await?;
         let written = async {
@@ -96,11 +102,26 @@ impl Engine {
         self.pipeline(id, None).await
     }
 
-    /// The pipeline at `version` (or its latest), if `caller` may read it.
+    /// The pipeline at `version` (or its latest), if `caller` may read it;
+    /// one it may not read is not found, whatever the version asked for.
     pub async fn pipeline_for(&self, caller: &Caller, id: &str, version: Option<i64>) -> Result<PipelineRecord> {
-        let p = self.pipeline(id, version).await?;
-        authorize::read(caller, &p.application).map_err(|_| Error::not_found("pipeline", id))?;
-        Ok(p)
+        match self.pipeline(id, version).await {
+            Ok(p) => {
+                authorize::read_or_hide(caller, &p.application, "pipeline", id)?;
+                Ok(p)
+            }
+            // "No such version" tells the pipeline exists: only to a reader.
+            Err(Error::NotFound(versions)) if version.is_some() => {
+                match pipelines::get(&self.store().reader(), id, None).await? {
+                    Some(p) => {
+                        authorize::read_or_hide(caller, &p.application, "pipeline", id)?;
+                        Err(Error::NotFound(versions))
+                    }
+                    None => Err(Error::not_found("pipeline", id)),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The pipeline at `version`, or its latest version.
@@ -116,27 +137,30 @@ impl Engine {
     pub(super) async fn missing_pipeline(&self, c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Error {
         match (pipelines::latest_version(c, id).await, version) {
             (Ok(Some(latest)), Some(v)) => {
-                Error::NotFound(format!("pipeline {id} has no version {v}; its versions are 1 to {latest}"))
+                Error::NotFound(format!("pipeline {} has no version {v}; its versions are 1 to {latest}", quote(id)))
             }
             (Err(e), _) => e.into(),
             _ => Error::not_found("pipeline", id),
         }
     }
 
-    /// A page of the pipelines `caller` may read.
+    /// A page of the pipelines `caller` may read; without `definitions`,
+    /// each record's definition is left empty (and not read).
     pub async fn list_pipelines(
         &self,
         caller: &Caller,
         application: Option<&str>,
         after: Option<&str>,
         size: u64,
+        definitions: bool,
     ) -> Result<Page<PipelineRecord>> {
         if let Some(app) = application {
             authorize::read(caller, app)?;
         }
         let readable = caller.readable_applications();
+        let reader = self.store().reader();
         let mut items =
-            pipelines::list(&self.store().reader(), application, readable.as_deref(), after, size + 1).await?;
+            pipelines::list(&reader, application, readable.as_deref(), after, size + 1, definitions).await?;
         Ok(Page::cut(&mut items, size, |p| p.id.clone()))
     }
 }

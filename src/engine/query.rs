@@ -43,7 +43,7 @@ impl Engine {
     /// did not exist.
     pub async fn execution_for(&self, caller: &Caller, id: &str) -> Result<Arc<ExecutionDetail>> {
         let d = self.execution(id).await?;
-        authorize::read(caller, &d.execution.application).map_err(|_| Error::not_found("execution", id))?;
+        authorize::read_execution(caller, &d.execution)?;
         Ok(d)
     }
 
@@ -58,7 +58,7 @@ impl Engine {
     pub async fn watch(&self, caller: &Caller, id: &str) -> Result<(Watch, Arc<ExecutionDetail>)> {
         let changes = self.events().watch_execution(id);
         let cached = self.view(id).await?;
-        authorize::read(caller, &cached.detail.execution.application).map_err(|_| Error::not_found("execution", id))?;
+        authorize::read_execution(caller, &cached.detail.execution)?;
         Ok((Watch { changes }, cached.detail))
     }
 
@@ -85,7 +85,7 @@ impl Engine {
     ) -> Result<(String, Page<Execution>)> {
         let reader = self.store().reader();
         let e = executions::get(&reader, id).await?.ok_or_else(|| Error::not_found("execution", id))?;
-        authorize::read(caller, &e.application).map_err(|_| Error::not_found("execution", id))?;
+        authorize::read_or_hide(caller, &e.application, "execution", id)?;
         let mut items = executions::chain(&reader, &e.chain_id, before_attempt, size + 1).await?;
         Ok((e.chain_id, Page::cut(&mut items, size, |e| e.attempt.to_string())))
     }

@@ -92,7 +92,8 @@ impl Engine {
         let not_found = || Error::not_found("execution", old_id);
         // Lock first: a resume racing this one has committed or not started.
         let execution = executions::lock(tx, Key::Id(old_id)).await?.ok_or_else(not_found)?;
-        authorize::read(&request.caller, &execution.application).map_err(|_| not_found())?;
+        authorize::read_execution(&request.caller, &execution)?;
+        authorize::execute_somewhere(&request.caller, &execution.application)?;
         let fingerprint = request.fingerprint();
         if let Some(existing) = self.earlier(tx, request.request_id.as_deref(), &fingerprint, &request.caller).await? {
             let Some(origin) = &existing.resumed_from else {

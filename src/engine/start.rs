@@ -65,12 +65,11 @@ impl Engine {
             Some(p) => p,
             None => return Err(self.missing_pipeline(&unit.tx, &request.pipeline_id, request.pipeline_version).await),
         };
-        authorize::read(&request.caller, &pipeline.application)
-            .map_err(|_| Error::not_found("pipeline", &pipeline.id))?;
+        authorize::read_or_hide(&request.caller, &pipeline.application, "pipeline", &pipeline.id)?;
         authorize::execute(&request.caller, &pipeline.application, &pipeline.definition, 0)?;
         let variables =
             inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
-        inputs::check_artifacts(&request.artifacts).map_err(Error::Invalid)?;
+        inputs::check_artifacts(&request.artifacts, &self.settings().limits).map_err(Error::Invalid)?;
 
         let id = new_id();
         let now = now();

@@ -111,7 +111,7 @@ impl Engine {
             if !dispatch.withdraw(&parked) {
                 tracing::trace!(queue, "poll: taken by a dispatch; waiting for the handoff");
                 // A dispatch took this poller meanwhile: its task is on the way.
-                if let Ok(task) = parked.task.await {
+                if let Ok(task) = (&mut parked.task).await {
                     return Ok(Some(task));
                 }
             }
@@ -281,6 +281,16 @@ impl Engine {
             self.inner.dispatch.queued(&queue, usize::MAX >> 1);
         }
         Ok(())
+    }
+
+    /// How many task queues have workers parked in PollTask on this replica.
+    pub fn parked_queues(&self) -> usize {
+        self.inner.dispatch.parked()
+    }
+
+    /// How many task queues this replica remembers something about (bounded).
+    pub fn remembered_queues(&self) -> usize {
+        self.inner.dispatch.len()
     }
 
     /// How tasks reached workers on this replica so far.

@@ -110,48 +110,102 @@ pub async fn get(c: &impl ConnectionTrait, id: &str, version: Option<i64>) -> Re
 /// Parsed definitions of pinned versions. A version never changes once
 /// written, so every load of every execution on it can share one parsed
 /// copy instead of reading and parsing the JSON again on each transition.
-#[derive(Default)]
+///
+/// Bounded in entries and in bytes (twice the stored JSON's length stands
+/// in for a parsed definition's size in memory, small strings and all): a
+/// definition may be megabytes, and callers choose how many versions exist.
+/// The least recently used go first.
 pub struct DefinitionCache {
-    parsed: Mutex<HashMap<(String, i64), Arc<Definition>>>,
+    parsed: Mutex<Lru>,
+    max_entries: usize,
+    max_bytes: usize,
 }
 
-/// Beyond this many versions the cache starts over; it only saves work.
-const CACHED_VERSIONS: usize = 1024;
+/// The cached versions, each with its weight and when it was last used.
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<(String, i64), (Arc<Definition>, usize, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl Default for DefinitionCache {
+    fn default() -> Self {
+        Self::new(1024, 64 * 1024 * 1024)
+    }
+}
 
 impl DefinitionCache {
+    /// A cache of at most `max_entries` versions and about `max_bytes` of memory.
+    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+        Self { parsed: Mutex::default(), max_entries, max_bytes }
+    }
+
+    /// How many versions and bytes are cached now.
+    pub fn size(&self) -> (usize, usize) {
+        let lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        (lru.entries.len(), lru.bytes)
+    }
+
     /// Shares a definition just read with a pipeline version, for the
     /// executions that will pin it.
     pub fn pinned(&self, pipeline_id: &str, version: i64, definition: Definition) -> Arc<Definition> {
         let key = (pipeline_id.to_owned(), version);
-        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = parsed.get(&key) {
-            return found.clone();
+        if let Some(found) = self.get(&key) {
+            return found;
         }
-        if parsed.len() >= CACHED_VERSIONS {
-            parsed.clear();
-        }
+        let bytes = 2 * serde_json::to_string(&definition).map_or(0, |s| s.len());
         let definition = Arc::new(definition);
-        parsed.insert(key, definition.clone());
+        self.put(key, definition.clone(), bytes);
         definition
     }
 
     /// The pipeline version `execution` is pinned to; its absence is corruption.
     pub async fn pinned_by(&self, c: &impl ConnectionTrait, execution: &Execution) -> Result<Arc<Definition>> {
         let key = (execution.pipeline_id.clone(), execution.pipeline_version);
-        if let Some(found) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(found.clone());
+        if let Some(found) = self.get(&key) {
+            return Ok(found);
         }
         let row = pipeline_version::Entity::find_by_id(key.clone())
             .one(c)
             .await?
             .ok_or_else(|| corrupt(format!("execution {} pins missing pipeline {} v{}", execution.id, key.0, key.1)))?;
         let definition = Arc::new(parse(&row)?);
-        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
-        if parsed.len() >= CACHED_VERSIONS {
-            parsed.clear();
-        }
-        parsed.insert(key, definition.clone());
+        self.put(key, definition.clone(), 2 * row.definition.len());
         Ok(definition)
+    }
+
+    fn get(&self, key: &(String, i64)) -> Option<Arc<Definition>> {
+        let mut lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        lru.clock += 1;
+        let now = lru.clock;
+        lru.entries.get_mut(key).map(|(definition, _, used)| {
+            *used = now;
+            definition.clone()
+        })
+    }
+
+    fn put(&self, key: (String, i64), definition: Arc<Definition>, bytes: usize) {
+        if bytes > self.max_bytes / 4 {
+            return; // one version would crowd out the others
+        }
+        let mut lru = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        lru.clock += 1;
+        let now = lru.clock;
+        if let Some((_, old, _)) = lru.entries.insert(key, (definition, bytes, now)) {
+            lru.bytes -= old;
+        }
+        lru.bytes += bytes;
+        while lru.entries.len() > self.max_entries || lru.bytes > self.max_bytes {
+            // A linear scan for the oldest: the cache holds at most a few
+            // thousand versions and fills only on a miss (a database read).
+            let Some(oldest) = lru.entries.iter().min_by_key(|(_, (_, _, used))| *used).map(|(k, _)| k.clone()) else {
+                break;
+            };
+            if let Some((_, weight, _)) = lru.entries.remove(&oldest) {
+                lru.bytes -= weight;
+            }
+        }
     }
 }
 
@@ -161,13 +215,15 @@ pub async fn latest_version(c: &impl ConnectionTrait, id: &str) -> Result<Option
 }
 
 /// A page of pipelines at their latest versions, ordered by id after `after`,
-/// limited to the `readable` applications when given.
+/// limited to the `readable` applications when given. Without `definitions`
+/// the versions are not read and each record's definition is empty.
 pub async fn list(
     c: &impl ConnectionTrait,
     application: Option<&str>,
     readable: Option<&[String]>,
     after: Option<&str>,
     limit: u64,
+    definitions: bool,
 ) -> Result<Vec<PipelineRecord>> {
     let mut query = pipeline::Entity::find().order_by_asc(pipeline::Column::Id).limit(limit);
     if let Some(app) = application {
@@ -181,6 +237,22 @@ pub async fn list(
     }
     let heads = query.all(c).await?;
     let mut out = Vec::with_capacity(heads.len());
+    if !definitions {
+        return Ok(heads
+            .into_iter()
+            .map(|head| PipelineRecord {
+                id: head.id,
+                application: head.application,
+                name: head.name,
+                version: head.latest_version,
+                latest_version: head.latest_version,
+                definition: Definition::default(),
+                created_at: head.created_at,
+                // The head is updated exactly when a version is added.
+                version_created_at: head.updated_at,
+            })
+            .collect());
+    }
     for head in heads {
         let key = (head.id.clone(), head.latest_version);
         let row = pipeline_version::Entity::find_by_id(key)
@@ -209,4 +281,37 @@ fn record(head: pipeline::Model, row: pipeline_version::Model) -> Result<Pipelin
         created_at: head.created_at,
         version_created_at: row.created_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> (String, i64) {
+        (name.to_owned(), 1)
+    }
+
+    #[test]
+    fn the_definition_cache_keeps_the_recently_used_within_its_bounds() {
+        let d = || Arc::new(Definition::default());
+        // By count: the least recently used go first.
+        let cache = DefinitionCache::new(3, 1_000_000);
+        for i in 0..5 {
+            cache.put(key(&format!("p{i}")), d(), 100);
+        }
+        assert_eq!(cache.size(), (3, 300));
+        assert!(cache.get(&key("p1")).is_none() && cache.get(&key("p2")).is_some());
+        cache.put(key("p5"), d(), 100);
+        assert!(cache.get(&key("p2")).is_some(), "used lately, kept");
+        assert!(cache.get(&key("p3")).is_none(), "the oldest went");
+        // By bytes, and one too big for a quarter of the budget is not kept.
+        let cache = DefinitionCache::new(100, 1000);
+        for i in 0..10 {
+            cache.put(key(&format!("q{i}")), d(), 200);
+        }
+        assert_eq!(cache.size(), (5, 1000));
+        cache.put(key("huge"), d(), 251);
+        assert!(cache.get(&key("huge")).is_none());
+        assert_eq!(cache.size(), (5, 1000));
+    }
 }

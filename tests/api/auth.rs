@@ -32,6 +32,9 @@ crate::on_both_backends!(
     actions_are_audited_in_their_transaction,
     access_service_is_for_admins_only,
     mutual_tls_accepts_certificates_of_the_configured_ca_only,
+    what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited,
+    permission_is_checked_before_a_definition_is_compiled,
+    a_watch_ends_not_found_once_its_caller_may_no_longer_read,
 );
 
 fn now() -> i64 {
@@ -64,6 +67,7 @@ fn jwt_options() -> ServeOptions {
         auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), certificates: None },
         tls: None,
         metrics_sampling: None,
+        ..Default::default()
     }
 }
 
@@ -193,9 +197,10 @@ async fn execute_permissions_follow_grant_scope_and_environment_types(app: TestA
                 let abort = pb::AbortRequest { execution_id: e.id, reason: String::new() };
                 s.executions().abort(authed(abort, &token(subject))).await.expect("who may start may abort");
             }
-            // Who may not read the application is told the pipeline does not exist.
-            (false, Err(status)) if matches!(subject, "bank" | "nobody") => {
+            // Who may not even read the pipeline is told it does not exist.
+            (false, Err(status)) if ["bank", "nobody"].contains(&subject) => {
                 assert_eq!(status.code(), Code::NotFound, "{subject} on {}: {status:?}", pipeline.name);
+                assert_eq!(status.message(), format!("pipeline {:?} not found", pipeline.id));
             }
             (false, Err(status)) => {
                 assert_eq!(status.code(), Code::PermissionDenied, "{subject} on {}: {status:?}", pipeline.name);
@@ -297,9 +302,13 @@ async fn reads_need_a_grant_and_lists_show_only_readable_applications(app: TestA
     let viewer = token("shop-viewer");
     let get = |id: &str| pb::GetExecutionRequest { execution_id: id.into() };
     assert!(s.executions().get_execution(authed(get(&shop_run.id), &viewer)).await.is_ok());
-    // An execution the caller may not read does not exist for it.
+    // An execution the caller may not read is not found, in the words used
+    // for an id that names nothing: the answer tells nothing about it.
     let hidden = s.executions().get_execution(authed(get(&bank_run.id), &viewer)).await.unwrap_err();
-    assert_eq!(hidden.code(), Code::NotFound);
+    let missing_id = uuid::Uuid::now_v7().to_string();
+    let missing = s.executions().get_execution(authed(get(&missing_id), &viewer)).await.unwrap_err();
+    assert_eq!((hidden.code(), missing.code()), (Code::NotFound, Code::NotFound));
+    assert_eq!(hidden.message().replace(&bank_run.id, "ID"), missing.message().replace(&missing_id, "ID"));
     assert!(!hidden.message().contains("bank"), "{}", hidden.message());
 
     let listed = s
@@ -343,11 +352,16 @@ async fn actions_are_audited_in_their_transaction(app: TestApp) {
     let all: Vec<_> = all.into_inner().events.into_iter().map(|e| e.action).collect();
     assert!(all.contains(&"access.grant.add".to_string()) && all.contains(&"pipeline.create".to_string()), "{all:?}");
 
+    // A refused attempt is recorded, in a row of its own: who, what, which
+    // target, why. Mallory may not read "shop", so she was told NOT_FOUND.
     let denied = s.start("mallory", &p.id).await.unwrap_err();
-    assert_eq!(denied.code(), Code::NotFound, "mallory may not even read the pipeline");
+    assert_eq!(denied.code(), Code::NotFound);
     let by_app = pb::ListAuditEventsRequest { application: "shop".into(), ..Default::default() };
     let events = s.access().list_audit_events(authed(by_app, &token("root"))).await.unwrap().into_inner().events;
-    assert!(events.iter().all(|e| e.actor != "mallory"), "a refused start leaves no audit row");
+    let refused: Vec<_> = events.iter().filter(|e| e.actor == "mallory").collect();
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    assert_eq!(refused[0].action, "execution.start.denied");
+    assert!(refused[0].details.contains(&p.id) && refused[0].details.contains("EXECUTE_PIPELINE"), "{refused:?}");
     let _ = &s.engine;
 }
 
@@ -422,6 +436,7 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
         auth: Authenticator::Enabled { verifier: None, certificates: Some(CertificateIdentity::default()) },
         tls: files.server_config().unwrap(),
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, engine, _stop) = app.secured(options).await;
     engine.bootstrap_admin("cert:deployer").await.unwrap();
@@ -449,4 +464,193 @@ async fn mutual_tls_accepts_certificates_of_the_configured_ca_only(app: TestApp)
         }
     };
     assert!(!matches!(rogue, Some(Ok(_))), "a certificate from another CA is refused: {rogue:?}");
+}
+
+/// Every RPC that names an execution or a pipeline, as `subject`; each
+/// answer with the id it named.
+async fn every_named_call(
+    s: &Secured,
+    subject: &str,
+    execution: &str,
+    pipeline: &str,
+) -> Vec<(&'static str, tonic::Status)> {
+    let t = token(subject);
+    let (mut e, mut p) = (s.executions(), s.pipelines());
+    let stage = || Some(pb::resume_request::FromStage::StageIndex(0));
+    let definition =
+        || Some(pb::PipelineDefinition { stages: vec![workflows("s", "q", &["w"])], ..Default::default() });
+    let mut out = Vec::new();
+    let mut note = |name: &'static str, result: Result<(), tonic::Status>| {
+        if let Err(status) = result {
+            out.push((name, status));
+        }
+    };
+    let id = execution.to_owned();
+    note(
+        "GetExecution",
+        e.get_execution(authed(pb::GetExecutionRequest { execution_id: id.clone() }, &t)).await.map(drop),
+    );
+    let watch = e.watch_execution(authed(pb::WatchExecutionRequest { execution_id: id.clone() }, &t)).await;
+    note("WatchExecution", watch.map(drop));
+    let history = pb::ListHistoryRequest { execution_id: id.clone(), ..Default::default() };
+    note("ListHistory", e.list_history(authed(history, &t)).await.map(drop));
+    let resume = pb::ResumeRequest { execution_id: id.clone(), from_stage: stage(), ..Default::default() };
+    note("Resume", e.resume(authed(resume, &t)).await.map(drop));
+    note("Pause", e.pause(authed(pb::PauseRequest { execution_id: id.clone() }, &t)).await.map(drop));
+    note("Continue", e.r#continue(authed(pb::ContinueRequest { execution_id: id.clone() }, &t)).await.map(drop));
+    let approve = pb::ApproveRequest { execution_id: id.clone(), ..Default::default() };
+    note("Approve", e.approve(authed(approve, &t)).await.map(drop));
+    let reject = pb::RejectRequest { execution_id: id.clone(), ..Default::default() };
+    note("Reject", e.reject(authed(reject, &t)).await.map(drop));
+    let abort = pb::AbortRequest { execution_id: id.clone(), reason: "mine".into() };
+    note("Abort", e.abort(authed(abort, &t)).await.map(drop));
+    let audit = pb::ListAuditEventsRequest { execution_id: id.clone(), ..Default::default() };
+    note("ListAuditEvents", s.access().list_audit_events(authed(audit, &t)).await.map(drop));
+    let get = pb::GetPipelineRequest { pipeline_id: pipeline.into(), version: 0 };
+    note("GetPipeline", p.get_pipeline(authed(get, &t)).await.map(drop));
+    let get = pb::GetPipelineRequest { pipeline_id: pipeline.into(), version: 7 };
+    note("GetPipeline v7", p.get_pipeline(authed(get, &t)).await.map(drop));
+    let update =
+        pb::UpdatePipelineRequest { pipeline_id: pipeline.into(), expected_version: 1, definition: definition() };
+    note("UpdatePipeline", p.update_pipeline(authed(update, &t)).await.map(drop));
+    let start = pb::StartExecutionRequest { pipeline_id: pipeline.into(), ..Default::default() };
+    note("StartExecution", e.start_execution(authed(start, &t)).await.map(drop));
+    out
+}
+
+async fn what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited(app: TestApp) {
+    use pb::{EnvironmentType::Unspecified, Permission::*};
+    let s = Secured::boot(&app).await;
+    s.grant("viewer", View, "shop", Unspecified).await;
+    s.grant("worker", RunTasks, "", Unspecified).await;
+    s.grant("banker", ExecutePipeline, "bank", Unspecified).await;
+    let p = s.pipeline("shop", "deploy", &[pb::EnvironmentType::NonProd]).await;
+    let e = s.start("root", &p.id).await.unwrap();
+
+    // Ids of nothing: what every caller is told when it may not read.
+    let (no_execution, no_pipeline) = (uuid::Uuid::now_v7().to_string(), uuid::Uuid::now_v7().to_string());
+    let missing = every_named_call(&s, "root", &no_execution, &no_pipeline).await;
+    assert_eq!(missing.len(), 14, "{missing:?}");
+    assert!(missing.iter().all(|(_, m)| m.code() == Code::NotFound), "{missing:?}");
+
+    // A stranger, a worker (RUN_TASKS reads nothing) and a deployer of
+    // another application: the same answers, word for word.
+    for subject in ["stranger", "worker", "banker"] {
+        let hidden = every_named_call(&s, subject, &e.id, &p.id).await;
+        assert_eq!(hidden.len(), missing.len(), "{subject}: {hidden:?}");
+        for ((call, got), (_, want)) in hidden.iter().zip(&missing) {
+            assert_eq!(got.code(), Code::NotFound, "{subject} {call}: {got:?}");
+            let got = got.message().replace(&e.id, "E").replace(&p.id, "P");
+            let want = want.message().replace(&no_execution, "E").replace(&no_pipeline, "P");
+            assert_eq!(got, want, "{subject} {call}");
+        }
+        let listed =
+            s.executions().list_executions(authed(pb::ListExecutionsRequest::default(), &token(subject))).await;
+        assert!(listed.unwrap().into_inner().executions.is_empty(), "{subject} lists nothing");
+        let listed = s.pipelines().list_pipelines(authed(pb::ListPipelinesRequest::default(), &token(subject))).await;
+        assert!(listed.unwrap().into_inner().pipelines.is_empty(), "{subject} lists nothing");
+    }
+
+    // Who may read but not change is refused as such, naming the grant.
+    let viewed = every_named_call(&s, "viewer", &e.id, &p.id).await;
+    let refused: Vec<_> = viewed.iter().map(|(call, status)| (*call, status.code())).collect();
+    assert_eq!(
+        refused,
+        [
+            ("Resume", Code::PermissionDenied),
+            ("Pause", Code::PermissionDenied),
+            ("Continue", Code::PermissionDenied),
+            ("Approve", Code::PermissionDenied),
+            ("Reject", Code::PermissionDenied),
+            ("Abort", Code::PermissionDenied),
+            ("GetPipeline v7", Code::NotFound),
+            ("UpdatePipeline", Code::PermissionDenied),
+            ("StartExecution", Code::PermissionDenied),
+        ]
+    );
+    assert!(viewed[0].1.message().contains("EXECUTE_PIPELINE"), "{:?}", viewed[0].1);
+    assert!(viewed[6].1.message().contains("has no version 7"), "a reader is told which versions exist");
+
+    // Each refused change is in the trail: who, what, which target, why.
+    let by_app = pb::ListAuditEventsRequest { application: "shop".into(), page_size: 500, ..Default::default() };
+    let events = s.access().list_audit_events(authed(by_app, &token("root"))).await.unwrap().into_inner().events;
+    let denied = |actor: &str| {
+        let mut actions: Vec<&str> = events
+            .iter()
+            .filter(|e| e.actor == actor && e.action.ends_with(".denied"))
+            .map(|e| e.action.as_str())
+            .collect();
+        actions.sort_unstable();
+        actions
+    };
+    let changes = [
+        "execution.abort.denied",
+        "execution.approve.denied",
+        "execution.continue.denied",
+        "execution.pause.denied",
+        "execution.reject.denied",
+        "execution.resume.denied",
+        "execution.start.denied",
+        "pipeline.update.denied",
+    ];
+    for actor in ["stranger", "worker", "banker", "viewer"] {
+        assert_eq!(denied(actor), changes, "{actor}");
+    }
+    let resume = events.iter().find(|e| e.actor == "viewer" && e.action == "execution.resume.denied").unwrap();
+    assert_eq!(resume.execution_id, e.id);
+    assert!(resume.details.contains("refused") && resume.details.contains("EXECUTE_PIPELINE"), "{}", resume.details);
+    let get = authed(pb::GetExecutionRequest { execution_id: e.id.clone() }, &token("root"));
+    let execution = s.executions().get_execution(get).await.unwrap().into_inner().execution.unwrap();
+    assert_eq!(status(&execution), pb::ExecutionStatus::Running, "nothing changed");
+}
+
+async fn permission_is_checked_before_a_definition_is_compiled(app: TestApp) {
+    use pb::{EnvironmentType::Unspecified, Permission::View};
+    let s = Secured::boot(&app).await;
+    s.grant("viewer", View, "shop", Unspecified).await;
+    let p = s.pipeline("shop", "deploy", &[pb::EnvironmentType::NonProd]).await;
+    // Well-formed, within every limit, but wrong: it names an undeclared
+    // variable, which only compiling the condition finds out.
+    let wrong = || {
+        Some(pb::PipelineDefinition {
+            stages: vec![skip_when(workflows("s", "q", &["w"]), "nobody == \"declared\"")],
+            ..Default::default()
+        })
+    };
+    let create = pb::CreatePipelineRequest { application: "shop".into(), name: "x".into(), definition: wrong() };
+    let status = s.pipelines().create_pipeline(authed(create.clone(), &token("stranger"))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = s.pipelines().create_pipeline(authed(create, &token("root"))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let update = pb::UpdatePipelineRequest { pipeline_id: p.id.clone(), expected_version: 1, definition: wrong() };
+    let status = s.pipelines().update_pipeline(authed(update, &token("viewer"))).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+}
+
+async fn a_watch_ends_not_found_once_its_caller_may_no_longer_read(app: TestApp) {
+    let s = Secured::boot(&app).await;
+    s.grant("viewer", pb::Permission::View, "shop", pb::EnvironmentType::Unspecified).await;
+    let p = s.pipeline("shop", "deploy", &[pb::EnvironmentType::NonProd]).await;
+    let e = s.start("root", &p.id).await.unwrap();
+    let watch = pb::WatchExecutionRequest { execution_id: e.id.clone() };
+    let mut stream = s.executions().watch_execution(authed(watch, &token("viewer"))).await.unwrap().into_inner();
+    assert!(stream.message().await.unwrap().is_some(), "the current state first");
+
+    let root = token("root");
+    let groups = s.access().list_user_groups(authed(pb::ListUserGroupsRequest::default(), &root)).await.unwrap();
+    let group = groups.into_inner().groups.into_iter().find(|g| g.name == "g-viewer").unwrap();
+    let remove = pb::RemoveGrantRequest { grant_id: group.grants[0].id.clone() };
+    s.access().remove_grant(authed(remove, &root)).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the watch ends");
+    assert_eq!(ended.map(|s| s.code()), Some(Code::NotFound));
 }

@@ -308,10 +308,11 @@ async fn bad_input_exits_2_and_names_the_field(app: TestApp) {
 }
 
 async fn server_refusals_exit_1_with_the_message(app: TestApp) {
-    let run = reprise(&app, &["get", "no-such-execution"]).await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let run = reprise(&app, &["get", &missing]).await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.starts_with("error: ") && run.stderr.contains("NOT_FOUND"), "{run:#?}");
-    let run = reprise(&app, &["watch", "no-such-execution"]).await;
+    let run = reprise(&app, &["watch", &missing]).await;
     assert_eq!(run.code, 1, "{run:#?}");
 
     let q = queue();
@@ -352,6 +353,7 @@ async fn the_token_is_sent_as_a_bearer_token(app: TestApp) {
         auth: Authenticator::Enabled { verifier: Some(Arc::new(verifier)), certificates: None },
         tls: None,
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, engine, _stop) = app.secured(options).await;
     engine.bootstrap_admin("root").await.expect("bootstrap admin");

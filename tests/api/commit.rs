@@ -98,7 +98,7 @@ async fn a_full_database_acknowledges_only_what_it_stored_and_recovers(app: Test
         let request = pb::StartExecutionRequest {
             pipeline_id: p.id.clone(),
             request_id: format!("fill-{i}"),
-            artifacts: [("big".to_string(), "x".repeat(900))].into(),
+            artifacts: (0..4).map(|i| (format!("big{i}"), "x".repeat(250))).collect(),
             ..Default::default()
         };
         match app.executions.clone().start_execution(request).await {
@@ -135,7 +135,7 @@ async fn a_full_database_acknowledges_only_what_it_stored_and_recovers(app: Test
         let retry = pb::StartExecutionRequest {
             pipeline_id: p.id.clone(),
             request_id: request_id.clone(),
-            artifacts: [("big".to_string(), "x".repeat(900))].into(),
+            artifacts: (0..4).map(|i| (format!("big{i}"), "x".repeat(250))).collect(),
             ..Default::default()
         };
         let again = app.executions.clone().start_execution(retry).await.expect("retry").into_inner();

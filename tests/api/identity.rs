@@ -124,6 +124,7 @@ async fn a_certificate_with_only_a_uri_san_authenticates_as_that_uri(app: TestAp
         auth: tokens_and_certificates(),
         tls: pki.server_tls(true).server_config().unwrap(),
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, engine, _stop) = app.secured(options).await;
     let spiffe = "spiffe://example.org/ns/ci/sa/deployer";
@@ -146,6 +147,7 @@ async fn a_certificate_named_admin_does_not_get_the_rights_of_the_token_subject_
         auth: tokens_and_certificates(),
         tls: pki.server_tls(true).server_config().unwrap(),
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, engine, _stop) = app.secured(options).await;
     engine.bootstrap_admin("admin").await.unwrap();
@@ -195,6 +197,7 @@ async fn under_mutual_tls_health_and_reflection_need_no_client_certificate_unles
         auth: tokens_and_certificates(),
         tls: pki.server_tls(true).server_config().unwrap(),
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, _engine, stop) = app.secured(options).await;
     let anonymous = pki.connect(&address, None).await.expect("TLS without a client certificate");
@@ -224,6 +227,7 @@ async fn under_mutual_tls_health_and_reflection_need_no_client_certificate_unles
         auth: tokens_and_certificates(),
         tls: pki.server_tls(false).server_config().unwrap(),
         metrics_sampling: None,
+        ..Default::default()
     };
     let (address, _engine, _stop) = app.secured(options).await;
     let refused = match pki.connect(&address, None).await {

@@ -56,14 +56,15 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
         ..Default::default()
     };
     app.executions.clone().resume(resume).await.expect("resume");
-    let missing = pb::GetExecutionRequest { execution_id: "missing".into() };
+    let missing_id = uuid::Uuid::now_v7().to_string();
+    let missing = pb::GetExecutionRequest { execution_id: missing_id.clone() };
     assert!(app.executions.clone().get_execution(missing).await.is_err());
     // A stream's status is its last word: the watch of an ended execution
     // ends OK after its messages; the watch of a missing one fails.
     let watch = |id: &str| pb::WatchExecutionRequest { execution_id: id.into() };
     let mut stream = app.executions.clone().watch_execution(watch(&e.id)).await.expect("watch").into_inner();
     while stream.message().await.expect("watch message").is_some() {}
-    let failed = match app.executions.clone().watch_execution(watch("missing")).await {
+    let failed = match app.executions.clone().watch_execution(watch(&missing_id)).await {
         Ok(response) => response.into_inner().message().await.err(),
         Err(status) => Some(status),
     };

@@ -77,8 +77,12 @@ async fn execution_pages(
 
 /// Every page of ListPipelines of `application` with `page_size`.
 async fn pipeline_pages(app: &TestApp, application: &str, page_size: i32) -> Vec<Vec<pb::Pipeline>> {
-    let mut request =
-        pb::ListPipelinesRequest { application: application.into(), page_size, page_token: String::new() };
+    let mut request = pb::ListPipelinesRequest {
+        application: application.into(),
+        page_size,
+        page_token: String::new(),
+        view: pb::PipelineView::Full as i32,
+    };
     let mut pages = Vec::new();
     loop {
         let page = app.pipelines.clone().list_pipelines(request.clone()).await.expect("list pipelines").into_inner();
@@ -462,6 +466,13 @@ async fn list_pipelines_pages_by_id_and_filters_by_application(app: TestApp) {
         billing_only.iter().flatten().map(|p| p.id.clone()).collect::<Vec<_>>(),
         std::slice::from_ref(&billing.id)
     );
+
+    // The default view leaves definitions out.
+    let basic = app.pipelines.clone().list_pipelines(pb::ListPipelinesRequest::default()).await.unwrap().into_inner();
+    assert_eq!(basic.pipelines.len(), 8);
+    assert!(basic.pipelines.iter().all(|p| p.definition.is_none() && p.version >= 1 && p.update_time.is_some()));
+    let listed = basic.pipelines.iter().find(|p| p.id == shop[3].id).unwrap();
+    assert_eq!((listed.version, listed.update_time), (updated.version, updated.update_time));
 
     let mut client = app.pipelines.clone();
     let garbage = pb::ListPipelinesRequest { page_token: "%%%".into(), ..Default::default() };

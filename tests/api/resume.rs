@@ -168,8 +168,10 @@ async fn resume_refuses_unreached_unknown_and_out_of_range_stages(app: TestApp) 
         .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidArgument);
 
-    let no_such = resume(&app, "no-such-execution", "build").await.unwrap_err();
+    let no_such = resume(&app, &uuid::Uuid::now_v7().to_string(), "build").await.unwrap_err();
     assert_eq!(no_such.code(), Code::NotFound);
+    let malformed = resume(&app, "no-such-execution", "build").await;
+    assert_invalid(malformed, "execution_id");
 
     assert_eq!(app.get(&failed.id).await.resumed_by_execution_id, "", "refusals changed nothing");
     assert_eq!(worker.task_count(), before);

@@ -208,22 +208,25 @@ async fn bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found(app:
     assert_invalid(w.poll_task(poll(&queue(), Some(prost_types::Duration { seconds: -1, nanos: 0 }))).await, "wait");
 
     let some_id = uuid::Uuid::new_v4().to_string();
-    assert_invalid(heartbeat(&w, "", "token").await, "task_id");
+    let token = uuid::Uuid::new_v4().to_string();
+    assert_invalid(heartbeat(&w, "", &token).await, "task_id");
     assert_invalid(heartbeat(&w, &some_id, "").await, "lease_token");
-    assert_invalid(complete_task(&w, "", "token", pb::TaskOutcome::Succeeded, "").await, "task_id");
+    assert_invalid(heartbeat(&w, &some_id, "token").await, "lease_token");
+    assert_invalid(heartbeat(&w, "task-1", &token).await, "task_id");
+    assert_invalid(complete_task(&w, "", &token, pb::TaskOutcome::Succeeded, "").await, "task_id");
     assert_invalid(complete_task(&w, &some_id, "", pb::TaskOutcome::Succeeded, "").await, "lease_token");
-    assert_invalid(complete_task(&w, &some_id, "token", pb::TaskOutcome::Unspecified, "").await, "outcome");
+    assert_invalid(complete_task(&w, &some_id, &token, pb::TaskOutcome::Unspecified, "").await, "outcome");
     let unknown_outcome = pb::CompleteTaskRequest {
         task_id: some_id.clone(),
-        lease_token: "token".into(),
+        lease_token: token.clone(),
         outcome: 42,
         ..Default::default()
     };
     assert_invalid(w.complete_task(unknown_outcome).await, "outcome");
 
     let missing = uuid::Uuid::now_v7().to_string();
-    let s = assert_code(heartbeat(&w, &missing, "token").await, Code::NotFound);
+    let s = assert_code(heartbeat(&w, &missing, &token).await, Code::NotFound);
     assert!(s.message().contains(&missing), "{s:?}");
-    let s = assert_code(complete_task(&w, &missing, "token", pb::TaskOutcome::Succeeded, "").await, Code::NotFound);
+    let s = assert_code(complete_task(&w, &missing, &token, pb::TaskOutcome::Succeeded, "").await, Code::NotFound);
     assert!(s.message().contains(&missing), "{s:?}");
 }
