@@ -182,6 +182,7 @@ fn workflow_stage(name: &str, queue: &str, workflows: &[String]) -> pb::Stage {
                     max_attempts: 0,
                 })
                 .collect(),
+            ..Default::default()
         })),
     }
 }
@@ -605,7 +606,7 @@ async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> 
             let took_resumed = started.elapsed();
             ensure!(status == pb::ExecutionStatus::Succeeded, "resumed run ended {status:?}");
             let done = client
-                .get_execution(pb::GetExecutionRequest { execution_id: r.id.clone() })
+                .get_execution(pb::GetExecutionRequest { execution_id: r.id.clone(), ..Default::default() })
                 .await?
                 .into_inner()
                 .execution

@@ -212,6 +212,7 @@ impl Server {
                             max_attempts: 0,
                         })
                         .collect(),
+                    ..Default::default()
                 })),
             })
             .collect();

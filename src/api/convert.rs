@@ -83,14 +83,28 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
         Some(pb::skip_condition::Condition::Always(true)) => Some(Skip::Always),
         Some(pb::skip_condition::Condition::Expression(e)) => Some(Skip::When(e)),
     };
+    let mut failure_policy = dp::FailurePolicy::WaitForAll;
     let kind = match s.kind {
-        Some(pb::stage::Kind::Workflows(w)) => StageKind::Workflows(
-            w.workflows
-                .into_iter()
-                .enumerate()
-                .map(|(j, w)| workflow(&format!("{at}.workflows.workflows[{j}]"), w, out))
-                .collect(),
-        ),
+        Some(pb::stage::Kind::Workflows(w)) => {
+            failure_policy = match pb::FailurePolicy::try_from(w.failure_policy) {
+                Ok(pb::FailurePolicy::FailFast) => dp::FailurePolicy::FailFast,
+                Ok(pb::FailurePolicy::Unspecified | pb::FailurePolicy::WaitForAll) => dp::FailurePolicy::WaitForAll,
+                Err(_) => {
+                    out.push(Violation::new(
+                        format!("{at}.workflows.failure_policy"),
+                        format!("unknown failure policy {}", w.failure_policy),
+                    ));
+                    dp::FailurePolicy::WaitForAll
+                }
+            };
+            StageKind::Workflows(
+                w.workflows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| workflow(&format!("{at}.workflows.workflows[{j}]"), w, out))
+                    .collect(),
+            )
+        }
         Some(pb::stage::Kind::Approval(a)) => StageKind::Approval {
             timeout_ms: millis(&format!("{at}.approval.timeout"), a.timeout, dp::DEFAULT_APPROVAL_TIMEOUT, out),
             instructions: a.instructions,
@@ -106,7 +120,7 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
         environment_type,
         skip,
         kind,
-        failure_policy: Default::default(),
+        failure_policy,
     })
 }
 
@@ -183,6 +197,10 @@ fn stage_to_pb(s: dp::Stage) -> pb::Stage {
         }),
         kind: Some(match s.kind {
             StageKind::Workflows(ws) => pb::stage::Kind::Workflows(pb::WorkflowStage {
+                failure_policy: match s.failure_policy {
+                    dp::FailurePolicy::WaitForAll => pb::FailurePolicy::WaitForAll,
+                    dp::FailurePolicy::FailFast => pb::FailurePolicy::FailFast,
+                } as i32,
                 workflows: ws
                     .into_iter()
                     .map(|w| pb::Workflow {
@@ -210,16 +228,68 @@ fn environment(s: &dp::Stage) -> pb::Environment {
     pb::Environment { name: s.environment_name.clone(), r#type: t as i32 }
 }
 
-/// An execution with its stages; `with_output` false leaves out workflow output (lists).
+/// How much of each workflow's output a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputView {
+    /// None (WatchExecution: it sends every change).
+    None,
+    /// The last [`TAIL_CHARS`] characters (BASIC).
+    Tail,
+    /// All the server keeps (FULL), while the response stays under its budget.
+    Full,
+}
+
+/// The characters of output a BASIC view shows per workflow.
+pub const TAIL_CHARS: usize = 2048;
+/// The most an execution message may grow to, well under the 4 MiB a
+/// default gRPC client accepts, whatever workers reported.
+pub const RESPONSE_BUDGET: usize = 3 * 1024 * 1024;
+
+impl OutputView {
+    pub fn of(view: i32) -> Result<OutputView, Status> {
+        match pb::ExecutionView::try_from(view) {
+            Ok(pb::ExecutionView::Unspecified | pb::ExecutionView::Basic) => Ok(OutputView::Tail),
+            Ok(pb::ExecutionView::Full) => Ok(OutputView::Full),
+            Err(_) => Err(invalid("view", format!("unknown view {view}"))),
+        }
+    }
+}
+
+/// An execution with its stages and workflows (BASIC view).
 pub fn execution_detail(d: &ExecutionDetail) -> pb::Execution {
+    execution_view(d, OutputView::Tail)
+}
+
+/// An execution with its stages and workflows, each workflow's output as
+/// `view` says, within [`RESPONSE_BUDGET`]: past it, outputs are cut to
+/// the BASIC tail, then (a very large execution) stages leave out their
+/// workflows and say so.
+pub fn execution_view(d: &ExecutionDetail, view: OutputView) -> pb::Execution {
     let mut e = execution(&d.execution);
+    let mut budget = Budget { left: RESPONSE_BUDGET };
     e.stages = d
         .stages
         .iter()
         .zip(&d.definition.stages)
-        .map(|(run, def)| stage_run(run, def, d.workflows_of(run.index)))
+        .map(|(run, def)| stage_run(run, def, d.workflows_of(run.index), view, &mut budget))
         .collect();
     e
+}
+
+/// What is left of a response's size budget.
+pub struct Budget {
+    left: usize,
+}
+
+impl Budget {
+    fn take(&mut self, n: usize) -> bool {
+        if n <= self.left {
+            self.left -= n;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub fn execution(e: &Execution) -> pb::Execution {
@@ -255,15 +325,47 @@ fn stage_run<'a>(
     run: &StageRun,
     def: &dp::Stage,
     workflows: impl Iterator<Item = &'a WorkflowRun>,
+    view: OutputView,
+    budget: &mut Budget,
 ) -> pb::StageExecution {
+    let mut listed = Vec::new();
+    let mut omitted = false;
+    for w in workflows {
+        let mut one = workflow_view(w, view);
+        // What a workflow costs without its output, and with it.
+        let bare = 256 + w.name.len() + w.status_message.len();
+        if !budget.take(bare + one.output.len()) {
+            if view != OutputView::None && budget.take(bare) {
+                one.output_cut = one.output_cut || !one.output.is_empty();
+                one.output.clear();
+            } else {
+                omitted = true;
+                break;
+            }
+        }
+        listed.push(one);
+    }
+    if omitted {
+        listed.clear();
+    }
+    let c = run.counts;
     pb::StageExecution {
+        workflow_counts: Some(pb::WorkflowCounts {
+            total: c.total as i32,
+            open: c.open as i32,
+            succeeded: c.succeeded() as i32,
+            failed: c.failed as i32,
+            expired: c.expired as i32,
+            cancelled: c.cancelled as i32,
+        }),
+        workflows_omitted: omitted,
         index: run.index as i32,
         name: run.name.clone(),
         environment: Some(environment(def)),
         status: stage_status(run.status) as i32,
         status_message: run.status_message.clone(),
         approval: def.is_approval(),
-        workflows: workflows.map(workflow_run).collect(),
+        workflows: listed,
         start_time: run.started_at.map(timestamp),
         end_time: run.ended_at.map(timestamp),
         decided_by: run.decided_by.clone(),
@@ -346,14 +448,25 @@ pub fn history_entry(e: &Execution) -> pb::HistoryEntry {
     }
 }
 
-fn workflow_run(w: &WorkflowRun) -> pb::WorkflowExecution {
+/// One workflow, its output as `view` says.
+pub fn workflow_view(w: &WorkflowRun, view: OutputView) -> pb::WorkflowExecution {
+    let (output, cut) = match view {
+        OutputView::None => (String::new(), !w.output.is_empty()),
+        OutputView::Full => (w.output.clone(), false),
+        OutputView::Tail => match w.output.char_indices().rev().nth(TAIL_CHARS - 1) {
+            Some((start, _)) if start > 0 => (w.output[start..].to_owned(), true),
+            _ => (w.output.clone(), false),
+        },
+    };
     pb::WorkflowExecution {
         name: w.name.clone(),
         status: workflow_status(w.status) as i32,
         task_queue: w.task_queue.clone(),
         attempt: w.attempt,
         exit_code: w.exit_code.unwrap_or_default(),
-        output: w.output.clone(),
+        output,
+        output_chars: w.output_chars,
+        output_cut: cut,
         status_message: w.status_message.clone(),
         start_time: w.started_at.map(timestamp),
         end_time: w.ended_at.map(timestamp),
@@ -412,7 +525,7 @@ fn stage_status(s: StageStatus) -> pb::StageStatus {
     }
 }
 
-fn workflow_status(s: WorkflowStatus) -> pb::WorkflowStatus {
+pub fn workflow_status(s: WorkflowStatus) -> pb::WorkflowStatus {
     use pb::WorkflowStatus as P;
     match s {
         WorkflowStatus::Queued => P::Queued,

@@ -1,4 +1,5 @@
 use std::pin::Pin;
+use prost::Message as _;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -21,6 +22,7 @@ use crate::{
 pub struct ExecutionApi(pub Context);
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchExecutionResponse, Status>> + Send>>;
+type OutputStream = Pin<Box<dyn Stream<Item = Result<pb::WatchTaskOutputResponse, Status>> + Send>>;
 
 impl ExecutionApi {
     fn decision(
@@ -75,11 +77,13 @@ impl ExecutionService for ExecutionApi {
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::GetExecutionResponse>, Status> {
         let caller = self.0.caller(&request).await?;
-        let id = convert::id("execution_id", &request.into_inner().execution_id)?;
+        let r = request.into_inner();
+        let id = convert::id("execution_id", &r.execution_id)?;
+        let view = convert::OutputView::of(r.view)?;
         let engine = &self.0.engine;
         let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
         let points = engine.resume_points(&d);
-        let execution = convert::with_resume_points(convert::execution_detail(&d), points);
+        let execution = convert::with_resume_points(convert::execution_view(&d, view), points);
         Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution) }))
     }
 
@@ -222,6 +226,134 @@ impl ExecutionService for ExecutionApi {
         }))
     }
 
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
+        let r = request.into_inner();
+        let id = convert::id("execution_id", &r.execution_id)?;
+        let view = convert::OutputView::of(r.view)?;
+        let stage = match r.stage_index {
+            None => None,
+            Some(i) => Some(usize::try_from(i).map_err(|_| invalid("stage_index", "must not be negative"))?),
+        };
+        let size = match r.page_size {
+            0 => 100,
+            s if s < 0 => return Err(invalid("page_size", "must not be negative")),
+            s => s.min(1000) as u64,
+        };
+        let after = match convert::page_token(&r.page_token, self.0.limits())? {
+            None => None,
+            Some(key) => Some(
+                key.split_once('.')
+                    .and_then(|(s, w)| Some((s.parse().ok()?, w.parse().ok()?)))
+                    .ok_or_else(|| invalid("page_token", "not a token this server issued"))?,
+            ),
+        };
+        let page = self.0.engine.workflows(&caller, &id, stage, after, size).await.map_err(to_status)?;
+        // A FULL page of big outputs ends early rather than pass what a
+        // default client accepts; the token continues after the last one sent.
+        let mut workflows = Vec::with_capacity(page.items.len());
+        let mut bytes = 0;
+        let mut next = page.next;
+        for (stage_name, w) in &page.items {
+            let item = pb::StageWorkflow {
+                stage_index: w.stage_index as i32,
+                stage_name: stage_name.clone(),
+                workflow: Some(convert::workflow_view(w, view)),
+            };
+            bytes += item.encoded_len() + 8;
+            if bytes > convert::RESPONSE_BUDGET && !workflows.is_empty() {
+                let sent = &page.items[workflows.len() - 1].1;
+                next = Some(format!("{}.{}", sent.stage_index, sent.workflow_index));
+                break;
+            }
+            workflows.push(item);
+        }
+        Ok(Response::new(pb::ListWorkflowsResponse { workflows, next_page_token: convert::next_page_token(next) }))
+    }
+
+    async fn get_task_output(
+        &self,
+        request: Request<pb::GetTaskOutputRequest>,
+    ) -> Result<Response<pb::GetTaskOutputResponse>, Status> {
+        let caller = self.0.caller(&request).await?;
+        let r = request.into_inner();
+        let task_id = convert::id("task_id", &r.task_id)?;
+        if r.offset < 0 || r.max_chars < 0 {
+            return Err(invalid(if r.offset < 0 { "offset" } else { "max_chars" }, "must not be negative"));
+        }
+        let max = if r.max_chars == 0 { 16 * 1024 } else { r.max_chars as usize };
+        let page = self.0.engine.task_output(&caller, &task_id, r.offset, max).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetTaskOutputResponse {
+            output: page.output,
+            first_offset: page.first_offset,
+            next_offset: page.next_offset,
+            total_chars: page.total_chars,
+            complete: page.complete,
+            status: convert::workflow_status(page.status) as i32,
+        }))
+    }
+
+    type WatchTaskOutputStream = OutputStream;
+
+    async fn watch_task_output(
+        &self,
+        request: Request<pb::WatchTaskOutputRequest>,
+    ) -> Result<Response<Self::WatchTaskOutputStream>, Status> {
+        let caller = self.0.caller(&request).await?;
+        let r = request.into_inner();
+        let task_id = convert::id("task_id", &r.task_id)?;
+        if r.offset < 0 {
+            return Err(invalid("offset", "must not be negative"));
+        }
+        let permit = self.0.streams.open(&caller.subject)?;
+        let lifetime = self.0.streams.limits.max_lifetime;
+        let Context { engine, shutdown, .. } = self.0.clone();
+        let mut changes = engine.events().watch_output(&task_id);
+        let mut page = engine.task_output(&caller, &task_id, r.offset, crate::engine::MAX_PAGE_CHARS).await.map_err(to_status)?;
+        let ends = tokio::time::Instant::now() + lifetime;
+        let stream = async_stream::try_stream! {
+            let _permit = permit;
+            loop {
+                if !page.output.is_empty() || page.complete {
+                    yield pb::WatchTaskOutputResponse {
+                        output: std::mem::take(&mut page.output),
+                        offset: page.first_offset,
+                        status: convert::workflow_status(page.status) as i32,
+                    };
+                }
+                if page.complete || shutdown.is_cancelled() {
+                    break;
+                }
+                let more = page.next_offset < page.total_chars;
+                if !more {
+                    let relayed = engine.events().is_relayed();
+                    let recheck = engine.settings().recheck;
+                    let woken = tokio::select! {
+                        changed = changes.changed() => if changed.is_err() { Woken::Gone } else { Woken::Changed },
+                        _ = tokio::time::sleep(recheck), if !relayed => Woken::Changed,
+                        _ = tokio::time::sleep_until(ends) => Woken::Lifetime,
+                        _ = shutdown.cancelled() => Woken::Gone,
+                    };
+                    match woken {
+                        Woken::Gone => break,
+                        Woken::Lifetime => Err(Status::unavailable(format!(
+                            "the stream reached its maximum lifetime of {} s; reconnect from offset {}",
+                            lifetime.as_secs(),
+                            page.next_offset
+                        )))?,
+                        _ => {}
+                    }
+                }
+                let offset = page.next_offset;
+                page = engine.task_output(&caller, &task_id, offset, crate::engine::MAX_PAGE_CHARS).await.map_err(to_status)?;
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     type WatchExecutionStream = WatchStream;
 
     async fn watch_execution(
@@ -246,7 +378,7 @@ impl ExecutionService for ExecutionApi {
             let _permit = permit;
             let mut last = None;
             loop {
-                let snapshot = convert::execution_detail(&detail);
+                let snapshot = convert::execution_view(&detail, convert::OutputView::None);
                 if last.as_ref() != Some(&snapshot) {
                     yield pb::WatchExecutionResponse { execution: Some(snapshot.clone()) };
                     last = Some(snapshot);

@@ -48,7 +48,15 @@ impl WorkerService for WorkerApi {
         let r = request.into_inner();
         let task_id = convert::id("task_id", &r.task_id)?;
         let token = convert::id("lease_token", &r.lease_token)?;
-        let beat = self.0.engine.heartbeat(&caller, &task_id, &token).await.map_err(to_status)?;
+        let limits = self.0.limits();
+        if r.output.len() > limits.max_output_bytes {
+            return Err(invalid(
+                "output",
+                format!("at most {} bytes per heartbeat, got {}", limits.max_output_bytes, r.output.len()),
+            ));
+        }
+        let output = tail(&without_nul(r.output), limits.kept_output_bytes).to_owned();
+        let beat = self.0.engine.heartbeat(&caller, &task_id, &token, &output).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
             lease_expire_time: Some(convert::timestamp(beat.lease_expires_at)),

@@ -119,7 +119,7 @@ pub async fn start(args: StartArgs) -> Result<Exit> {
 
 pub async fn get(args: ExecutionArgs) -> Result<Exit> {
     let mut client = Client::connect(&args.client).await?;
-    let request = pb::GetExecutionRequest { execution_id: args.execution };
+    let request = pb::GetExecutionRequest { execution_id: args.execution, ..Default::default() };
     let response = client.executions.get_execution(request).await?.into_inner();
     let name = match (args.client.output, &response.execution) {
         (Format::Table, Some(e)) => pipeline_names(&mut client, [e.pipeline_id.as_str()]).await.remove(&e.pipeline_id),

@@ -182,6 +182,9 @@ pub struct WorkflowRun {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<Millis>,
     pub deadline_at: Option<Millis>,
+    /// Characters of output the current attempt produced (`output` keeps the
+    /// last of them).
+    pub output_chars: i64,
 }
 
 /// An execution with what its rules need to decide the next step: the row,

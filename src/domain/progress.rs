@@ -92,6 +92,7 @@ fn start_stage(s: &mut ExecutionState, index: usize, now: Millis, ids: Ids<'_>, 
                     lease_owner: None,
                     lease_expires_at: None,
                     deadline_at: None,
+                    output_chars: 0,
                 });
             }
         }

@@ -63,6 +63,17 @@ impl Events {
         self.stamps.load(Ordering::SeqCst)
     }
 
+    /// Changes of one task's output (a heartbeat or report with output, the
+    /// task's end), for followers of the output.
+    pub fn watch_output(&self, task_id: &str) -> watch::Receiver<u64> {
+        self.watch_execution(&format!("output:{task_id}"))
+    }
+
+    /// New output of task `task_id` was committed.
+    pub fn output_changed(&self, task_id: &str) {
+        self.execution_changed(&format!("output:{task_id}"));
+    }
+
     /// Execution `id` changed (committed): wakes its watchers.
     pub fn execution_changed(&self, id: &str) {
         let stamp = self.stamps.fetch_add(1, Ordering::SeqCst) + 1;
@@ -113,6 +124,7 @@ impl Events {
             let mut parts = line.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some("c"), Some(id), _) => changed(id),
+                (Some("o"), Some(task), _) => self.output_changed(task),
                 (Some("q"), Some(queue), n) => queues(queue, n.and_then(|n| n.parse().ok()).unwrap_or(1)),
                 (Some("d"), Some(at), _) => {
                     if let Ok(at) = at.parse() {

@@ -95,6 +95,7 @@ impl Engine {
         }
         let e = &state.execution;
         let inputs = Arc::new(Inputs {
+            application: e.application.clone(),
             variables: e.variables.clone(),
             artifacts: e.artifacts.clone(),
             definition: state.definition.clone(),

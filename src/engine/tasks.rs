@@ -150,14 +150,17 @@ impl Engine {
 
     /// Extends the lease; says `cancelled` when the task was cancelled or
     /// expired under this lease, refuses when the lease is no longer held.
-    pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str) -> Result<Beat> {
+    pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str, output: &str) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
         let extended = {
             let single = self.store().single().await?;
-            tasks::extend_lease(&single, task_id, lease_token, until).await?
+            tasks::extend_lease(&single, task_id, lease_token, until, output).await?
         };
         if extended {
+            if !output.is_empty() {
+                self.events().output_changed(task_id);
+            }
             return Ok(Beat { cancelled: false, lease_expires_at: until });
         }
         let task =
@@ -179,6 +182,7 @@ impl Engine {
         let mut unit = self.unit(Some(&execution_id)).await?;
         let result = self.complete_in(&mut unit, &execution_id, &c).await;
         let run = self.finish(unit, result).await?;
+        self.events().output_changed(&run.task_id);
         tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
             status = %run.status, exit_code = run.exit_code.unwrap_or_default(), "task completed");
         Ok(())

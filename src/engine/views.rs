@@ -77,6 +77,7 @@ impl Views {
 
 /// What an execution was started with; never changes.
 pub(crate) struct Inputs {
+    pub application: String,
     pub variables: BTreeMap<String, String>,
     pub artifacts: BTreeMap<String, String>,
     pub definition: Arc<Definition>,
@@ -113,7 +114,7 @@ impl Engine {
         let e =
             executions::get(&reader, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
         let definition = self.definitions().pinned_by(&reader, &e).await?;
-        let inputs = Arc::new(Inputs { variables: e.variables, artifacts: e.artifacts, definition });
+        let inputs = Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
         self.inner.views.inputs.insert(execution_id.to_owned(), inputs.clone());
         Ok(inputs)
     }

@@ -16,8 +16,20 @@ use crate::domain::{
 
 const COLUMNS: &str = "id, execution_id, stage_index, workflow_index, name, task_queue, command, timeout_ms, status, \
     attempt, max_attempts, exit_code, output, status_message, created_at, started_at, ended_at, lease_token, \
-    lease_owner, lease_expires_at, deadline_at";
-const WIDTH: usize = 21;
+    lease_owner, lease_expires_at, deadline_at, output_chars";
+const WIDTH: usize = 22;
+
+/// How much of an attempt's output a task row keeps: its last characters.
+pub const KEPT_OUTPUT_CHARS: i64 = 65_536;
+
+/// SQL for `output` with `$n` appended, cut to the kept tail.
+fn appended_output(c: &impl ConnectionTrait, n: usize) -> String {
+    if super::is_pg(c) {
+        format!("right(output || ${n}, {KEPT_OUTPUT_CHARS})")
+    } else {
+        format!("substr(output || ${n}, -{KEPT_OUTPUT_CHARS})")
+    }
+}
 
 pub async fn get_one(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRun>> {
     let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = $1");
@@ -62,11 +74,13 @@ pub async fn report(
 ) -> Result<Option<WorkflowRun>> {
     let sql = format!(
         "UPDATE tasks SET \
-         status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $3 END, exit_code = $4, output = $5, \
+         status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $3 END, exit_code = $4, \
+         output = {output}, output_chars = output_chars + $8, \
          status_message = CASE WHEN deadline_at <= $7 \
            THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $6 END, \
          ended_at = $7, lease_expires_at = NULL \
-         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING' RETURNING {COLUMNS}"
+         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING' RETURNING {COLUMNS}",
+        output = appended_output(c, 5),
     );
     let values = vec![
         id.into(),
@@ -76,6 +90,7 @@ pub async fn report(
         r.output.to_owned().into(),
         r.message.to_owned().into(),
         r.now.into(),
+        (r.output.chars().count() as i64).into(),
     ];
     let row = c.query_one_raw(statement(c, &sql, values)).await?;
     row.as_ref().map(from_row).transpose()
@@ -111,7 +126,7 @@ pub async fn requeue(c: &impl ConnectionTrait, id: &str, message: &str) -> Resul
 /// (its poll ended first): the task is queued again as if never handed out.
 pub async fn release(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> Result<bool> {
     let sql = "UPDATE tasks SET status = 'QUEUED', attempt = attempt - 1, lease_token = NULL, lease_owner = NULL, \
-        lease_expires_at = NULL, deadline_at = NULL, started_at = NULL \
+        lease_expires_at = NULL, deadline_at = NULL, started_at = NULL, output = '', output_chars = 0 \
         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
     let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into()])).await?;
     Ok(r.rows_affected() == 1)
@@ -171,7 +186,8 @@ pub async fn claim(
     lease_ms: i64,
 ) -> Result<Option<WorkflowRun>> {
     let update = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
-         lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4) \
+         lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4), \
+         output = '', output_chars = 0 \
          WHERE id = (SELECT id FROM tasks WHERE task_queue = $5 AND status = 'QUEUED' ORDER BY id LIMIT 1";
     let mut values: Vec<Value> =
         vec![lease_token.into(), worker.into(), (now + lease_ms).into(), now.into(), queue.into()];
@@ -193,11 +209,50 @@ pub async fn claim(
     row.as_ref().map(from_row).transpose()
 }
 
-/// Extends a running task's lease if `lease_token` still holds it.
-pub async fn extend_lease(c: &impl ConnectionTrait, id: &str, lease_token: &str, until: Millis) -> Result<bool> {
-    let sql = "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
-    let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into(), until.into()])).await?;
+/// Extends a running task's lease if `lease_token` still holds it, and
+/// appends `output` the worker sent with it. On PostgreSQL new output is
+/// announced to the other replicas (for followers of the output).
+pub async fn extend_lease(
+    c: &impl ConnectionTrait,
+    id: &str,
+    lease_token: &str,
+    until: Millis,
+    output: &str,
+) -> Result<bool> {
+    if output.is_empty() {
+        let sql = "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
+        let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into(), until.into()])).await?;
+        return Ok(r.rows_affected() == 1);
+    }
+    let update = format!(
+        "UPDATE tasks SET lease_expires_at = $3, output = {}, output_chars = output_chars + $5 \
+         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'",
+        appended_output(c, 4)
+    );
+    let mut values: Vec<Value> =
+        vec![id.into(), lease_token.into(), until.into(), output.into(), (output.chars().count() as i64).into()];
+    if super::is_pg(c) {
+        values.push(super::EVENTS_CHANNEL.into());
+        let sql = format!(
+            "WITH u AS ({update} RETURNING id), n AS (SELECT 1 AS one FROM u, pg_notify($6, 'o ' || u.id)) \
+             SELECT count(*) AS n FROM u LEFT JOIN n ON true"
+        );
+        let row = c.query_one_raw(statement(c, &sql, values)).await?;
+        return Ok(row.map(|r| get::<i64>(&r, "n")).transpose()?.unwrap_or(0) > 0);
+    }
+    let r = c.execute_raw(statement(c, &update, values)).await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// What a task's output page needs: the kept output, how many characters
+/// the attempt produced, the status and the execution it belongs to.
+pub async fn output_of(c: &impl ConnectionTrait, id: &str) -> Result<Option<(String, i64, WorkflowStatus, String)>> {
+    let sql = "SELECT output, output_chars, status, execution_id FROM tasks WHERE id = $1";
+    let row = c.query_one_raw(statement(c, sql, vec![id.into()])).await?;
+    let Some(r) = row else { return Ok(None) };
+    let status: String = get(&r, "status")?;
+    let status = WorkflowStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
+    Ok(Some((get(&r, "output")?, get(&r, "output_chars")?, status, get(&r, "execution_id")?)))
 }
 
 /// Running tasks whose lease or deadline has passed: (task id, execution id).
@@ -257,6 +312,7 @@ fn row_values(w: &WorkflowRun) -> [Value; WIDTH] {
         w.lease_owner.clone().into(),
         w.lease_expires_at.into(),
         w.deadline_at.into(),
+        w.output_chars.into(),
     ]
 }
 
@@ -289,6 +345,7 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<WorkflowRun> {
         lease_owner: get(r, &format!("{p}lease_owner"))?,
         lease_expires_at: get(r, &format!("{p}lease_expires_at"))?,
         deadline_at: get(r, &format!("{p}deadline_at"))?,
+        output_chars: get(r, &format!("{p}output_chars"))?,
     })
 }
 
@@ -340,7 +397,8 @@ pub async fn report_counted(
     let sql = format!(
         "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
          t AS (UPDATE tasks SET \
-           status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, output = $6, \
+           status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, \
+           output = right(output || $6, {KEPT_OUTPUT_CHARS}), output_chars = output_chars + $10, \
            status_message = CASE WHEN deadline_at <= $7 \
              THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $8 END, \
            ended_at = $7, lease_expires_at = NULL \
@@ -375,6 +433,7 @@ pub async fn report_counted(
         r.now.into(),
         r.message.to_owned().into(),
         super::EVENTS_CHANNEL.into(),
+        (r.output.chars().count() as i64).into(),
     ];
     let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
     let execution = executions::from_prefixed(&row, "e_")?;

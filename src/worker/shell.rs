@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::tail::{OUTPUT_TAIL_LIMIT, TailBuffer};
+use super::tail::OutputSink;
 
 /// How long we keep reading output after the script ended. Something that
 /// escaped the process group (a daemon) may hold the pipe open forever.
@@ -66,7 +66,8 @@ pub(crate) enum Termination {
     SpawnFailed(String),
 }
 
-/// The end of a script run with the tail of its combined stdout and stderr.
+/// The end of a script run with the tail of its combined stdout and stderr
+/// that nobody took from the sink while it ran.
 #[derive(Debug)]
 pub(crate) struct RunResult {
     pub(crate) termination: Termination,
@@ -86,8 +87,8 @@ pub(crate) async fn run_shell(
     env: &HashMap<String, String>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
+    tail: &OutputSink,
 ) -> RunResult {
-    let mut tail = TailBuffer::new(OUTPUT_TAIL_LIMIT);
     if timeout.is_some_and(|t| t.is_zero()) {
         return RunResult { termination: Termination::TimedOut(Duration::ZERO), output: String::new() };
     }
@@ -148,7 +149,7 @@ pub(crate) async fn run_shell(
         let _ = tokio::time::timeout(DRAIN_GRACE, drain).await;
     }
 
-    RunResult { termination, output: tail.into_string() }
+    RunResult { termination, output: tail.take_rest() }
 }
 
 enum Ended {
@@ -274,7 +275,7 @@ mod tests {
     ) -> RunResult {
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let inherited = Inherited::from_worker_environment(&[]);
-        tokio::time::timeout(TEST_LIMIT, run_shell(command, &inherited, &env, timeout, cancel))
+        tokio::time::timeout(TEST_LIMIT, run_shell(command, &inherited, &env, timeout, cancel, &OutputSink::new()))
             .await
             .expect("run_shell did not return in time")
     }
@@ -357,7 +358,7 @@ mod tests {
     async fn a_task_sees_only_the_allowed_worker_variables_and_its_own() {
         let inherited = Inherited::of(&[("PATH", "/usr/bin:/bin"), ("ALLOWED", "yes")]);
         let env = [("REPRISE_VAR_REGION".to_string(), "eu".to_string())].into();
-        let result = run_shell("env", &inherited, &env, None, &CancellationToken::new()).await;
+        let result = run_shell("env", &inherited, &env, None, &CancellationToken::new(), &OutputSink::new()).await;
         assert_eq!(result.termination, Termination::Exited(0));
         let mut names: Vec<&str> = result.output.lines().filter_map(|l| l.split_once('=')).map(|(n, _)| n).collect();
         names.sort_unstable();
@@ -382,7 +383,7 @@ mod tests {
         let result =
             run("head -c 300000 /dev/zero | tr '\\0' x; echo; echo END", &[], None, &CancellationToken::new()).await;
         assert_eq!(result.termination, Termination::Exited(0));
-        assert_eq!(result.output.len(), OUTPUT_TAIL_LIMIT);
+        assert_eq!(result.output.len(), super::super::tail::OUTPUT_TAIL_LIMIT);
         assert!(result.output.ends_with("x\nEND\n"));
     }
 

@@ -10,6 +10,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::describe;
 use super::shell::{self, Inherited, RunResult, Termination};
+use super::tail::OutputSink;
 use crate::proto::{CompleteTaskRequest, HeartbeatRequest, Task, TaskOutcome};
 
 use super::bearer::Client;
@@ -47,12 +48,13 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
 
     let started = Instant::now();
     let kill = CancellationToken::new();
-    let run = shell::run_shell(&task.command, inherited, &task.environment, timeout, &kill);
+    let output = OutputSink::new();
+    let run = shell::run_shell(&task.command, inherited, &task.environment, timeout, &kill, &output);
     tokio::pin!(run);
     let result = tokio::select! {
         biased;
         result = &mut run => result,
-        abandon = keep_lease(client.clone(), &task, period) => {
+        abandon = keep_lease(client.clone(), &task, period, &output) => {
             kill.cancel();
             let result = run.await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -91,14 +93,21 @@ enum Abandon {
     LeaseLost(Status),
 }
 
-/// Heartbeats until the server wants the task stopped. Transient failures
-/// are only logged: the lease outlives a few missed heartbeats.
-async fn keep_lease(mut client: Client, task: &Task, period: Duration) -> Abandon {
+/// Heartbeats until the server wants the task stopped, each one carrying the
+/// output written since the one before, so people can follow the task live.
+/// Transient failures are only logged: the lease outlives a few missed
+/// heartbeats (the output they carried is missing from the server's copy;
+/// sending it again could show it twice when the server did store it).
+async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &OutputSink) -> Abandon {
     let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let request = HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone() };
+        let request = HeartbeatRequest {
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token.clone(),
+            output: output.take(),
+        };
         // A heartbeat slower than the period is worthless; the next one
         // should go out on time instead.
         match tokio::time::timeout(period, client.heartbeat(request)).await {

@@ -300,7 +300,7 @@ async fn reads_need_a_grant_and_lists_show_only_readable_applications(app: TestA
     let bank_run = s.start("root", &bank.id).await.unwrap();
 
     let viewer = token("shop-viewer");
-    let get = |id: &str| pb::GetExecutionRequest { execution_id: id.into() };
+    let get = |id: &str| pb::GetExecutionRequest { execution_id: id.into(), ..Default::default() };
     assert!(s.executions().get_execution(authed(get(&shop_run.id), &viewer)).await.is_ok());
     // An execution the caller may not read is not found, in the words used
     // for an id that names nothing: the answer tells nothing about it.
@@ -488,7 +488,7 @@ async fn every_named_call(
     let id = execution.to_owned();
     note(
         "GetExecution",
-        e.get_execution(authed(pb::GetExecutionRequest { execution_id: id.clone() }, &t)).await.map(drop),
+        e.get_execution(authed(pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }, &t)).await.map(drop),
     );
     let watch = e.watch_execution(authed(pb::WatchExecutionRequest { execution_id: id.clone() }, &t)).await;
     note("WatchExecution", watch.map(drop));
@@ -599,7 +599,7 @@ async fn what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited
     let resume = events.iter().find(|e| e.actor == "viewer" && e.action == "execution.resume.denied").unwrap();
     assert_eq!(resume.execution_id, e.id);
     assert!(resume.details.contains("refused") && resume.details.contains("EXECUTE_PIPELINE"), "{}", resume.details);
-    let get = authed(pb::GetExecutionRequest { execution_id: e.id.clone() }, &token("root"));
+    let get = authed(pb::GetExecutionRequest { execution_id: e.id.clone(), ..Default::default() }, &token("root"));
     let execution = s.executions().get_execution(get).await.unwrap().into_inner().execution.unwrap();
     assert_eq!(status(&execution), pb::ExecutionStatus::Running, "nothing changed");
 }

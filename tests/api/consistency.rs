@@ -89,7 +89,7 @@ async fn every_snapshot_of_running_pipelines_is_consistent(app: TestApp) {
             let until = tokio::time::Instant::now() + Duration::from_secs(3);
             while tokio::time::Instant::now() < until {
                 for id in &ids {
-                    let request = pb::GetExecutionRequest { execution_id: id.clone() };
+                    let request = pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() };
                     let e = client.get_execution(request).await.expect("get").into_inner().execution.unwrap();
                     if let Some(broken) = broken_invariant(&e) {
                         panic!("reader {reader} saw an impossible snapshot: {broken}\n{e:#?}");

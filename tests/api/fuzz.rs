@@ -30,7 +30,7 @@ async fn adversarial_requests_never_break_the_server(app: TestApp) {
     assert!(tally.broken.is_empty(), "broken rules:\n{}", tally.broken.join("\n"));
     assert_eq!(tally.sent as usize, requests);
     let methods = Fuzzer::new(0, Default::default(), vec![None]).method_names();
-    assert_eq!(methods.len(), 26, "{methods:?}");
+    assert_eq!(methods.len(), 29, "{methods:?}");
     assert_eq!(tally.by_method.len(), methods.len(), "every RPC was called: {:?}", tally.by_method);
 
     can_run_a_pipeline(&channel, true).await.expect("the secured server still runs pipelines");

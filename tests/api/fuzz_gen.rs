@@ -245,6 +245,7 @@ fn stage(name: &str, queue: &str, workflows: usize, skip: Option<&str>) -> pb::S
                     ..Default::default()
                 })
                 .collect(),
+            ..Default::default()
         })),
     }
 }
@@ -697,7 +698,29 @@ impl Fuzzer {
                 ..Default::default()
             }
             .encode_to_vec(),
-            "GetExecution" => pb::GetExecutionRequest { execution_id: self.of(|t| &t.executions) }.encode_to_vec(),
+            "GetExecution" => pb::GetExecutionRequest {
+                execution_id: self.of(|t| &t.executions),
+                view: self.rng().random_range(0..4),
+            }
+            .encode_to_vec(),
+            "ListWorkflows" => pb::ListWorkflowsRequest {
+                execution_id: self.of(|t| &t.executions),
+                stage_index: self.chance(50).then(|| self.rng().random_range(-1..4)),
+                page_size: self.rng().random_range(0..20),
+                page_token: if self.chance(30) { self.page_token() } else { String::new() },
+                view: self.rng().random_range(0..4),
+            }
+            .encode_to_vec(),
+            "GetTaskOutput" => pb::GetTaskOutputRequest {
+                task_id: self.task().0,
+                offset: { let wide = self.chance(20); self.int(wide) },
+                max_chars: self.rng().random_range(-1..70_000),
+            }
+            .encode_to_vec(),
+            "WatchTaskOutput" => {
+                let wide = self.chance(20);
+                pb::WatchTaskOutputRequest { task_id: self.task().0, offset: self.int(wide) }.encode_to_vec()
+            }
             "WatchExecution" => pb::WatchExecutionRequest { execution_id: self.of(|t| &t.executions) }.encode_to_vec(),
             "ListExecutions" => pb::ListExecutionsRequest {
                 application: if self.chance(50) { self.application() } else { String::new() },
@@ -749,7 +772,8 @@ impl Fuzzer {
             .encode_to_vec(),
             "Heartbeat" => {
                 let (task_id, lease_token) = self.task();
-                pb::HeartbeatRequest { task_id, lease_token }.encode_to_vec()
+                let output = if self.chance(30) { "x".repeat(self.rng().random_range(0..200_000)) } else { String::new() };
+                pb::HeartbeatRequest { task_id, lease_token, output }.encode_to_vec()
             }
             "CompleteTask" => {
                 let (task_id, lease_token) = self.task();

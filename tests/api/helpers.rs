@@ -304,13 +304,21 @@ impl TestApp {
     }
 
     pub async fn get(&self, id: &str) -> pb::Execution {
-        let request = pb::GetExecutionRequest { execution_id: id.into() };
+        let request = pb::GetExecutionRequest { execution_id: id.into(), ..Default::default() };
         self.executions.clone().get_execution(request).await.expect("get").into_inner().execution.expect("execution")
     }
 
-    /// Follows WatchExecution until the execution reaches a final state.
+    /// Follows WatchExecution until the execution reaches a final state,
+    /// then reads it whole (the FULL view: every output the server keeps).
     pub async fn wait_final(&self, id: &str) -> pb::Execution {
-        self.wait_until(id, |e| is_final(e.status)).await
+        self.wait_until(id, |e| is_final(e.status)).await;
+        self.get_full(id).await
+    }
+
+    /// GetExecution in the FULL view.
+    pub async fn get_full(&self, id: &str) -> pb::Execution {
+        let request = pb::GetExecutionRequest { execution_id: id.into(), view: pb::ExecutionView::Full as i32 };
+        self.executions.clone().get_execution(request).await.expect("get").into_inner().execution.expect("execution")
     }
 
     /// Follows WatchExecution until `done` holds; fails after 30 s.
@@ -490,7 +498,7 @@ async fn heartbeat_for(
             return true;
         }
         tokio::time::sleep((end - now).min(Duration::from_millis(300))).await;
-        let request = pb::HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone() };
+        let request = pb::HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone(), ..Default::default() };
         match client.heartbeat(request).await {
             Ok(r) if r.get_ref().cancelled => {
                 seen.lock().unwrap().cancelled.push(task.workflow_name.clone());
@@ -525,6 +533,7 @@ pub fn workflows(name: &str, queue: &str, workflows: &[&str]) -> pb::Stage {
                     max_attempts: 0,
                 })
                 .collect(),
+            ..Default::default()
         })),
     }
 }
@@ -609,7 +618,7 @@ pub async fn heartbeat(
     task_id: &str,
     lease_token: &str,
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
-    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into() };
+    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
     client.clone().heartbeat(request).await.map(tonic::Response::into_inner)
 }
 

@@ -137,7 +137,7 @@ pub fn process_database(app: &TestApp, dir: &Path) -> String {
 pub async fn wait_ended(channel: &Channel, token: &str, id: &str) -> pb::Execution {
     let mut client = ExecutionServiceClient::new(channel.clone());
     for _ in 0..600 {
-        let request = authed(pb::GetExecutionRequest { execution_id: id.into() }, token);
+        let request = authed(pb::GetExecutionRequest { execution_id: id.into(), ..Default::default() }, token);
         let execution = client.get_execution(request).await.expect("get").into_inner().execution.unwrap();
         if is_final(execution.status) {
             return execution;

@@ -99,6 +99,7 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
     let e = app.start(&p.id).await;
     let (id, uuid) = (e.id.clone(), || uuid::Uuid::now_v7().to_string());
     let token = |key: &str| URL_SAFE_NO_PAD.encode(format!("k1:{key}"));
+    let task_id = e.stages[0].workflows[0].task_id.clone();
     vec![
         (
             "PipelineService/CreatePipeline",
@@ -139,7 +140,7 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
-        ("ExecutionService/GetExecution", pb::GetExecutionRequest { execution_id: id.clone() }.encode_to_vec()),
+        ("ExecutionService/GetExecution", pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }.encode_to_vec()),
         ("ExecutionService/WatchExecution", pb::WatchExecutionRequest { execution_id: id.clone() }.encode_to_vec()),
         (
             "ExecutionService/ListExecutions",
@@ -189,6 +190,19 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "ExecutionService/ListWorkflows",
+            pb::ListWorkflowsRequest { execution_id: id.clone(), page_size: 5, page_token: token("0.0"), ..Default::default() }
+                .encode_to_vec(),
+        ),
+        (
+            "ExecutionService/GetTaskOutput",
+            pb::GetTaskOutputRequest { task_id: task_id.clone(), ..Default::default() }.encode_to_vec(),
+        ),
+        (
+            "ExecutionService/WatchTaskOutput",
+            pb::WatchTaskOutputRequest { task_id: task_id.clone(), ..Default::default() }.encode_to_vec(),
+        ),
+        (
             "ExecutionService/ListHistory",
             pb::ListHistoryRequest { execution_id: id.clone(), page_size: 5, page_token: token("2") }.encode_to_vec(),
         ),
@@ -202,7 +216,7 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
-        ("WorkerService/Heartbeat", pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid() }.encode_to_vec()),
+        ("WorkerService/Heartbeat", pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid(), output: "o".into() }.encode_to_vec()),
         (
             "WorkerService/CompleteTask",
             pb::CompleteTaskRequest {
@@ -338,7 +352,11 @@ fn string_fields(desc: &MessageDescriptor, seen: &mut BTreeSet<String>, out: &mu
 }
 
 /// The outputs of a process are kept, not refused: NUL becomes U+FFFD.
-const KEPT_WITH_NUL: [&str; 2] = ["reprise.v1.CompleteTaskRequest.output", "reprise.v1.CompleteTaskRequest.message"];
+const KEPT_WITH_NUL: [&str; 3] = [
+    "reprise.v1.CompleteTaskRequest.output",
+    "reprise.v1.CompleteTaskRequest.message",
+    "reprise.v1.HeartbeatRequest.output",
+];
 
 async fn a_nul_in_any_string_field_of_any_rpc_is_invalid_argument(app: TestApp) {
     let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
@@ -396,7 +414,7 @@ async fn a_nul_in_any_string_field_of_any_rpc_is_invalid_argument(app: TestApp) 
             }
         }
     }
-    assert_eq!(methods.len(), 26, "every RPC: {methods:?}");
+    assert_eq!(methods.len(), 29, "every RPC: {methods:?}");
     let missed: Vec<_> = all.difference(&covered).collect();
     assert!(missed.is_empty(), "string fields without a NUL case: {missed:?}");
 }
@@ -408,7 +426,7 @@ async fn ids_that_are_not_ids_are_invalid_and_unknown_ids_not_found(app: TestApp
     let mut p = app.pipelines.clone();
     let malformed = ["nope", "01234567-89ab-cdef-0123-456789abcdeg", "\0", &"9".repeat(100_000)];
     for id in malformed {
-        let get = pb::GetExecutionRequest { execution_id: id.into() };
+        let get = pb::GetExecutionRequest { execution_id: id.into(), ..Default::default() };
         assert_invalid(e.get_execution(get).await, "execution_id");
         assert_invalid(
             p.get_pipeline(pb::GetPipelineRequest { pipeline_id: id.into(), version: 0 }).await,
@@ -422,7 +440,7 @@ async fn ids_that_are_not_ids_are_invalid_and_unknown_ids_not_found(app: TestApp
     // Well-formed ids of nothing are NOT_FOUND, in any form a UUID is written.
     let unknown = uuid::Uuid::now_v7();
     for id in [unknown.to_string(), unknown.to_string().to_uppercase(), unknown.simple().to_string()] {
-        let get = pb::GetExecutionRequest { execution_id: id.clone() };
+        let get = pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() };
         assert_code(e.get_execution(get).await, Code::NotFound);
         assert_code(
             p.get_pipeline(pb::GetPipelineRequest { pipeline_id: id.clone(), version: 0 }).await,
@@ -719,7 +737,7 @@ async fn worker_reports_are_capped_cut_or_refused_by_size(app: TestApp) {
 async fn messages_quote_a_short_prefix_of_what_the_caller_sent(app: TestApp) {
     let mut e = app.executions.clone();
     // A 100 KB id: the answer is INVALID_ARGUMENT, not a header too big to send.
-    let get = pb::GetExecutionRequest { execution_id: "i".repeat(100_000) };
+    let get = pb::GetExecutionRequest { execution_id: "i".repeat(100_000), ..Default::default() };
     let status = assert_invalid(e.get_execution(get).await, "execution_id");
     assert!(status.message().len() < 300 && status.message().contains('…'), "{}", status.message());
     // Names are quoted in part wherever they come back.

@@ -57,7 +57,7 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
     };
     app.executions.clone().resume(resume).await.expect("resume");
     let missing_id = uuid::Uuid::now_v7().to_string();
-    let missing = pb::GetExecutionRequest { execution_id: missing_id.clone() };
+    let missing = pb::GetExecutionRequest { execution_id: missing_id.clone(), ..Default::default() };
     assert!(app.executions.clone().get_execution(missing).await.is_err());
     // A stream's status is its last word: the watch of an ended execution
     // ends OK after its messages; the watch of a missing one fails.

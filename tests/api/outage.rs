@@ -137,7 +137,7 @@ async fn a_postgres_outage_fails_fast_and_loses_nothing() {
     // Known to be down: calls answer at once, and say a retry may succeed.
     for _ in 0..3 {
         let asked = Instant::now();
-        let request = pb::GetExecutionRequest { execution_id: started[0].clone() };
+        let request = pb::GetExecutionRequest { execution_id: started[0].clone(), ..Default::default() };
         let refused = app.executions.clone().get_execution(request).await.expect_err("the database is down");
         assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
         assert!(asked.elapsed() < Duration::from_secs(1), "answered in {:?}, not at once", asked.elapsed());

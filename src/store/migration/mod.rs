@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261126_000001_initial;
 mod m20261126_000002_access;
 mod m20261203_000003_units_of_work;
+mod m20261203_000004_outputs_and_retention;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_initial::Migration),
             Box::new(m20261126_000002_access::Migration),
             Box::new(m20261203_000003_units_of_work::Migration),
+            Box::new(m20261203_000004_outputs_and_retention::Migration),
         ]
     }
 }
