@@ -21,5 +21,6 @@ mod reference_worker;
 mod replicas;
 mod requests;
 mod resume;
+mod retention;
 mod scale_out;
 mod workers;
