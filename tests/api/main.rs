@@ -22,6 +22,7 @@ mod reference_worker;
 mod replicas;
 mod requests;
 mod resume;
+mod resume_story;
 mod retention;
 mod scale_out;
 mod workers;
