@@ -3,11 +3,7 @@
 //! still be resumed: deleting it would take away a deployment its owner may
 //! still go on with.
 
-use super::{
-    execution::Millis,
-    resume::ChainLimits,
-    status::ExecutionStatus,
-};
+use super::{execution::Millis, resume::ChainLimits, status::ExecutionStatus};
 
 /// The policy, from the server's flags. Everything is kept unless a rule
 /// is set.
@@ -107,10 +103,7 @@ pub fn verdict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        execution::Execution,
-        resume::check_execution,
-    };
+    use crate::domain::{execution::Execution, resume::check_execution};
 
     const DAY: Millis = 86_400_000;
     const NOW: Millis = 100 * DAY;
@@ -136,7 +129,10 @@ mod tests {
         for &status in ExecutionStatus::ALL {
             let resumable = matches!(
                 status,
-                ExecutionStatus::Failed | ExecutionStatus::Aborted | ExecutionStatus::Expired | ExecutionStatus::Rejected
+                ExecutionStatus::Failed
+                    | ExecutionStatus::Aborted
+                    | ExecutionStatus::Expired
+                    | ExecutionStatus::Rejected
             );
             let ended = status.is_final().then_some(40);
             // Old enough by age, outside the 30-day window.

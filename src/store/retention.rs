@@ -65,7 +65,9 @@ pub async fn aged_heads(
          ORDER BY ended_at LIMIT $3",
         outside_window(2)
     );
-    let rows = c.query_all_raw(statement(c, &sql, vec![ended_before.into(), window_value(window_start), (limit as i64).into()])).await?;
+    let rows = c
+        .query_all_raw(statement(c, &sql, vec![ended_before.into(), window_value(window_start), (limit as i64).into()]))
+        .await?;
     rows.iter().map(head).collect()
 }
 

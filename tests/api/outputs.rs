@@ -4,10 +4,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio_stream::StreamExt;
 use prost::Message;
 use reprise::proto as pb;
 use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
 
 use crate::helpers::*;
 
@@ -115,7 +115,8 @@ async fn list_workflows(
 
 async fn a_huge_failure_message_is_stored_cut_and_once(app: TestApp) {
     let q = queue();
-    let p = app.create_pipeline("loud", vec![workflows("deploy", &q, &["a", "b"]), workflows("after", &q, &["c"])]).await;
+    let p =
+        app.create_pipeline("loud", vec![workflows("deploy", &q, &["a", "b"]), workflows("after", &q, &["c"])]).await;
     let e = app.start(&p.id).await;
     for _ in 0..2 {
         let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(10)).await.expect("task");
@@ -256,17 +257,14 @@ async fn task_output_pages_while_running_and_follows_to_the_end(app: TestApp) {
 
     let request = pb::WatchTaskOutputRequest { task_id: task.task_id.clone(), offset: 0 };
     let mut follow = app.executions.clone().watch_task_output(request).await.expect("follow").into_inner();
-    let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(10), follow.next()).await.expect("a message in time")
-    };
+    let mut next =
+        async || tokio::time::timeout(Duration::from_secs(10), follow.next()).await.expect("a message in time");
     let first = next().await.unwrap().unwrap();
     assert_eq!((first.output.as_str(), first.offset), ("one\n", 0));
     app.workers.clone().heartbeat(beat("two\n")).await.unwrap();
     let second = next().await.unwrap().unwrap();
     assert_eq!((second.output.as_str(), second.offset), ("two\n", 4));
-    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "three\n")
-        .await
-        .unwrap();
+    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "three\n").await.unwrap();
     let mut rest = String::new();
     let mut last = None;
     while let Some(message) = next().await {

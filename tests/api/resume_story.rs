@@ -59,8 +59,11 @@ async fn a_chain_of_three_attempts_tells_in_its_history_why_each_ended_and_was_r
     // 1: rejected at the gate.
     let first = app.start(&p.id).await;
     at_gate(&app, &first.id).await;
-    let reject =
-        pb::RejectRequest { execution_id: first.id.clone(), stage_name: "gate".into(), comment: "error rate 5%".into() };
+    let reject = pb::RejectRequest {
+        execution_id: first.id.clone(),
+        stage_name: "gate".into(),
+        comment: "error rate 5%".into(),
+    };
     app.executions.clone().reject(reject).await.unwrap();
     // 2: resumed, then aborted at the gate.
     let second = resume(&app, &first.id, "gate", "error rate fixed by config 42").await.execution.unwrap();
@@ -71,7 +74,8 @@ async fn a_chain_of_three_attempts_tells_in_its_history_why_each_ended_and_was_r
     let third = resume(&app, &second.id, "gate", "freeze over").await.execution.unwrap();
     assert_eq!(third.resumed_from.as_ref().unwrap().reason, "freeze over", "GetExecution shows the reason");
     at_gate(&app, &third.id).await;
-    let approve = pb::ApproveRequest { execution_id: third.id.clone(), stage_name: "gate".into(), comment: String::new() };
+    let approve =
+        pb::ApproveRequest { execution_id: third.id.clone(), stage_name: "gate".into(), comment: String::new() };
     app.executions.clone().approve(approve).await.unwrap();
     app.wait_final(&third.id).await;
 
@@ -128,7 +132,11 @@ async fn a_run_paused_then_aborted_between_stages_goes_on_from_the_next_stage(ap
         })
         .await;
     assert_eq!(stage_status(&paused, "s1"), pb::StageStatus::Pending);
-    app.executions.clone().abort(pb::AbortRequest { execution_id: e.id.clone(), reason: "later".into() }).await.unwrap();
+    app.executions
+        .clone()
+        .abort(pb::AbortRequest { execution_id: e.id.clone(), reason: "later".into() })
+        .await
+        .unwrap();
     let aborted = app.get(&e.id).await;
     assert_eq!(status(&aborted), pb::ExecutionStatus::Aborted);
     let point = |name: &str| aborted.stages.iter().find(|s| s.name == name).unwrap().resume_point.clone().unwrap();
@@ -214,7 +222,8 @@ async fn the_smaller_rules_of_resume(app: TestApp) {
         .abort(pb::AbortRequest { execution_id: resumed.id.clone(), reason: String::new() })
         .await
         .unwrap();
-    let other = pb::ResumeRequest { pipeline_version: e.pipeline_version + 1, ..resume_request(&resumed.id, "gate", "") };
+    let other =
+        pb::ResumeRequest { pipeline_version: e.pipeline_version + 1, ..resume_request(&resumed.id, "gate", "") };
     let refused = app.executions.clone().resume(other).await;
     assert_invalid(refused, "pipeline_version");
     // A reason past its limit is refused, naming the field.
