@@ -25,4 +25,5 @@ mod resume;
 mod resume_story;
 mod retention;
 mod scale_out;
+mod secrets;
 mod workers;
