@@ -24,6 +24,7 @@ mod requests;
 mod resume;
 mod resume_story;
 mod retention;
+mod scale;
 mod scale_out;
 mod secrets;
 mod workers;
