@@ -501,7 +501,12 @@ pub(crate) mod tests {
             (
                 Box::new(|d| {
                     d.variables = (0..101)
-                        .map(|i| Variable { name: format!("v{i}"), default_value: None, description: String::new(), ..Default::default() })
+                        .map(|i| Variable {
+                            name: format!("v{i}"),
+                            default_value: None,
+                            description: String::new(),
+                            ..Default::default()
+                        })
                         .collect()
                 }),
                 "definition.variables",
@@ -509,8 +514,12 @@ pub(crate) mod tests {
             ),
             (
                 Box::new(|d| {
-                    d.variables =
-                        vec![Variable { name: "v".into(), default_value: Some(long(4097)), description: String::new(), ..Default::default() }]
+                    d.variables = vec![Variable {
+                        name: "v".into(),
+                        default_value: Some(long(4097)),
+                        description: String::new(),
+                        ..Default::default()
+                    }]
                 }),
                 "definition.variables[0].default_value",
                 "4096",
@@ -532,7 +541,12 @@ pub(crate) mod tests {
 
     #[test]
     fn variables_exported_as_the_same_name_are_refused() {
-        let var = |n: &str| Variable { name: n.into(), default_value: None, description: String::new(), ..Default::default() };
+        let var = |n: &str| Variable {
+            name: n.into(),
+            default_value: None,
+            description: String::new(),
+            ..Default::default()
+        };
         let def = Definition {
             stages: vec![stage("a", &["w"])],
             variables: vec![var("region"), var("REGION")],
@@ -564,14 +578,24 @@ pub(crate) mod tests {
         unknown.skip = Some(Skip::When("region ==".into()));
         let def = Definition {
             stages: vec![unknown],
-            variables: vec![Variable { name: "region".into(), default_value: None, description: String::new(), ..Default::default() }],
+            variables: vec![Variable {
+                name: "region".into(),
+                default_value: None,
+                description: String::new(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert_eq!(fields(&def), ["definition.stages[0].skip_condition.expression"]);
 
         let bad_var = Definition {
             stages: vec![stage("a", &["w"])],
-            variables: vec![Variable { name: "1x".into(), default_value: None, description: String::new(), ..Default::default() }],
+            variables: vec![Variable {
+                name: "1x".into(),
+                default_value: None,
+                description: String::new(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert_eq!(fields(&bad_var), ["definition.variables[0].name"]);

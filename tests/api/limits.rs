@@ -895,7 +895,8 @@ async fn configured_pipeline_limits_are_enforced_and_named(app: TestApp) {
         workflows(name, &q, &names.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let too_many_stages = vec![stage("a", 1), stage("b", 1), stage("c", 1), stage("d", 1)];
-    let refused = assert_invalid(app.pipelines.clone().create_pipeline(create(too_many_stages)).await, "definition.stages");
+    let refused =
+        assert_invalid(app.pipelines.clone().create_pipeline(create(too_many_stages)).await, "definition.stages");
     assert!(refused.message().contains("at most 3 stages"), "{}", refused.message());
     let too_wide = vec![stage("a", 3)];
     let refused = assert_invalid(

@@ -72,8 +72,14 @@ async fn complete_all(app: &TestApp, q: &str, n: usize, output: impl Fn(&str) ->
                     };
                     let text = output(&task.workflow_name);
                     loop {
-                        match complete_task(&client, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, &text)
-                            .await
+                        match complete_task(
+                            &client,
+                            &task.task_id,
+                            &task.lease_token,
+                            pb::TaskOutcome::Succeeded,
+                            &text,
+                        )
+                        .await
                         {
                             Ok(_) => break,
                             Err(s) if s.code() == tonic::Code::Unavailable => {
