@@ -80,6 +80,9 @@ pub struct ServeArgs {
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The console and the API over HTTP (src/web).
+    #[command(flatten)]
+    pub web: crate::web::WebArgs,
 }
 
 /// Authentication and TLS.

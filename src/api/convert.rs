@@ -114,14 +114,7 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
             return None;
         }
     };
-    Some(dp::Stage {
-        name: s.name,
-        environment_name: env.name,
-        environment_type,
-        skip,
-        kind,
-        failure_policy,
-    })
+    Some(dp::Stage { name: s.name, environment_name: env.name, environment_type, skip, kind, failure_policy })
 }
 
 fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow {

@@ -133,10 +133,9 @@ pub fn abort(s: &mut ExecutionState, reason: &str, actor: &str, now: Millis, ch:
 /// accepts as a safe retry but a person has no reason to click.
 pub fn would_act(s: &ExecutionState, command: Command) -> Result<(), Refusal> {
     match check_command(s.execution.status, command)? {
-        Effect::Unchanged => Err(Refusal::new(
-            "NOTHING_TO_CHANGE",
-            format!("execution is already {}", s.execution.status),
-        )),
+        Effect::Unchanged => {
+            Err(Refusal::new("NOTHING_TO_CHANGE", format!("execution is already {}", s.execution.status)))
+        }
         Effect::OnStage | Effect::To(_) if matches!(command, Command::Approve | Command::Reject) => {
             match waiting_stage(s, None) {
                 Ok(_) => Ok(()),

@@ -42,9 +42,7 @@ impl Engine {
                 let allowed = match control {
                     Control::Resume => resume::check_execution(&d.execution, self.settings().chain_limits, now())
                         .map_err(|(_, r)| refused(r))
-                        .and_then(|()| {
-                            authorize::execute_somewhere(caller, &d.execution.application).map_err(denied)
-                        }),
+                        .and_then(|()| authorize::execute_somewhere(caller, &d.execution.application).map_err(denied)),
                     _ => {
                         let command = match control {
                             Control::Abort => Command::Abort,
