@@ -139,6 +139,14 @@ function stopBackground() {
 
 function every(ms, fn) { running.timers.push(setInterval(fn, ms)); }
 
+/** A check that the view that called it is still the one shown: a page
+ * whose awaits return after the reader moved on must not draw or start
+ * timers over the new page. */
+function current() {
+  const mine = running;
+  return () => mine === running;
+}
+
 function setLive(text) { $('#live').textContent = text; }
 
 function showError(error) {
@@ -191,6 +199,7 @@ async function deployments(view) {
     el('p', { class: 'hint', text: 'The latest execution of each chain, newest first. A resumed chain shows its attempt and a history button.' }),
     form, table, pager);
 
+  const alive = current();
   const load = async () => {
     const request = { pageSize: PAGE_SIZE, pageToken: pages[pages.length - 1] };
     if (filters.application) request.application = filters.application;
@@ -198,6 +207,7 @@ async function deployments(view) {
     if (filters.status) request.status = `EXECUTION_STATUS_${filters.status}`;
     const page = await call('ExecutionService', 'ListExecutions', request);
     const rows = await Promise.all((page.executions || []).map(deploymentRow));
+    if (!alive()) return;
     table.replaceChildren(
       el('thead', {}, el('tr', {}, ['Status', 'Application', 'Pipeline', 'Execution', 'Attempt', 'Created', 'Triggered by', ''].map((h) => el('th', { text: h })))),
       el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 8, text: 'No executions.' }))));
@@ -208,6 +218,7 @@ async function deployments(view) {
     showError(null);
   };
   await load();
+  if (!alive()) return;
   setLive('● live');
   every(2000, () => load().catch(showError));
 }
@@ -234,6 +245,7 @@ const ACTIONS = {
 
 async function executionPage(view, id) {
   let latest = null;
+  const alive = current();
   const draw = async () => {
     const [got, history] = await Promise.all([
       call('ExecutionService', 'GetExecution', { executionId: id }),
@@ -241,12 +253,13 @@ async function executionPage(view, id) {
     ]);
     latest = got;
     const attempts = new Map((history.entries || []).map((h) => [h.executionId, h.attempt]));
-    view.replaceChildren(await renderExecution(got, attempts));
+    const page = await renderExecution(got, attempts);
+    if (alive()) view.replaceChildren(page);
     showError(null);
     return got.execution;
   };
   const e = await draw();
-  if (FINAL.has(status(e))) return;
+  if (FINAL.has(status(e)) || !alive()) return;
   // Live: each change the watch announces redraws the page (with output
   // tails, which the watch itself does not carry).
   let pending = false;
@@ -447,11 +460,13 @@ function renderPlan(preview) {
 // ------------------------------------------------------------ History
 
 async function historyPage(view, id) {
+  const alive = current();
   const load = async () => {
     const history = await call('ExecutionService', 'ListHistory', { executionId: id, pageSize: 50 });
     const entries = history.entries || [];
     const executions = await Promise.all(entries.slice(0, 20).map((h) =>
       call('ExecutionService', 'GetExecution', { executionId: h.executionId }).then((r) => r.execution).catch(() => null)));
+    if (!alive()) return entries;
     view.replaceChildren(
       el('h1', {}, 'History of chain ', el('code', { text: short(history.chainId, 13) })),
       el('table', { id: 'history' },
@@ -473,7 +488,7 @@ async function historyPage(view, id) {
     return entries;
   };
   const entries = await load();
-  if (entries.some((h) => !FINAL.has(strip(h.status, 'EXECUTION_STATUS_')))) {
+  if (alive() && entries.some((h) => !FINAL.has(strip(h.status, 'EXECUTION_STATUS_')))) {
     setLive('● live');
     every(2000, () => load().catch(showError));
   }
@@ -481,6 +496,7 @@ async function historyPage(view, id) {
 
 function timeline(entries, executions) {
   const byAttempt = entries.map((h, i) => [h, executions[i]]).filter(([, e]) => e).reverse();
+  const attemptOf = new Map(entries.map((h) => [h.executionId, h.attempt]));
   if (!byAttempt.length) return el('p', { text: 'No attempts to show.' });
   const names = (byAttempt[0][1].stages || []).map((s) => s.name);
   return el('table', { id: 'timeline', class: 'timeline' },
@@ -492,7 +508,8 @@ function timeline(entries, executions) {
         const kind = s.carriedOver ? 'carried' : (st === 'PENDING' || st === 'NOT_RUN' ? 'idle' : 'ran');
         return el('td', { class: `cell ${kind} s-${st.toLowerCase()}`, 'data-stage': s.name, 'data-kind': kind,
           title: `${s.name}: ${st}${s.carriedOver ? ' (carried over)' : ''}` },
-          kind === 'carried' ? `carried · ${st}` : (kind === 'ran' ? `ran · ${st}` : st));
+          kind === 'carried' ? `carried from #${attemptOf.get(s.carriedFromExecutionId) || '?'} · ${st}`
+            : (kind === 'ran' ? `ran · ${st}` : st));
       })))),
     el('tfoot', {}, el('tr', {}, el('td', { colspan: names.length + 1 },
       el('span', { class: 'cell ran legend', text: 'ran in this attempt' }), ' ',

@@ -126,8 +126,17 @@ class Browser:
     def click(self, selector):
         self.wait(f"{selector} to be clickable",
                   "const e = document.querySelector(arguments[0]); return !!e && !e.disabled;", selector)
-        element = self.do("POST", "/element", {"using": "css selector", "value": selector})
-        self.do("POST", f"/element/{next(iter(element.values()))}/click", {})
+        # Live pages redraw: an element found just before a redraw is gone
+        # by the click ("stale element"); find it again.
+        for attempt in range(5):
+            try:
+                element = self.do("POST", "/element", {"using": "css selector", "value": selector})
+                self.do("POST", f"/element/{next(iter(element.values()))}/click", {})
+                return
+            except RuntimeError as e:
+                if "stale element" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.1)
 
     def type(self, selector, text):
         element = self.do("POST", "/element", {"using": "css selector", "value": selector})
