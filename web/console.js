@@ -179,7 +179,7 @@ let pages = [''];
 async function deployments(view) {
   const form = el('form', { id: 'filters', class: 'filters' },
     el('label', {}, 'Application ', el('input', { id: 'f-application', value: filters.application, size: 16 })),
-    el('label', {}, 'Pipeline id ', el('input', { id: 'f-pipeline', value: filters.pipelineId, size: 38 })),
+    el('label', {}, 'Pipeline ', pipelineChoice()),
     el('label', {}, 'Status ', el('select', { id: 'f-status' },
       el('option', { value: '', text: 'any' }),
       STATUSES.map((s) => el('option', { value: s, text: s, selected: filters.status === s }))),
@@ -188,7 +188,7 @@ async function deployments(view) {
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     filters.application = $('#f-application').value.trim();
-    filters.pipelineId = $('#f-pipeline').value.trim();
+    filters.pipelineId = $('#f-pipeline').value;
     filters.status = $('#f-status').value;
     pages = [''];
     render();
@@ -221,6 +221,20 @@ async function deployments(view) {
   if (!alive()) return;
   setLive('● live');
   every(2000, () => load().catch(showError));
+}
+
+/** The pipelines the caller may read (first 100), to filter by name. */
+function pipelineChoice() {
+  const select = el('select', { id: 'f-pipeline' }, el('option', { value: '', text: 'any' }));
+  const chosen = filters.pipelineId ? el('option', { value: filters.pipelineId, text: short(filters.pipelineId), selected: true }) : null;
+  if (chosen) select.append(chosen);
+  call('PipelineService', 'ListPipelines', { pageSize: 100 }).then((page) => {
+    for (const p of page.pipelines || []) {
+      if (chosen && p.id === chosen.value) { chosen.textContent = `${p.application}/${p.name}`; continue; }
+      select.append(el('option', { value: p.id, text: `${p.application}/${p.name}` }));
+    }
+  }).catch(() => {});
+  return select;
 }
 
 async function deploymentRow(e) {
@@ -269,6 +283,12 @@ async function executionPage(view, id) {
     setTimeout(() => { pending = false; draw().catch(showError); }, 150);
   };
   setLive('● live');
+  // Output arrives with heartbeats, which the watch does not announce:
+  // while a workflow runs, its tail is read again every few seconds.
+  every(3000, () => {
+    const runs = latest && (latest.execution.stages || []).some((s) => (s.workflows || []).some((w) => workflowStatus(w) === 'RUNNING'));
+    if (runs) draw().catch(showError);
+  });
   const signal = running.abort.signal;
   const watch = () => stream('ExecutionService', 'WatchExecution', { executionId: id }, redraw, signal)
     .then(() => { if (!signal.aborted) { draw().catch(showError); setLive(''); } })

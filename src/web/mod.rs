@@ -150,7 +150,16 @@ impl Service<Request<Body>> for WebService {
             Route::GrpcWeb => Box::pin(self.grpc_web.clone().oneshot(request)),
             Route::ConnectUnary | Route::ConnectStream => {
                 let Some(method) = self.bridge.method(request.uri().path()) else {
-                    return ready(not_found("no such method: POST /reprise.v1.<Service>/<Method>"));
+                    let status = tonic::Status::unimplemented(format!(
+                        "no such method {}: call POST /reprise.v1.<Service>/<Method>",
+                        crate::domain::limits::quote(request.uri().path())
+                    ));
+                    let mut response = Response::new(Body::new(http_body_util::Full::new(bytes::Bytes::from(
+                        self.bridge.error_json(&status).to_string(),
+                    ))));
+                    *response.status_mut() = StatusCode::NOT_FOUND;
+                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    return ready(response);
                 };
                 let (bridge, inner) = (self.bridge.clone(), self.inner.clone());
                 let streaming = matches!(route(&request), Route::ConnectStream);

@@ -32,6 +32,7 @@ crate::on_both_backends!(
     an_error_keeps_its_grpc_code_and_details,
     an_unauthenticated_call_is_refused_and_permissions_are_the_grpc_ones,
     a_watch_streams_over_connect_and_grpc_web_works,
+    allowed_actions_follow_the_state,
 );
 
 const SECRET: &str = "http-test-secret-http-test-secret!!";
@@ -275,7 +276,7 @@ async fn an_error_keeps_its_grpc_code_and_details(app: TestApp) {
     .await;
     assert_eq!(garbage.json()["code"], "invalid_argument");
     let nothing = post_json(&app.address, "ExecutionService/Nothing", json!({}), None).await;
-    assert_eq!(nothing.status, 404);
+    assert_eq!((nothing.status, nothing.json()["code"].clone()), (404, json!("unimplemented")));
     let huge = vec![b' '; reprise::web::connect::MAX_REQUEST_BYTES + 1];
     let too_big = http(
         &app.address,
@@ -476,4 +477,46 @@ fn envelopes(mut body: &[u8]) -> Vec<(u8, Value)> {
         body = &body[5 + length..];
     }
     out
+}
+
+/// What GetExecution says the caller may do, as the execution moves: waiting
+/// at an approval, paused, ended.
+async fn allowed_actions_follow_the_state(app: TestApp) {
+    let q = queue();
+    let pipeline = app
+        .create_pipeline("gated", vec![approval("gate", Duration::from_secs(600)), workflows("go", &q, &["w"])])
+        .await;
+    let e = app.start(&pipeline.id).await;
+    app.wait_until(&e.id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
+    let allowed = |app: &TestApp, id: String| {
+        let mut client = app.executions.clone();
+        async move {
+            let r = client.get_execution(pb::GetExecutionRequest { execution_id: id, ..Default::default() }).await;
+            r.unwrap()
+                .into_inner()
+                .allowed_actions
+                .into_iter()
+                .map(|a| (pb::ExecutionAction::try_from(a.action).unwrap(), (a.allowed, a.reason)))
+                .collect::<std::collections::HashMap<_, _>>()
+        }
+    };
+    use pb::ExecutionAction as A;
+    let waiting = allowed(&app, e.id.clone()).await;
+    for action in [A::Approve, A::Reject, A::Abort, A::Pause] {
+        assert_eq!(waiting[&action], (true, String::new()), "{action:?}");
+    }
+    assert_eq!(waiting[&A::Continue], (false, "NOTHING_TO_CHANGE".into()));
+    assert_eq!(waiting[&A::Resume], (false, "EXECUTION_NOT_RESUMABLE".into()));
+
+    app.executions.clone().pause(pb::PauseRequest { execution_id: e.id.clone() }).await.unwrap();
+    let paused = allowed(&app, e.id.clone()).await;
+    assert_eq!(paused[&A::Continue], (true, String::new()));
+    assert_eq!(paused[&A::Pause], (false, "NOTHING_TO_CHANGE".into()));
+
+    app.executions.clone().abort(pb::AbortRequest { execution_id: e.id.clone(), reason: "test".into() }).await.unwrap();
+    let aborted = allowed(&app, e.id.clone()).await;
+    assert_eq!(aborted[&A::Resume], (true, String::new()));
+    for action in [A::Approve, A::Reject, A::Abort, A::Pause, A::Continue] {
+        assert_eq!(aborted[&action], (false, "EXECUTION_FINISHED".into()), "{action:?}");
+    }
 }
