@@ -301,11 +301,11 @@ async fn read_body(body: Body) -> Result<Bytes, Status> {
 /// Proto3 JSON to a message; an unknown field or a wrong type is INVALID_ARGUMENT.
 fn from_json(descriptor: MessageDescriptor, json: &[u8]) -> Result<DynamicMessage, Status> {
     let json = if json.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { json };
+    let name = descriptor.full_name().to_owned();
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let message = DynamicMessage::deserialize(descriptor, &mut deserializer)
+    DynamicMessage::deserialize(descriptor, &mut deserializer)
         .and_then(|m| deserializer.end().map(|()| m))
-        .map_err(|e| Status::invalid_argument(format!("the request is not a valid JSON {}: {e}", "message")))?;
-    Ok(message)
+        .map_err(|e| Status::invalid_argument(format!("the body is not a {name} in proto3 JSON: {e}")))
 }
 
 /// A message to proto3 JSON (camelCase names, enums by name, defaults left out).
