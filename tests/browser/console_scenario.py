@@ -8,7 +8,8 @@ opening it shows which workflow failed and its output; the Resume dialog
 shows the stages that cannot be chosen with their reasons and the plan;
 resuming from the failed stage opens the new execution, which succeeds
 while the page watches; the history shows both attempts and the timeline;
-a user who may only read sees Resume disabled with the reason.
+an approval is given from the page; a user who may only read sees Resume
+disabled with the reason.
 
 Only the standard library: the WebDriver protocol is plain JSON over HTTP,
 and the API is called the way the console calls it (Connect JSON).
@@ -271,6 +272,23 @@ def scenario(base, browser, admin, work):
     assert "attempt 2" in browser.text(latest + " .attempt"), browser.text(latest)
     assert browser.js("return !!document.querySelector(arguments[0] + ' a.history');", latest)
 
+    step("an approval: Approve is offered while the gate waits, and approving runs the rest")
+    gated = admin("PipelineService/CreatePipeline", {"application": "shop", "name": "gated", "definition": {"stages": [
+        {"name": "gate", "environment": {"name": "prod", "type": "ENVIRONMENT_TYPE_NON_PROD"}, "approval": {"timeout": "600s"}},
+        stage("release", "prod", [("announce", "echo released")]),
+    ]}})["pipeline"]["id"]
+    waiting = admin("ExecutionService/StartExecution", {"pipelineId": gated})["execution"]["id"]
+    browser.go(f"{base}/#/executions/{waiting}")
+    browser.wait("the waiting gate", "const s = document.querySelector('.stage[data-stage=\"gate\"]'); return s && s.dataset.status === 'WAITING_APPROVAL';")
+    assert browser.js("return document.querySelector('button[data-action=\"continue\"]').disabled;")
+    browser.click('button[data-action="approve"]')
+    browser.do("POST", "/alert/text", {"text": "looks good"})
+    browser.do("POST", "/alert/accept", {})
+    browser.wait("the approved execution to succeed",
+                 "const e = document.querySelector('.execution'); return e && e.dataset.status === 'SUCCEEDED';", seconds=60)
+    assert "looks good" in browser.text('.stage[data-stage="gate"]'), browser.text('.stage[data-stage="gate"]')
+    browser.shot("6-approved")
+
     step("a reader sees Resume disabled, with the reason")
     other = admin("ExecutionService/StartExecution", {"pipelineId": pipeline, "artifacts": {"web": "1.5.0"}})["execution"]["id"]
     admin.wait_status(other, "EXECUTION_STATUS_FAILED")
@@ -285,10 +303,10 @@ def scenario(base, browser, admin, work):
     why = browser.text("#resume-why")
     assert why and "permission denied" in why.lower() and "EXECUTE_PIPELINE" in why, why
     assert "EXECUTE_PIPELINE" in browser.js("return document.querySelector('button[data-action=\"resume\"]').title;")
-    browser.shot("6-reader-resume-disabled")
+    browser.shot("7-reader-resume-disabled")
     browser.go(base + "/#/")
-    browser.wait("the reader's Deployments", "return document.querySelectorAll('#deployments tbody tr[data-execution-id]').length === 2;")
-    browser.shot("7-deployments-reader")
+    browser.wait("the reader's Deployments", "return document.querySelectorAll('#deployments tbody tr[data-execution-id]').length === 3;")
+    browser.shot("8-deployments-reader")
 
 
 def main():
