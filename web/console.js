@@ -559,11 +559,12 @@ function setup() {
     event.preventDefault();
     const token = $('#token-input').value.trim();
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    pipelines.clear();
     $('#token-input').value = '';
     $('#token-form').hidden = true;
     render();
   });
-  $('#token-clear').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); render(); });
+  $('#token-clear').addEventListener('click', () => { sessionStorage.removeItem(TOKEN_KEY); pipelines.clear(); render(); });
   window.addEventListener('hashchange', render);
   render();
 }
