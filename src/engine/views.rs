@@ -66,6 +66,12 @@ impl Views {
         }
     }
 
+    /// An execution retention deleted: nothing of it is served again.
+    pub fn forget(&self, id: &str) {
+        self.details.invalidate(id);
+        self.inputs.invalidate(id);
+    }
+
     pub fn task_of(&self, task_id: &str, execution_id: &str) {
         self.tasks.insert(task_id.to_owned(), execution_id.to_owned());
     }
