@@ -92,6 +92,9 @@ pub struct ServeArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// The console and the API over HTTP (src/web).
+    #[command(flatten)]
+    pub web: crate::web::WebArgs,
 }
 
 /// How big a pipeline may be. Every other limit is fixed (see the README).

@@ -29,4 +29,5 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 pub mod worker;

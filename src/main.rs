@@ -109,6 +109,7 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         max_lifetime: args.watch_max_lifetime.max(std::time::Duration::from_secs(1)),
     };
     options.max_concurrent_streams = args.max_concurrent_streams.max(1);
+    options.web = args.web.clone();
     if let Some(address) = args.metrics_listen {
         reprise::metrics::install(address)?;
         options.metrics_sampling = Some(std::time::Duration::from_secs(10));

@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub streams: StreamLimits,
     /// Concurrent HTTP/2 streams (calls) one connection may have open.
     pub max_concurrent_streams: u32,
+    /// The console and the API over HTTP: CORS origins, console on or off.
+    pub web: crate::web::WebArgs,
 }
 
 impl Default for ServeOptions {
@@ -55,6 +57,7 @@ impl Default for ServeOptions {
             metrics_sampling: None,
             streams: StreamLimits::default(),
             max_concurrent_streams: 1000,
+            web: crate::web::WebArgs::default(),
         }
     }
 }
@@ -100,7 +103,13 @@ pub async fn serve_with(
     let streams = std::sync::Arc::new(Streams::new(options.streams));
     let context = Context { engine, shutdown: shutdown.clone(), streams };
 
-    tracing::info!(%address, "serving gRPC");
+    let web = crate::web::WebLayer::new(&options.web)?;
+    let cors = crate::web::cors(&options.web)?;
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    tracing::info!(%address, "serving gRPC, grpc-web and Connect JSON (HTTP/1.1 and HTTP/2)");
+    if !options.web.no_console {
+        tracing::info!("console: {scheme}://{address}/");
+    }
     let drained = {
         let health = health.clone();
         let shutdown = shutdown.clone();
@@ -117,9 +126,12 @@ pub async fn serve_with(
     }
     let auth = options.auth.interceptor();
     builder
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(options.max_concurrent_streams))
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .layer(tower::util::option_layer(cors))
+        .layer(web)
         .layer(RpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

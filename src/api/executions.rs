@@ -14,7 +14,7 @@ use crate::{
         inputs,
         resume::StageRef,
     },
-    engine::{Attempt, Decision, Error, ResumeRequest, StartRequest},
+    engine::{Attempt, Control, Decision, Error, NotAllowed, ResumeRequest, StartRequest},
     proto::{self as pb, execution_service_server::ExecutionService},
     store::executions::ListFilter,
 };
@@ -84,7 +84,8 @@ impl ExecutionService for ExecutionApi {
         let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
         let points = engine.resume_points(&d);
         let execution = convert::with_resume_points(convert::execution_view(&d, view), points);
-        Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution) }))
+        let allowed_actions = engine.allowed_controls(&caller, &d).into_iter().map(allowance).collect();
+        Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution), allowed_actions }))
     }
 
     async fn list_executions(
@@ -438,6 +439,23 @@ impl ExecutionService for ExecutionApi {
 }
 
 /// Sleeps until `at`, or forever when there is no such moment.
+/// One entry of GetExecution's `allowed_actions`.
+fn allowance((control, allowed): (Control, Result<(), NotAllowed>)) -> pb::ActionAllowance {
+    let action = match control {
+        Control::Resume => pb::ExecutionAction::Resume,
+        Control::Abort => pb::ExecutionAction::Abort,
+        Control::Pause => pb::ExecutionAction::Pause,
+        Control::Continue => pb::ExecutionAction::Continue,
+        Control::Approve => pb::ExecutionAction::Approve,
+        Control::Reject => pb::ExecutionAction::Reject,
+    };
+    let (allowed, reason, message) = match allowed {
+        Ok(()) => (true, String::new(), String::new()),
+        Err(n) => (false, n.reason.to_owned(), n.message),
+    };
+    pb::ActionAllowance { action: action as i32, allowed, reason, message }
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

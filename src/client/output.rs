@@ -580,7 +580,7 @@ ATTEMPT  EXECUTION  STATUS     RESUMED FROM  TRIGGERED BY  STARTED  ENDED
 
     #[test]
     fn json_is_proto3_json() {
-        let response = pb::GetExecutionResponse { execution: Some(execution()) };
+        let response = pb::GetExecutionResponse { execution: Some(execution()), ..Default::default() };
         let json: serde_json::Value = serde_json::from_str(&to_json(&response).unwrap()).unwrap();
         let e = &json["execution"];
         assert_eq!(e["id"], "e2");

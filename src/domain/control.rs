@@ -127,6 +127,26 @@ pub fn abort(s: &mut ExecutionState, reason: &str, actor: &str, now: Millis, ch:
     progress::finish(s, ExecutionStatus::Aborted, format!("aborted by {actor}{why}"), at, now, ch);
 }
 
+/// Whether `command` would change `s` now, for a console that enables its
+/// controls from it: the refusal the RPC would give, or one for a command
+/// that would change nothing (pausing a paused execution), which the RPC
+/// accepts as a safe retry but a person has no reason to click.
+pub fn would_act(s: &ExecutionState, command: Command) -> Result<(), Refusal> {
+    match check_command(s.execution.status, command)? {
+        Effect::Unchanged => {
+            Err(Refusal::new("NOTHING_TO_CHANGE", format!("execution is already {}", s.execution.status)))
+        }
+        Effect::OnStage | Effect::To(_) if matches!(command, Command::Approve | Command::Reject) => {
+            match waiting_stage(s, None) {
+                Ok(_) => Ok(()),
+                Err(CommandError::Refused(r)) => Err(r),
+                Err(CommandError::Invalid(v)) => Err(Refusal::new("NO_APPROVAL_WAITING", v.description)),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
 fn waiting_stage(s: &ExecutionState, asked: Option<&str>) -> Result<usize, CommandError> {
     let Some(waiting) = s.waiting_approval() else {
         let current = s.stages.iter().find(|st| st.status.is_active()).map(|st| st.name.as_str());

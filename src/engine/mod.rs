@@ -5,6 +5,7 @@
 //! (pollers, watchers, timers, other replicas).
 
 mod access;
+mod actions;
 mod audit;
 mod authorize;
 mod control;
@@ -33,6 +34,7 @@ use crate::{
     store::{Store, pipelines::DefinitionCache},
 };
 
+pub use actions::{Control, NotAllowed};
 pub use audit::{Attempt, Audit};
 pub use control::Decision;
 pub use dispatch::ClaimCounts;

@@ -11,6 +11,7 @@ mod control;
 mod durability;
 mod fuzz;
 mod fuzz_gen;
+mod http;
 mod identity;
 mod isolation;
 mod lifecycle;
