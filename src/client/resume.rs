@@ -6,7 +6,8 @@ use super::{
     ClientOptions, ExecutionArgs,
     connect::Client,
     error::{Exit, Result},
-    output,
+    executions, output,
+    watch::WatchFlag,
 };
 use crate::proto as pb;
 
@@ -26,6 +27,8 @@ pub struct ResumeArgs {
     /// execution. A new UUID when unset (printed, to retry with).
     #[arg(long, conflicts_with = "dry_run")]
     pub request_id: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchFlag,
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<Exit> {
@@ -53,7 +56,8 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         };
         head + &output::plan_table(r)
     })?;
-    Ok(Exit::Success)
+    let follow = args.watch.watch.then_some(args.watch.follow);
+    executions::then_watch(&mut client, response.execution.as_ref(), args.client.output, follow).await
 }
 
 pub async fn history(args: ExecutionArgs) -> Result<Exit> {
