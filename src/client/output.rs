@@ -576,7 +576,7 @@ mod tests {
         t.row(vec!["0192f3a4-aaaa-bbbb-cccc-ddddeeeeffff".into(), "shop/deploy v1".into(), "FAILED".into()]);
         let narrow = t.render_to(Terminal { colour: false, width: Some(40) });
         assert!(narrow.lines().all(|l| l.chars().count() <= 40), "{narrow}");
-        assert!(narrow.contains("0192f3a4-aa…") && narrow.contains("shop/deploy v1"), "{narrow}");
+        assert!(narrow.contains("0192f3a4-aaaa-b…") && narrow.contains("shop/deploy v1"), "{narrow}");
         let wide = t.render_to(Terminal { colour: false, width: Some(200) });
         assert_eq!(wide, t.render_to(Terminal::default()));
         let coloured = t.render_to(Terminal { colour: true, width: None });

@@ -39,7 +39,8 @@ pub fn terminal() -> Terminal {
 
 /// The colour of a status word (execution, stage or workflow, short name).
 fn status_style(status: &str) -> Option<Style> {
-    let colour = match status.split_whitespace().next().unwrap_or_default() {
+    let word: String = status.chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+    let colour = match word.as_str() {
         "SUCCEEDED" | "APPROVED" => AnsiColor::Green,
         "FAILED" | "EXPIRED" | "REJECTED" => AnsiColor::Red,
         "ABORTED" | "CANCELLED" | "PAUSED" | "WAITING_APPROVAL" => AnsiColor::Yellow,
