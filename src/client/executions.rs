@@ -121,8 +121,13 @@ pub async fn start(args: StartArgs) -> Result<Exit> {
         Some(e) => output::execution_header(e, name.as_deref()),
         None => "started\n".into(),
     })?;
-    then_watch(&mut client, response.execution.as_ref(), args.client.output, args.watch.watch.then_some(args.watch.follow))
-        .await
+    then_watch(
+        &mut client,
+        response.execution.as_ref(),
+        args.client.output,
+        args.watch.watch.then_some(args.watch.follow),
+    )
+    .await
 }
 
 /// After a command that started or changed an execution: with `--watch`,

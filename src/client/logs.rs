@@ -169,7 +169,8 @@ async fn follow(client: &mut Client, execution: &str, filter: Filter, options: F
                     continue;
                 }
                 if followed.insert(w.task_id.clone()) {
-                    let workflow = Selected { stage: s.name.clone(), workflow: w.name.clone(), task_id: w.task_id.clone() };
+                    let workflow =
+                        Selected { stage: s.name.clone(), workflow: w.name.clone(), task_id: w.task_id.clone() };
                     streams.spawn(stream_task(spare.clone(), workflow, prefix, options));
                 }
             }

@@ -140,6 +140,9 @@ pub struct Table {
 /// No column is cut narrower than this (or its header).
 const MIN_COLUMN: usize = 8;
 
+/// The narrowest a column gets when even headers do not fit.
+const LAST_RESORT_COLUMN: usize = 3;
+
 impl Table {
     pub fn new(headers: &[&str]) -> Self {
         Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: vec![], status_column: None }
@@ -205,15 +208,20 @@ impl Table {
 }
 
 /// Narrows the widest column, one character at a time, until the columns
-/// and their two-space gaps fit in `limit` or every column is at its minimum.
+/// and their two-space gaps fit in `limit`: first down to each column's
+/// header (or [`MIN_COLUMN`]), then, on a very narrow terminal, headers too,
+/// down to [`LAST_RESORT_COLUMN`].
 fn fit(widths: &mut [usize], headers: &[String], limit: usize) {
     let gaps = 2 * widths.len().saturating_sub(1);
-    let floor = |i: usize| MIN_COLUMN.max(headers[i].chars().count());
-    while widths.iter().sum::<usize>() + gaps > limit {
-        let widest = (0..widths.len()).filter(|&i| widths[i] > floor(i)).max_by_key(|&i| widths[i]);
-        match widest {
-            Some(i) => widths[i] -= 1,
-            None => break,
+    let floors: [&dyn Fn(usize) -> usize; 2] =
+        [&|i| MIN_COLUMN.max(headers[i].chars().count()), &|_| LAST_RESORT_COLUMN];
+    for floor in floors {
+        while widths.iter().sum::<usize>() + gaps > limit {
+            let widest = (0..widths.len()).filter(|&i| widths[i] > floor(i)).max_by_key(|&i| widths[i]);
+            match widest {
+                Some(i) => widths[i] -= 1,
+                None => break,
+            }
         }
     }
 }

@@ -46,7 +46,9 @@ pub async fn apply(args: ApplyArgs) -> Result<Exit> {
     // Look first: creating first would record a refused ALREADY_EXISTS call on every re-apply.
     if let Some(existing) = find(&mut client, &application, &pipeline_name).await? {
         let latest = get(&mut client, &existing.id, 0).await?;
-        if latest.pipeline.as_ref().is_some_and(|p| p.definition == definition) {
+        // The server fills in defaults (task queue, timeouts, attempts): compare as it would store the file.
+        let wanted = definition.clone().and_then(crate::api::canonical_definition);
+        if wanted.is_some() && latest.pipeline.as_ref().is_some_and(|p| p.definition == wanted) {
             output::show(args.client.output, &latest, |r| summary(r.pipeline.as_ref(), "unchanged"))?;
             return Ok(Exit::Success);
         }
@@ -187,7 +189,9 @@ pub async fn pipelines(command: PipelinesCommand) -> Result<Exit> {
             let mut client = Client::connect(&args.client).await?;
             let id = resolve(&mut client, &args.pipeline).await?;
             let response = get(&mut client, &id, args.version.unwrap_or(0)).await?;
-            output::show(args.client.output, &response, |r| r.pipeline.as_ref().map(pipeline_view).unwrap_or_default())?;
+            output::show(args.client.output, &response, |r| {
+                r.pipeline.as_ref().map(pipeline_view).unwrap_or_default()
+            })?;
             Ok(Exit::Success)
         }
     }

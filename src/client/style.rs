@@ -27,9 +27,8 @@ pub fn init() {
     let stdout = std::io::stdout();
     let colour = !matches!(anstream::AutoStream::choice(&stdout), anstream::ColorChoice::Never);
     let columns = std::env::var("COLUMNS").ok().and_then(|c| c.trim().parse::<usize>().ok()).filter(|&c| c > 0);
-    let width = columns.or_else(|| {
-        stdout.is_terminal().then(|| terminal_size::terminal_size().map(|(w, _)| w.0 as usize)).flatten()
-    });
+    let width = columns
+        .or_else(|| stdout.is_terminal().then(|| terminal_size::terminal_size().map(|(w, _)| w.0 as usize)).flatten());
     let _ = TERMINAL.set(Terminal { colour, width });
 }
 

@@ -108,6 +108,13 @@ pub async fn connect_patiently(options: &ClientOptions, follow: FollowOptions) -
                 eprintln!("{}; retrying in {}", failure.message, humantime::format_duration(round(delay)));
                 tokio::time::sleep(delay).await;
             }
+            Err(failure) if failure.exit == Exit::Failed => {
+                return Err(Failure::failed(format!(
+                    "{}; gave up after --reconnect-for {}",
+                    failure.message,
+                    humantime::format_duration(follow.reconnect_for)
+                )));
+            }
             Err(failure) => return Err(failure),
         }
     }
@@ -199,7 +206,10 @@ pub async fn follow(
             )));
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(10));
-        eprintln!("{}", style::dim(&format!("watch: {why}; reconnecting in {}", humantime::format_duration(round(delay)))));
+        eprintln!(
+            "{}",
+            style::dim(&format!("watch: {why}; reconnecting in {}", humantime::format_duration(round(delay))))
+        );
         tokio::time::sleep(delay).await;
     }
 }
@@ -215,7 +225,11 @@ async fn stream_once(
 ) -> Result<Stopped> {
     let request = pb::WatchExecutionRequest { execution_id: id.to_owned() };
     let broken = |status: Status| -> Result<Stopped> {
-        if retryable(&status) { Ok(Stopped::Early(super::error::Failure::from_status(&status).message)) } else { Err(status.into()) }
+        if retryable(&status) {
+            Ok(Stopped::Early(super::error::Failure::from_status(&status).message))
+        } else {
+            Err(status.into())
+        }
     };
     let mut stream = match client.executions.watch_execution(request).await {
         Ok(response) => response.into_inner(),

@@ -187,9 +187,13 @@ impl TestApp {
     }
 
     async fn serve(backend: Backend, db_url: &str, settings: Settings) -> TestApp {
+        Self::serve_on(backend, db_url, settings, "127.0.0.1:0").await
+    }
+
+    async fn serve_on(backend: Backend, db_url: &str, settings: Settings, bind: &str) -> TestApp {
         let conn = store::connect(db_url).await.expect("connect and migrate");
         let engine = Engine::new(conn, settings.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(bind).await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("address"));
         let shutdown = CancellationToken::new();
         let server = tokio::spawn({
@@ -236,6 +240,21 @@ impl TestApp {
         self.engine.store().close().await;
         let db = self.db.take().expect("database");
         Self::boot(self.backend, db, self.settings.clone()).await
+    }
+
+    /// Like [`TestApp::restart`], but the new server listens on the same
+    /// address, as a restarted process or a rolled-out pod behind one
+    /// Service does: clients that reconnect find it there. `down` is how
+    /// long nothing listens in between.
+    pub async fn restart_in_place(mut self, down: Duration) -> TestApp {
+        let bind = self.address.trim_start_matches("http://").to_owned();
+        self.stop().await;
+        self.engine.store().close().await;
+        tokio::time::sleep(down).await;
+        let db = self.db.take().expect("database");
+        let mut app = Self::serve_on(self.backend, db.url(), self.settings.clone(), &bind).await;
+        app.db = Some(db);
+        app
     }
 
     /// The URL of the test's database (for servers started as processes).
@@ -498,7 +517,11 @@ async fn heartbeat_for(
             return true;
         }
         tokio::time::sleep((end - now).min(Duration::from_millis(300))).await;
-        let request = pb::HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone(), ..Default::default() };
+        let request = pb::HeartbeatRequest {
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token.clone(),
+            ..Default::default()
+        };
         match client.heartbeat(request).await {
             Ok(r) if r.get_ref().cancelled => {
                 seen.lock().unwrap().cancelled.push(task.workflow_name.clone());
@@ -618,7 +641,8 @@ pub async fn heartbeat(
     task_id: &str,
     lease_token: &str,
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
-    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
+    let request =
+        pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
     client.clone().heartbeat(request).await.map(tonic::Response::into_inner)
 }
 
