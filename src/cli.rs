@@ -16,9 +16,13 @@ pub use crate::auth::CertificateName;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317 (off when unset).
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317. When unset, the
+    /// standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is used; off without any.
     #[arg(long, global = true, env = "REPRISE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How the server and worker write their logs (to stderr): text for people, or one JSON object per line.
+    #[arg(long, global = true, env = "REPRISE_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,7 +37,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     if let Command::Client(command) = cli.command {
         std::process::exit(reprise::client::main(command).await);
     }
-    let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
+    let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref(), cli.log_format)?;
     reprise::panic::install_hook();
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));

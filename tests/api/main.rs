@@ -16,6 +16,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod metrics;
+mod operations;
 mod outage;
 mod reference_worker;
 mod replicas;
