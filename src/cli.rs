@@ -102,6 +102,13 @@ pub struct AuthArgs {
     /// Accept bearer tokens verified by the keys of this JWKS file.
     #[arg(long, env = "REPRISE_AUTH_JWKS_FILE")]
     pub auth_jwks_file: Option<PathBuf>,
+    /// Accept bearer tokens verified by the keys an identity provider publishes at this URL
+    /// (https://…/.well-known/jwks.json); fetched at start-up and again every --auth-jwks-refresh.
+    #[arg(long, env = "REPRISE_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again (sooner when a token names an unknown key id).
+    #[arg(long, env = "REPRISE_AUTH_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    pub auth_jwks_refresh: Duration,
     /// Tokens must carry an `iss` claim equal to this.
     #[arg(long, env = "REPRISE_AUTH_ISSUER")]
     pub auth_issuer: Option<String>,

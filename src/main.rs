@@ -103,6 +103,9 @@ impl Prepared {
 
 async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
     let mut options = serve_options(&args.auth, dev)?;
+    if let reprise::auth::Authenticator::Enabled { verifier: Some(verifier), .. } = &options.auth {
+        verifier.start().await?;
+    }
     options.streams = reprise::api::StreamLimits {
         per_caller: args.watch_streams_per_caller.max(1),
         max_lifetime: args.watch_max_lifetime.max(std::time::Duration::from_secs(1)),
@@ -147,6 +150,8 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
         )?,
         public_key_file: args.auth_public_key_file.clone(),
         jwks_file: args.auth_jwks_file.clone(),
+        jwks_url: args.auth_jwks_url.clone(),
+        jwks_refresh: args.auth_jwks_refresh,
         issuer: args.auth_issuer.clone(),
         audience: args.auth_audience.clone(),
         leeway: args.auth_leeway,
@@ -179,7 +184,7 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
     } else {
         anyhow::bail!(
             "no authentication is configured: set REPRISE_AUTH_HS256_SECRET (or --auth-hs256-secret-file), \
-             --auth-public-key-file, --auth-jwks-file or --tls-client-ca-file (or --insecure-no-auth to run \
+             --auth-public-key-file, --auth-jwks-file, --auth-jwks-url or --tls-client-ca-file (or --insecure-no-auth to run \
              without, never in production)"
         );
     };

@@ -13,6 +13,7 @@ mod fuzz;
 mod fuzz_gen;
 mod identity;
 mod isolation;
+mod jwks;
 mod lifecycle;
 mod limits;
 mod metrics;
