@@ -102,6 +102,11 @@ impl Prepared {
 }
 
 async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
+    // Bound first: a port in use fails at once, naming it, rather than after
+    // the migrations; and connections made meanwhile wait instead of being refused.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen / REPRISE_LISTEN): {e}", args.listen))?;
     let mut options = serve_options(&args.auth, dev)?;
     if let reprise::auth::Authenticator::Enabled { verifier: Some(verifier), .. } = &options.auth {
         verifier.start().await?;
@@ -123,7 +128,9 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         acquire_timeout: args.database_acquire_timeout,
         max_connections: args.database_max_connections.max(2),
     };
-    let db = store::connect_with(&database_url, store_options).await?;
+    let db = store::connect_with(&database_url, store_options)
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e:#}", credentials::redact_url(&database_url)))?;
     tracing::info!(database = %credentials::redact_url(&database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
         max_attempts: args.chain_max_attempts,
@@ -134,7 +141,6 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }
-    let listener = TcpListener::bind(args.listen).await?;
     Ok(Prepared { listener, engine, options })
 }
 

@@ -71,3 +71,22 @@ async fn an_unreachable_collector_is_one_warning() {
     assert_eq!(log.matches("cannot export traces").count(), 1, "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+#[tokio::test]
+async fn a_port_in_use_is_named_before_anything_else_happens() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // The database is never reached: the port is bound first.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["serve", "--insecure-no-auth", "--listen", &address])
+        .args(["--database-url", &format!("sqlite://{}", dir.path().join("r.db").display())])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+    assert!(!dir.path().join("r.db").exists(), "no migration ran: {stderr}");
+}
