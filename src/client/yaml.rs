@@ -273,6 +273,19 @@ definition:
         assert!(error.contains("definition.stages[0].environment.type"), "{error}");
     }
 
+    /// The README's example file is one people copy: it must stay valid.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../../README.md");
+        let cli = readme.split("\n## CLI\n").nth(1).expect("a CLI section");
+        let block = cli.split("```yaml\n").nth(1).and_then(|b| b.split("```").next()).expect("a yaml block");
+        let request = parse_pipeline(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        let definition = request.definition.unwrap();
+        assert_eq!(definition.stages.len(), 4);
+        let Some(pb::stage::Kind::Approval(gate)) = &definition.stages[2].kind else { panic!("gate") };
+        assert_eq!(gate.timeout.unwrap().seconds, 3600);
+    }
+
     #[test]
     fn an_unset_default_stays_unset() {
         let request = parse_pipeline("application: a\nname: n\ndefinition:\n  variables: [{name: v}]\n").unwrap();

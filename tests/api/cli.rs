@@ -570,6 +570,12 @@ async fn watch_outlives_a_server_restart(app: TestApp) {
     let q = queue();
     let p = app.create_pipeline("restart", vec![workflows("run", &q, &["w"])]).await;
     let e = app.start(&p.id).await;
+    // No worker yet: the execution cannot end, and --timeout bounds the watch.
+    let bounded = reprise(&app, &["watch", &e.id, "--timeout", "1s"]).await;
+    assert_eq!(bounded.code, 1, "{bounded:#?}");
+    assert!(bounded.stderr.contains("gave up after --timeout 1s"), "{bounded:#?}");
+    let documents = reprise(&app, &["watch", &e.id, "--timeout", "1s", "-o", "yaml"]).await;
+    assert!(documents.stdout.starts_with("---\nexecution:\n"), "{documents:#?}");
     let watcher = command(&app.address, &["watch", &e.id, "--reconnect-for", "1m"], None, &[]).spawn().unwrap();
     // The watch has its first message before the server goes away.
     tokio::time::sleep(Duration::from_millis(1500)).await;
