@@ -77,6 +77,12 @@ impl Filter {
 }
 
 pub async fn logs(args: LogsArgs) -> Result<Exit> {
+    if args.client.output.is_document() {
+        return Err(Failure::usage(
+            "logs prints the workflows' output as it was written, not as JSON or YAML; \
+             `reprise get EXECUTION -o json` carries the end of each workflow's output",
+        ));
+    }
     let filter = Filter { stage: args.stage.clone(), workflow: args.workflow.clone() };
     let mut client = Client::connect(&args.client).await?;
     if args.follow {

@@ -446,6 +446,8 @@ async fn logs_show_what_workers_stored_and_get_shows_the_tail(app: TestApp) {
     assert_eq!(by_index, one);
     let stage = reprise(&app, &["logs", &id, "--stage", "ship"]).await.ok().stdout;
     assert!(stage.contains("==> ship/a <==") && !stage.contains("build/compile"), "{stage}");
+    let json = reprise(&app, &["logs", &id, "-o", "json"]).await;
+    assert_eq!(json.code, 2, "logs is text: {json:#?}");
     let none = reprise(&app, &["logs", &id, "--workflow", "nope"]).await;
     assert_eq!(none.code, 2, "{none:#?}");
     assert!(none.stderr.contains("ship/b"), "the error lists what exists: {none:#?}");
