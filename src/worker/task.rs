@@ -79,9 +79,9 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     // A reason only when there is one: an empty `reason=` reads as a lost value.
     if report.message.is_empty() {
-        info!(outcome, exit_code = report.exit_code, elapsed_ms, "task finished");
+        info!(outcome = %outcome, exit_code = report.exit_code, elapsed_ms, "task finished");
     } else {
-        info!(outcome, exit_code = report.exit_code, reason = %report.message, elapsed_ms, "task finished");
+        info!(outcome = %outcome, exit_code = report.exit_code, reason = %report.message, elapsed_ms, "task finished");
     }
     complete(client, &task, report).await;
 }
