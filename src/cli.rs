@@ -83,7 +83,30 @@ pub struct ServeArgs {
     #[arg(long, env = "REPRISE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// What the server deletes, and when. Unset, everything is kept forever.
+#[derive(Debug, Args, Clone)]
+pub struct RetentionArgs {
+    /// Delete a finished chain (every execution of it) once its latest execution ended this
+    /// long ago, e.g. 90d. A chain that may still be resumed is kept (see --chain-max-age).
+    #[arg(long, env = "REPRISE_RETAIN_CHAINS_FOR", value_parser = parse_duration)]
+    pub retain_chains_for: Option<Duration>,
+    /// Keep at most this many chains per pipeline, deleting the oldest finished ones beyond.
+    #[arg(long, env = "REPRISE_RETAIN_CHAINS_PER_PIPELINE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retain_chains_per_pipeline: Option<u32>,
+    /// Delete audit events older than this, e.g. 400d (kept forever if unset).
+    #[arg(long, env = "REPRISE_RETAIN_AUDIT_FOR", value_parser = parse_duration)]
+    pub retain_audit_for: Option<Duration>,
+    /// Log what retention would delete, and delete nothing.
+    #[arg(long, env = "REPRISE_RETENTION_DRY_RUN")]
+    pub retention_dry_run: bool,
+    /// How often retention looks for what to delete.
+    #[arg(long, env = "REPRISE_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
 }
 
 /// Authentication and TLS.

@@ -3,9 +3,9 @@
 use clap::{CommandFactory, FromArgMatches};
 use reprise::{
     auth::{Authenticator, CertificateIdentity, JwtConfig, Verifier, tls::TlsFiles},
-    cli::{AuthArgs, Cli, Command, ServeArgs},
+    cli::{AuthArgs, Cli, Command, RetentionArgs, ServeArgs},
     credentials::{self, option},
-    domain::resume::ChainLimits,
+    domain::{resume::ChainLimits, retention::Policy},
     engine::{Engine, Settings},
     server::ServeOptions,
     store, telemetry, worker,
@@ -136,12 +136,43 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         max_attempts: args.chain_max_attempts,
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
     };
-    let engine =
-        Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits, ..Settings::default() });
+    let retention = retention_policy(&args.retention, chain_limits);
+    let engine = Engine::new(
+        db,
+        Settings {
+            lease: args.lease,
+            recheck: args.recheck,
+            chain_limits,
+            retention,
+            retention_interval: args.retention.retention_interval,
+            ..Settings::default()
+        },
+    );
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }
     Ok(Prepared { listener, engine, options })
+}
+
+/// The retention policy from the flags, with a word on what it keeps.
+fn retention_policy(args: &RetentionArgs, limits: ChainLimits) -> Policy {
+    let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    let policy = Policy {
+        chains_for_ms: args.retain_chains_for.map(ms),
+        chains_per_pipeline: args.retain_chains_per_pipeline,
+        audit_for_ms: args.retain_audit_for.map(ms),
+        dry_run: args.retention_dry_run,
+    };
+    if policy.deletes_chains() && limits.max_age_ms.is_none() && limits.max_attempts.is_none() {
+        tracing::warn!(
+            "retention keeps every chain that may still be resumed, and without --chain-max-age failed chains \
+             may be resumed forever: only succeeded chains will be deleted"
+        );
+    }
+    if !policy.is_enabled() {
+        tracing::info!("retention is off: executions, outputs and audit events are kept forever");
+    }
+    policy
 }
 
 /// Authentication and TLS from the flags. `serve` refuses to run without

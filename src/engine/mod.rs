@@ -17,6 +17,7 @@ mod outputs;
 mod pipelines;
 mod query;
 mod resume;
+pub mod retention;
 mod save;
 mod start;
 mod tasks;
@@ -27,7 +28,7 @@ mod work;
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::{execution::Millis, limits::Limits, resume::ChainLimits},
+    domain::{execution::Millis, limits::Limits, resume::ChainLimits, retention::Policy},
     store::{Store, pipelines::DefinitionCache},
 };
 
@@ -36,10 +37,11 @@ pub use control::Decision;
 pub use dispatch::ClaimCounts;
 pub use error::{Error, Result};
 pub use events::Events;
-pub use pipelines::{NewPipeline, PipelineUpdate};
 pub use outputs::{MAX_PAGE_CHARS, OutputPage};
+pub use pipelines::{NewPipeline, PipelineUpdate};
 pub use query::Page;
 pub use resume::{PlannedStage, ResumeOutcome, ResumeRequest};
+pub use retention::{SweepOptions, Swept};
 pub use start::StartRequest;
 pub use tasks::{Beat, ClaimedTask, Completion, Outcome};
 pub use views::Watch;
@@ -56,6 +58,9 @@ pub struct Settings {
     pub chain_limits: ChainLimits,
     /// Sizes, counts and depths callers may send.
     pub limits: Limits,
+    /// What retention deletes (by default nothing), and how often it looks.
+    pub retention: Policy,
+    pub retention_interval: Duration,
 }
 
 impl Default for Settings {
@@ -65,6 +70,8 @@ impl Default for Settings {
             recheck: Duration::from_secs(1),
             chain_limits: ChainLimits::default(),
             limits: Limits::default(),
+            retention: Policy::default(),
+            retention_interval: Duration::from_secs(600),
         }
     }
 }

@@ -66,6 +66,12 @@ impl Views {
         }
     }
 
+    /// An execution retention deleted: nothing of it is served again.
+    pub fn forget(&self, id: &str) {
+        self.details.invalidate(id);
+        self.inputs.invalidate(id);
+    }
+
     pub fn task_of(&self, task_id: &str, execution_id: &str) {
         self.tasks.insert(task_id.to_owned(), execution_id.to_owned());
     }
@@ -114,7 +120,8 @@ impl Engine {
         let e =
             executions::get(&reader, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
         let definition = self.definitions().pinned_by(&reader, &e).await?;
-        let inputs = Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
+        let inputs =
+            Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
         self.inner.views.inputs.insert(execution_id.to_owned(), inputs.clone());
         Ok(inputs)
     }

@@ -488,7 +488,9 @@ async fn every_named_call(
     let id = execution.to_owned();
     note(
         "GetExecution",
-        e.get_execution(authed(pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }, &t)).await.map(drop),
+        e.get_execution(authed(pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }, &t))
+            .await
+            .map(drop),
     );
     let watch = e.watch_execution(authed(pb::WatchExecutionRequest { execution_id: id.clone() }, &t)).await;
     note("WatchExecution", watch.map(drop));

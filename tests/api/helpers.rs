@@ -517,7 +517,11 @@ async fn heartbeat_for(
             return true;
         }
         tokio::time::sleep((end - now).min(Duration::from_millis(300))).await;
-        let request = pb::HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone(), ..Default::default() };
+        let request = pb::HeartbeatRequest {
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token.clone(),
+            ..Default::default()
+        };
         match client.heartbeat(request).await {
             Ok(r) if r.get_ref().cancelled => {
                 seen.lock().unwrap().cancelled.push(task.workflow_name.clone());
@@ -637,7 +641,8 @@ pub async fn heartbeat(
     task_id: &str,
     lease_token: &str,
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
-    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
+    let request =
+        pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
     client.clone().heartbeat(request).await.map(tonic::Response::into_inner)
 }
 
