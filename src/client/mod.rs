@@ -57,8 +57,7 @@ pub struct ClientOptions {
 /// The client subcommands, flattened into `reprise`'s own.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Create a pipeline from a YAML file, or write a new version of it if the application already has one of
-    /// that name and the file changed it ("unchanged" otherwise: no version is written).
+    /// Create or update a pipeline from a YAML file; a new version only when the file changes it.
     Apply(pipelines::ApplyArgs),
     /// List pipelines, or show one (by APPLICATION/NAME or id).
     #[command(subcommand)]

@@ -12,6 +12,7 @@
 
 use std::{
     io::IsTerminal as _,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -123,21 +124,31 @@ pub async fn connect_patiently(options: &ClientOptions, follow: FollowOptions) -
 /// Shows the execution until it is final; exits 0 if it SUCCEEDED, 1
 /// otherwise, after the end of the output of the workflows that failed.
 pub async fn follow_and_report(client: &mut Client, id: &str, format: Format, options: FollowOptions) -> Result<Exit> {
-    let mut display = match format {
+    let display = match format {
         Format::Json | Format::Yaml => Display::Document(format),
         Format::Table if std::io::stdout().is_terminal() => Display::Screen { drawn: 0 },
         Format::Table => Display::Lines { last: vec![] },
     };
-    let last = follow(client, id, options, |message| {
-        if let Display::Document(format) = display {
+    // The screen is redrawn every second too, so running stages' elapsed times move.
+    let screen = matches!(display, Display::Screen { .. });
+    let shown = Arc::new(Mutex::new((display, None::<pb::Execution>)));
+    let ticker = screen.then(|| tokio::spawn(tick(shown.clone())));
+    let followed = follow(client, id, options, |message| {
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        if let Display::Document(format) = shown.0 {
             output::print(&output::document(format, message)?);
         }
         if let Some(execution) = &message.execution {
-            output::print(&display.update(execution));
+            output::print(&shown.0.update(execution));
+            shown.1 = Some(execution.clone());
         }
         Ok(())
     })
-    .await?;
+    .await;
+    if let Some(ticker) = ticker {
+        ticker.abort();
+    }
+    let last = followed?;
     if last.status == pb::ExecutionStatus::Succeeded as i32 {
         return Ok(Exit::Success);
     }
@@ -151,6 +162,20 @@ pub async fn follow_and_report(client: &mut Client, id: &str, format: Format, op
         }
     }
     Ok(Exit::Failed)
+}
+
+/// Redraws the screen each second while the execution is not final.
+async fn tick(shown: Arc<Mutex<(Display, Option<pb::Execution>)>>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+        let (display, last) = &mut *shown;
+        if let Some(execution) = last.as_ref().filter(|e| !is_final(e.status)) {
+            output::print(&display.update(execution));
+        }
+    }
 }
 
 /// Why one stream stopped.

@@ -28,6 +28,7 @@ crate::on_both_backends!(
     watch_outlives_a_server_restart,
     watch_flags_on_start_and_approve,
     yaml_output_completions_colours_and_width,
+    watch_on_a_terminal_redraws_in_place,
 );
 
 /// What one run of the binary did.
@@ -680,4 +681,35 @@ async fn yaml_output_completions_colours_and_width(app: TestApp) {
         let script = String::from_utf8_lossy(&output.stdout);
         assert!(script.contains("logs") && script.contains("pipelines"), "{shell}: {script}");
     }
+}
+
+/// `reprise ARGS` on a pseudo-terminal (util-linux `script`), as a person runs it.
+async fn on_a_terminal(app: &TestApp, args: &str, env: &[(&str, &str)]) -> String {
+    let binary = env!("CARGO_BIN_EXE_reprise");
+    let line = format!("{binary} {args} --server {}", app.address);
+    let mut command = tokio::process::Command::new("script");
+    command.args(["-qec", &line, "/dev/null"]).env("COLUMNS", "100").stdin(std::process::Stdio::null());
+    for variable in ["NO_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "REPRISE_TOKEN"] {
+        command.env_remove(variable);
+    }
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.unwrap().expect("script(1)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn watch_on_a_terminal_redraws_in_place(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("tty", vec![workflows("run", &q, &["w"])]).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::from_millis(2500)));
+    let e = app.start(&p.id).await;
+    let screen = on_a_terminal(&app, &format!("watch {}", e.id), &[]).await;
+    assert!(screen.contains("ELAPSED"), "{screen:?}");
+    // Redrawn over the previous frame (cursor up, clear), also between messages: the clock ticks.
+    assert!(screen.matches("\x1b[4A").count() >= 2, "{screen:?}");
+    assert!(screen.contains("\x1b[1m\x1b[32mSUCCEEDED"), "coloured on a terminal: {screen:?}");
+
+    let e = app.start(&p.id).await;
+    let plain = on_a_terminal(&app, &format!("watch {}", e.id), &[("NO_COLOR", "1")]).await;
+    assert!(plain.contains("\x1b[4A") && plain.contains("SUCCEEDED"), "{plain:?}");
+    assert!(!plain.contains("\x1b[1m"), "NO_COLOR: no colours, still redrawn: {plain:?}");
 }
