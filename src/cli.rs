@@ -82,10 +82,34 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address at /metrics, e.g. 0.0.0.0:9090 (off when unset).
     #[arg(long, env = "REPRISE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The key secret variables are sealed with: 32 bytes, base64 (`openssl rand -base64 32`).
+    /// Only from the environment: on the command line it is refused (use --secrets-key-file).
+    /// `dev` keeps one in `<database file>.secrets-key` when none is given.
+    #[arg(long, env = "REPRISE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// Read the secrets key from this file.
+    #[arg(long, env = "REPRISE_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// How big a pipeline may be. Every other limit is fixed (see the README).
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Most stages a pipeline may have.
+    #[arg(long, env = "REPRISE_MAX_STAGES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_stages: u32,
+    /// Most workflows one stage may have.
+    #[arg(long, env = "REPRISE_MAX_WORKFLOWS_PER_STAGE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_workflows_per_stage: u32,
+    /// Most workflows a pipeline may have in all its stages.
+    #[arg(long, env = "REPRISE_MAX_WORKFLOWS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_workflows: u32,
 }
 
 /// What the server deletes, and when. Unset, everything is kept forever.

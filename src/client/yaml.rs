@@ -125,9 +125,10 @@ fn expand_field(value: &mut Value, field: &FieldDescriptor, path: &str) -> Resul
     }
 }
 
-/// The one repeated field of a message that has one (and no other required shape).
+/// The one repeated field of messages of a message that has one
+/// (`WorkflowStage.workflows`): a list given for the message is that field.
 fn only_list(message: &MessageDescriptor) -> Option<FieldDescriptor> {
-    let mut lists = message.fields().filter(|f| f.is_list());
+    let mut lists = message.fields().filter(|f| f.is_list() && matches!(f.kind(), Kind::Message(_)));
     let list = lists.next()?;
     lists.next().is_none().then_some(list)
 }

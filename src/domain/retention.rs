@@ -195,6 +195,7 @@ mod tests {
                         created_at: h.chain_created_at,
                         started_at: None,
                         ended_at: h.ended_at,
+                        sealed_secrets: None,
                     };
                     assert_eq!(
                         still_resumable(&h, limits, NOW),

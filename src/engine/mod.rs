@@ -19,6 +19,7 @@ mod query;
 mod resume;
 pub mod retention;
 mod save;
+pub mod secrets;
 mod start;
 mod tasks;
 pub mod timers;
@@ -61,6 +62,9 @@ pub struct Settings {
     /// What retention deletes (by default nothing), and how often it looks.
     pub retention: Policy,
     pub retention_interval: Duration,
+    /// The key secret variables are sealed with; without one, pipelines
+    /// that declare secrets cannot start.
+    pub secrets: Option<Arc<secrets::Sealer>>,
 }
 
 impl Default for Settings {
@@ -72,6 +76,7 @@ impl Default for Settings {
             limits: Limits::default(),
             retention: Policy::default(),
             retention_interval: Duration::from_secs(600),
+            secrets: None,
         }
     }
 }

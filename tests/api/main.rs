@@ -26,5 +26,7 @@ mod requests;
 mod resume;
 mod resume_story;
 mod retention;
+mod scale;
 mod scale_out;
+mod secrets;
 mod workers;

@@ -55,11 +55,33 @@ async fn complete_all(app: &TestApp, q: &str, n: usize, output: impl Fn(&str) ->
                         }
                         *left -= 1;
                     }
-                    let task = poll_once(client.clone(), q.clone(), Duration::from_secs(10)).await.expect("a task");
+                    // UNAVAILABLE says "retry": a worker does (a loaded machine may answer it).
+                    let task = loop {
+                        let request = pb::PollTaskRequest {
+                            task_queue: q.clone(),
+                            worker_id: "outputs".into(),
+                            wait: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
+                        };
+                        match client.clone().poll_task(request).await {
+                            Ok(r) => break r.into_inner().task.expect("a task"),
+                            Err(s) if s.code() == tonic::Code::Unavailable => {
+                                tokio::time::sleep(Duration::from_millis(100)).await
+                            }
+                            Err(s) => panic!("poll: {s:?}"),
+                        }
+                    };
                     let text = output(&task.workflow_name);
-                    complete_task(&client, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, &text)
-                        .await
-                        .expect("complete");
+                    loop {
+                        match complete_task(&client, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, &text)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(s) if s.code() == tonic::Code::Unavailable => {
+                                tokio::time::sleep(Duration::from_millis(100)).await
+                            }
+                            Err(s) => panic!("complete: {s:?}"),
+                        }
+                    }
                 }
             })
         })

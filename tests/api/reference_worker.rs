@@ -51,7 +51,7 @@ fn shell(name: &str, queue: &str, command: &str) -> pb::Stage {
 }
 
 fn region() -> pb::Variable {
-    pb::Variable { name: "region".into(), default_value: None, description: String::new() }
+    pb::Variable { name: "region".into(), default_value: None, description: String::new(), ..Default::default() }
 }
 
 async fn shell_tasks_see_the_inputs_and_report_exit_code_and_output(app: TestApp) {

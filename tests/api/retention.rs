@@ -107,26 +107,41 @@ async fn assert_gone(app: &TestApp, ids: &[String]) {
 }
 
 async fn chains_past_their_age_go_whole_and_nothing_else_does(app: TestApp) {
-    let window = ChainLimits { max_attempts: None, max_age_ms: Some(3 * SECOND) };
-    let app = app.restart_with(Settings { chain_limits: window, ..test_settings() }).await;
     let q = queue();
-    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
     let (deploy, gated) = (gated(&app, "deploy", &q).await, gated(&app, "gated", &q).await);
 
-    // Ended long enough ago, and outside the resume window.
+    // Ended before `middle`, and begun before it: what the policy names.
     let old_ok = vec![succeeded(&app, &deploy).await];
     let old_chain = rejected(&app, &gated, 2).await;
-    tokio::time::sleep(Duration::from_millis(3200)).await;
-    // Recent, inside the window, or not ended.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let middle = reprise::engine::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Begun after `middle`: recent, inside the resume window, or not ended.
     let young_rejected = rejected(&app, &gated, 1).await;
     let young_ok = vec![succeeded(&app, &deploy).await];
     let running = app.start(&gated.id).await.id;
     at_gate(&app, &running).await;
+    drop(worker);
+    // Chains are kept for, and may be resumed within, the time since
+    // `middle` (measured now: a loaded machine may have taken a while).
+    let since = reprise::engine::now() - middle;
+    let window = ChainLimits { max_attempts: None, max_age_ms: Some(since + 1000) };
+    let app = app.restart_with(Settings { chain_limits: window, ..test_settings() }).await;
+    // The young chain may still be resumed (and so must be kept).
+    let request = pb::ResumeRequest {
+        execution_id: young_rejected[0].clone(),
+        from_stage: Some(pb::resume_request::FromStage::StageName("gate".into())),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        validate_only: true,
+        ..Default::default()
+    };
+    app.executions.clone().resume(request).await.expect("the kept chain can still be resumed");
     let kept: Vec<String> = [young_rejected.clone(), young_ok.clone(), vec![running.clone()]].concat();
     let kept_rows = footprint(&app, &kept).await;
     assert_eq!(footprint(&app, &old_chain).await, (2, 4, 1), "two attempts, the second carried its build over");
 
-    let policy = Policy { chains_for_ms: Some(2500), ..Policy::default() };
+    let policy = Policy { chains_for_ms: Some(since + 1000), ..Policy::default() };
     let swept = app.engine.sweep(&policy, sweep_options()).await.expect("sweep");
     assert_eq!(swept, Swept { chains: 2, executions: 3, stages: 6, tasks: 2, audit_events: 0 });
     assert_gone(&app, &[old_ok.clone(), old_chain.clone()].concat()).await;
@@ -160,15 +175,6 @@ async fn chains_past_their_age_go_whole_and_nothing_else_does(app: TestApp) {
     }
     // Nothing more to do: a second sweep deletes nothing.
     assert_eq!(app.engine.sweep(&policy, sweep_options()).await.unwrap(), Swept::default());
-    // The young chain is still resumable.
-    let request = pb::ResumeRequest {
-        execution_id: young_rejected[0].clone(),
-        from_stage: Some(pb::resume_request::FromStage::StageName("gate".into())),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        validate_only: true,
-        ..Default::default()
-    };
-    app.executions.clone().resume(request).await.expect("the kept chain can still be resumed");
 }
 
 async fn the_newest_chains_of_each_pipeline_are_kept(app: TestApp) {
@@ -204,11 +210,14 @@ async fn audit_events_have_their_own_age(app: TestApp) {
     gated(&app, "first", &q).await;
     let before = count(&app, "SELECT count(*) AS n FROM audit_events").await;
     assert!(before >= 1, "creating a pipeline is audited");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let middle = reprise::engine::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     gated(&app, "second", &q).await;
     let total = count(&app, "SELECT count(*) AS n FROM audit_events").await;
 
-    let policy = Policy { audit_for_ms: Some(1000), ..Policy::default() };
+    // Kept for the time since `middle`, plus a margin for the sweep to start.
+    let policy = Policy { audit_for_ms: Some(reprise::engine::now() - middle + 500), ..Policy::default() };
     let dry = app.engine.sweep(&Policy { dry_run: true, ..policy }, sweep_options()).await.unwrap();
     assert_eq!(dry.audit_events as i64, before);
     let swept = app.engine.sweep(&policy, sweep_options()).await.unwrap();

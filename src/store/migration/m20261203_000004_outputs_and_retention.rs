@@ -1,4 +1,4 @@
-//! Task output as a followable resource: how many characters an attempt
+//! Sealed secret variables on executions; task output as a followable resource: how many characters an attempt
 //! produced (the row keeps the last 65,536); and the indexes retention
 //! walks oldest first: heads of chains by when they ended, heads of each
 //! pipeline's chains by when they began, audit events by time.
@@ -14,6 +14,8 @@ impl MigrationTrait for Migration {
         let db = m.get_connection();
         for sql in [
             "ALTER TABLE tasks ADD COLUMN output_chars BIGINT NOT NULL DEFAULT 0",
+            // Secret variable values, sealed with the server's secrets key.
+            "ALTER TABLE executions ADD COLUMN secrets TEXT NULL",
             "UPDATE tasks SET output_chars = length(output)",
             "CREATE INDEX ix_executions_heads_ended ON executions (ended_at) WHERE resumed_by_execution_id IS NULL",
             "CREATE INDEX ix_executions_heads_pipeline ON executions (pipeline_id, chain_created_at) \
@@ -32,6 +34,7 @@ impl MigrationTrait for Migration {
             "DROP INDEX IF EXISTS ix_executions_heads_pipeline",
             "DROP INDEX IF EXISTS ix_executions_heads_ended",
             "ALTER TABLE tasks DROP COLUMN output_chars",
+            "ALTER TABLE executions DROP COLUMN secrets",
         ] {
             db.execute_unprepared(sql).await?;
         }
