@@ -5,8 +5,14 @@
 #   2. renders the chart offline for each variant and checks that its parts
 #      fit together (selectors match the pod labels, probes are native gRPC
 #      probes on the gRPC port, the Secret holds every key the pod reads, the
-#      PodDisruptionBudget exists iff replicas > 1, the ServiceMonitor selects
-#      the Service and names its metrics port, the pod is locked down);
+#      PodDisruptionBudget exists iff the least replica count > 1, the
+#      ServiceMonitor selects the Service and names its metrics port, the pod
+#      is locked down, the optional worker Deployment polls the Service and is
+#      not selected by it, the HorizontalPodAutoscalers target their
+#      Deployments, which then set no replica count);
+#   2b. checks that values the chart must refuse are refused: by
+#      values.schema.json (wrong types, misspelled keys) or by the templates
+#      (no authentication configured, a worker without a token, ...);
 #   3. runs `kubernetes-validate --strict` on every rendered manifest against
 #      the chart's oldest Kubernetes (1.27) and the newest known (1.37).
 #      ServiceMonitor is a CRD kubernetes-validate has no schema for (it would
@@ -36,11 +42,25 @@ GRPC_PORT, METRICS_PORT = 50051, 9090
 
 JWKS = '{"keys":[{"kty":"oct","kid":"k1","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA"}]}'
 PEM = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+# Every installation needs authentication (or, never in production, an explicit opt-out).
+NO_AUTH = {"auth": {"insecureNoAuth": True}}
+HS256 = {"auth": {"hs256Secret": "x" * 40}}
 VARIANTS = {
-    "default": {},
-    "replicas-3": {"replicaCount": 3},
-    "single-replica": {"replicaCount": 1},
-    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "insecure-no-auth": NO_AUTH,
+    "replicas-3": {"replicaCount": 3, **HS256},
+    "single-replica": {"replicaCount": 1, **HS256},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}, **HS256},
+    "jwks-url": {"auth": {"jwksUrl": "https://idp.invalid/.well-known/jwks.json", "jwksRefresh": "5m"},
+                 "config": {"logFormat": "json"}},
+    "workers": {"worker": {"enabled": True, "replicaCount": 3, "queue": "deploys", "concurrency": 2,
+                           "taskEnvAllow": ["HTTPS_PROXY"], "tokenSecret": {"name": "reprise-worker", "key": "token"}},
+                **HS256},
+    "workers-no-auth": {"worker": {"enabled": True}, **NO_AUTH},
+    "autoscaled": {"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 8},
+                   "worker": {"enabled": True, "tokenSecret": {"name": "w"},
+                              "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 20}},
+                   **HS256},
+    "autoscaled-single": {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}, **HS256},
     "existing-secret": {
         "existingSecret": {"name": "reprise-prod", "databaseUrlKey": "url",
                            "hs256SecretKey": "hs256", "jwksKey": "jwks.json"},
@@ -57,16 +77,29 @@ VARIANTS = {
     },
     "all-together": {
         "replicaCount": 3,
+        "auth": {"bootstrapAdmin": "alice"},
         "image": {"repository": "registry.invalid/reprise", "tag": 1.2, "pullPolicy": "Always"},
         "serviceMonitor": {"enabled": True},
         "existingSecret": {"name": "reprise-prod", "databaseUrlKey": "url", "hs256SecretKey": "hs256"},
         "podDisruptionBudget": {"minAvailable": 2},
     },
 }
-# Values the chart must refuse to render.
+# Values the chart must refuse to render, and a word of the refusal.
 BAD_VARIANTS = {
-    "short-hs256-secret": {"auth": {"hs256Secret": "too-short"}},
-    "existing-secret-without-url-key": {"existingSecret": {"name": "s", "databaseUrlKey": ""}},
+    "short-hs256-secret": ({"auth": {"hs256Secret": "too-short"}}, "32 bytes"),
+    "existing-secret-without-url-key": ({"existingSecret": {"name": "s", "databaseUrlKey": ""}, **NO_AUTH}, "databaseUrlKey"),
+    # The default install: its pods would only exit.
+    "no-authentication": ({}, "no authentication is configured"),
+    "worker-without-token": ({"worker": {"enabled": True}, **HS256}, "tokenSecret"),
+    "autoscaling-min-above-max": ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}, **HS256}, "minReplicas"),
+    # values.schema.json
+    "schema-replica-count-string": ({"replicaCount": "two", **HS256}, "replicaCount"),
+    "schema-misspelled-probe-key": ({"probes": {"liveness": {"periodSecond": 5}}, **HS256}, "periodSecond"),
+    "schema-unknown-top-level-key": ({"replicas": 3, **HS256}, "replicas"),
+    "schema-log-format": ({"config": {"logFormat": "xml"}, **HS256}, "logFormat"),
+    "schema-duration": ({"config": {"lease": "thirty seconds"}, **HS256}, "lease"),
+    "schema-port-range": ({"service": {"grpcPort": 70000}, **HS256}, "grpcPort"),
+    "schema-worker-concurrency": ({"worker": {"enabled": True, "concurrency": 0, "tokenSecret": {"name": "w"}}, **HS256}, "concurrency"),
 }
 
 passed, failures = 0, []
@@ -91,12 +124,18 @@ def contains(big, small):
 
 def check_variant(variant, values, docs, by_kind):
     merged = chart.merge_values(values)
-    replicas = int(merged["replicaCount"])
-    dep = by_kind["Deployment"][0]
+    autoscaled = merged["autoscaling"]["enabled"]
+    replicas = int(merged["autoscaling"]["minReplicas"] if autoscaled else merged["replicaCount"])
+    deployments = {d["metadata"]["name"]: d for d in by_kind["Deployment"]}
+    dep = deployments["reprise"]
     spec = dep["spec"]
     pod = spec["template"]
     pod_labels = pod["metadata"]["labels"]
-    check(spec["replicas"] == replicas, f"[{variant}] Deployment replicas == {replicas}")
+    if autoscaled:
+        check("replicas" not in spec, f"[{variant}] an autoscaled Deployment leaves its replicas to the HPA")
+    else:
+        check(spec["replicas"] == replicas, f"[{variant}] Deployment replicas == {replicas}")
+    check_workers_and_autoscalers(variant, merged, deployments, by_kind, pod_labels)
     check(contains(pod_labels, spec["selector"]["matchLabels"]), f"[{variant}] Deployment selector matches its pods")
     check(spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}, f"[{variant}] rolling one pod at a time")
     (c,) = pod["spec"]["containers"]
@@ -170,6 +209,47 @@ def check_variant(variant, values, docs, by_kind):
               f"[{variant}] ServiceMonitor scrapes the Service's metrics port at /metrics")
         check(contains(sm["metadata"]["labels"], merged["serviceMonitor"]["labels"]), f"[{variant}] ServiceMonitor carries its extra labels")
 
+def check_workers_and_autoscalers(variant, merged, deployments, by_kind, server_labels):
+    worker = merged["worker"]
+    wdep = deployments.get("reprise-worker")
+    check((wdep is not None) == worker["enabled"], f"[{variant}] worker Deployment iff worker.enabled")
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by_kind.get("HorizontalPodAutoscaler", [])}
+    want = set()
+    if merged["autoscaling"]["enabled"]:
+        want.add("reprise")
+    if worker["enabled"] and worker["autoscaling"]["enabled"]:
+        want.add("reprise-worker")
+    check(set(hpas) == want, f"[{variant}] HorizontalPodAutoscalers for {sorted(want)}, got {sorted(hpas)}")
+    for name, hpa in hpas.items():
+        scaling = merged["autoscaling"] if name == "reprise" else worker["autoscaling"]
+        check(hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+              and name in deployments, f"[{variant}] HPA {name} targets its Deployment")
+        check(hpa["spec"]["minReplicas"] == scaling["minReplicas"] and hpa["spec"]["maxReplicas"] == scaling["maxReplicas"],
+              f"[{variant}] HPA {name} bounds")
+    if wdep is None:
+        return
+    wspec = wdep["spec"]
+    wpod = wspec["template"]
+    labels = wpod["metadata"]["labels"]
+    check(contains(labels, wspec["selector"]["matchLabels"]), f"[{variant}] worker selector matches its pods")
+    check(not contains(labels, by_kind["Service"][0]["spec"]["selector"]), f"[{variant}] the Service does not select workers")
+    check(not contains(server_labels, wspec["selector"]["matchLabels"]), f"[{variant}] the worker selector leaves server pods out")
+    if worker["autoscaling"]["enabled"]:
+        check("replicas" not in wspec, f"[{variant}] autoscaled workers leave replicas to the HPA")
+    else:
+        check(wspec["replicas"] == worker["replicaCount"], f"[{variant}] worker replicas")
+    (c,) = wpod["spec"]["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    check(c["args"] == ["worker"], f"[{variant}] worker container runs `worker`")
+    check(env["REPRISE_SERVER"]["value"] == f"http://reprise.deploy.svc:{GRPC_PORT}", f"[{variant}] workers poll the Service")
+    check(env["REPRISE_QUEUE"]["value"] == worker["queue"] and env["REPRISE_CONCURRENCY"]["value"] == str(worker["concurrency"]),
+          f"[{variant}] worker queue and concurrency")
+    if worker["tokenSecret"]["name"]:
+        ref = env["REPRISE_TOKEN"]["valueFrom"]["secretKeyRef"]
+        check(ref == {"name": worker["tokenSecret"]["name"], "key": worker["tokenSecret"]["key"]}, f"[{variant}] worker token from its Secret")
+    sc = c["securityContext"]
+    check(sc.get("readOnlyRootFilesystem") is True and sc.get("runAsNonRoot") is True, f"[{variant}] worker locked down")
+
 chart = helm.Chart.load(chart_dir)
 print(f"helm-check: chart {chart.name} {chart.version}, Helm SDK {helm.helm_sdk_version()}")
 validate_files = []
@@ -198,13 +278,14 @@ for variant, values in VARIANTS.items():
     print(f"helm-check: [{variant}] rendered {', '.join(sorted(f'{k} x{len(v)}' for k, v in by_kind.items()))}")
     check_variant(variant, values, docs, by_kind)
 
-for variant, values in BAD_VARIANTS.items():
+for variant, (values, word) in BAD_VARIANTS.items():
     try:
         chart.render(values=values, name="reprise", namespace="deploy", is_install=True)
         check(False, f"[{variant}] render refused")
     except helm.HelmError as e:
-        check(True, f"[{variant}] render refused")
-        print(f"helm-check: [{variant}] refused as expected: {str(e).splitlines()[-1][:160]}")
+        message = str(e)
+        check(word in message, f"[{variant}] render refused, saying {word!r}: {message.splitlines()[-1][:200]}")
+        print(f"helm-check: [{variant}] refused as expected: {message.splitlines()[-1][:160]}")
 
 kv = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
 for version in KUBE_VERSIONS:

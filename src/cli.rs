@@ -16,9 +16,13 @@ pub use crate::auth::CertificateName;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317 (off when unset).
+    /// Export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317. When unset, the
+    /// standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is used; off without any.
     #[arg(long, global = true, env = "REPRISE_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    /// How the server and worker write their logs (to stderr): text for people, or one JSON object per line.
+    #[arg(long, global = true, env = "REPRISE_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +152,13 @@ pub struct AuthArgs {
     /// Accept bearer tokens verified by the keys of this JWKS file.
     #[arg(long, env = "REPRISE_AUTH_JWKS_FILE")]
     pub auth_jwks_file: Option<PathBuf>,
+    /// Accept bearer tokens verified by the keys an identity provider publishes at this URL
+    /// (https://…/.well-known/jwks.json); fetched at start-up and again every --auth-jwks-refresh.
+    #[arg(long, env = "REPRISE_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again (sooner when a token names an unknown key id).
+    #[arg(long, env = "REPRISE_AUTH_JWKS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    pub auth_jwks_refresh: Duration,
     /// Tokens must carry an `iss` claim equal to this.
     #[arg(long, env = "REPRISE_AUTH_ISSUER")]
     pub auth_issuer: Option<String>,

@@ -38,7 +38,7 @@ async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     if let Command::Client(command) = cli.command {
         std::process::exit(reprise::client::main(command).await);
     }
-    let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref())?;
+    let telemetry = telemetry::init("info,sqlx=warn,sea_orm=warn", cli.otlp_endpoint.as_deref(), cli.log_format)?;
     reprise::panic::install_hook();
     let shutdown = CancellationToken::new();
     tokio::spawn(on_signal(shutdown.clone()));
@@ -103,7 +103,15 @@ impl Prepared {
 }
 
 async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
+    // Bound first: a port in use fails at once, naming it, rather than after
+    // the migrations; and connections made meanwhile wait instead of being refused.
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen / REPRISE_LISTEN): {e}", args.listen))?;
     let mut options = serve_options(&args.auth, dev)?;
+    if let reprise::auth::Authenticator::Enabled { verifier: Some(verifier), .. } = &options.auth {
+        verifier.start().await?;
+    }
     options.streams = reprise::api::StreamLimits {
         per_caller: args.watch_streams_per_caller.max(1),
         max_lifetime: args.watch_max_lifetime.max(std::time::Duration::from_secs(1)),
@@ -122,7 +130,9 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         acquire_timeout: args.database_acquire_timeout,
         max_connections: args.database_max_connections.max(2),
     };
-    let db = store::connect_with(&database_url, store_options).await?;
+    let db = store::connect_with(&database_url, store_options)
+        .await
+        .map_err(|e| anyhow::anyhow!("database {}: {e:#}", credentials::redact_url(&database_url)))?;
     tracing::info!(database = %credentials::redact_url(&database_url), "database ready, migrations applied");
     let chain_limits = ChainLimits {
         max_attempts: args.chain_max_attempts,
@@ -151,7 +161,6 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }
-    let listener = TcpListener::bind(args.listen).await?;
     Ok(Prepared { listener, engine, options })
 }
 
@@ -231,6 +240,8 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
         )?,
         public_key_file: args.auth_public_key_file.clone(),
         jwks_file: args.auth_jwks_file.clone(),
+        jwks_url: args.auth_jwks_url.clone(),
+        jwks_refresh: args.auth_jwks_refresh,
         issuer: args.auth_issuer.clone(),
         audience: args.auth_audience.clone(),
         leeway: args.auth_leeway,
@@ -263,7 +274,7 @@ fn serve_options(args: &AuthArgs, dev: bool) -> anyhow::Result<ServeOptions> {
     } else {
         anyhow::bail!(
             "no authentication is configured: set REPRISE_AUTH_HS256_SECRET (or --auth-hs256-secret-file), \
-             --auth-public-key-file, --auth-jwks-file or --tls-client-ca-file (or --insecure-no-auth to run \
+             --auth-public-key-file, --auth-jwks-file, --auth-jwks-url or --tls-client-ca-file (or --insecure-no-auth to run \
              without, never in production)"
         );
     };

@@ -129,7 +129,15 @@ pub async fn serve_with(
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .max_concurrent_streams(Some(options.max_concurrent_streams))
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .trace_fn(|request| {
+            let span = tracing::info_span!("rpc", method = %request.uri().path());
+            // Continue the caller's trace (W3C traceparent); without tracing this does nothing.
+            let _ = tracing_opentelemetry::OpenTelemetrySpanExt::set_parent(
+                &span,
+                crate::telemetry::parent_of(request.headers()),
+            );
+            span
+        })
         .layer(tower::util::option_layer(cors))
         .layer(web)
         .layer(RpcMetricsLayer)

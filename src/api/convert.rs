@@ -173,21 +173,32 @@ pub fn pipeline(p: PipelineRecord) -> pb::Pipeline {
         latest_version: p.latest_version,
         create_time: Some(timestamp(p.created_at)),
         update_time: Some(timestamp(p.version_created_at)),
-        definition: Some(pb::PipelineDefinition {
-            description: d.description,
-            variables: d
-                .variables
-                .into_iter()
-                .map(|v| pb::Variable {
-                    name: v.name,
-                    default_value: v.default_value,
-                    description: v.description,
-                    secret: v.secret,
-                })
-                .collect(),
-            stages: d.stages.into_iter().map(stage_to_pb).collect(),
-        }),
+        definition: Some(definition_to_pb(d)),
     }
+}
+
+fn definition_to_pb(d: Definition) -> pb::PipelineDefinition {
+    pb::PipelineDefinition {
+        description: d.description,
+        variables: d
+            .variables
+            .into_iter()
+            .map(|v| pb::Variable {
+                name: v.name,
+                default_value: v.default_value,
+                description: v.description,
+                secret: v.secret,
+            })
+            .collect(),
+        stages: d.stages.into_iter().map(stage_to_pb).collect(),
+    }
+}
+
+/// A definition as the server would store and return it (defaults filled
+/// in: task queue, timeouts, attempts, failure policy), so a client can tell
+/// whether writing it would change anything. None when it would be refused.
+pub fn canonical_definition(d: pb::PipelineDefinition) -> Option<pb::PipelineDefinition> {
+    definition(Some(d), &Limits::default()).ok().map(definition_to_pb)
 }
 
 fn stage_to_pb(s: dp::Stage) -> pb::Stage {

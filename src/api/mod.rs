@@ -24,6 +24,7 @@ use crate::{
 };
 
 pub use access::AccessApi;
+pub use convert::canonical_definition;
 pub use executions::ExecutionApi;
 pub use pipelines::PipelineApi;
 pub use streams::{StreamLimits, Streams};

@@ -1,8 +1,9 @@
 //! JWT verification with configured keys: an HS256 secret, RS256/ES256
-//! public keys from a PEM file, or a JWKS file. Expiry, not-before, issuer
-//! and audience are checked; unsigned (`alg: none`) tokens never pass.
+//! public keys from a PEM file, a JWKS file, or a JWKS URL fetched again
+//! periodically (see `jwks.rs`). Expiry, not-before, issuer and audience are
+//! checked; unsigned (`alg: none`) tokens never pass.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
@@ -15,6 +16,10 @@ pub struct JwtConfig {
     /// A PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
     pub public_key_file: Option<PathBuf>,
     pub jwks_file: Option<PathBuf>,
+    /// An identity provider's JWKS endpoint (https://…/.well-known/jwks.json).
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again (keys rotate).
+    pub jwks_refresh: Duration,
     /// When set, tokens must carry this `iss`; a token without one is refused.
     pub issuer: Option<String>,
     /// When set, tokens must carry an `aud` that includes this; a token without one is refused.
@@ -32,6 +37,8 @@ impl Default for JwtConfig {
             hs256_secret: None,
             public_key_file: None,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh: super::jwks::DEFAULT_REFRESH,
             issuer: None,
             audience: None,
             leeway: DEFAULT_LEEWAY,
@@ -41,7 +48,10 @@ impl Default for JwtConfig {
 
 impl JwtConfig {
     pub fn is_configured(&self) -> bool {
-        self.hs256_secret.is_some() || self.public_key_file.is_some() || self.jwks_file.is_some()
+        self.hs256_secret.is_some()
+            || self.public_key_file.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
     }
 }
 
@@ -68,7 +78,7 @@ pub enum TokenError {
     MissingClaim(String),
 }
 
-struct Key {
+pub(super) struct Key {
     kid: Option<String>,
     algorithm: Algorithm,
     key: DecodingKey,
@@ -76,6 +86,8 @@ struct Key {
 
 pub struct Verifier {
     keys: Vec<Key>,
+    /// Keys of the JWKS URL, replaced at each fetch.
+    remote: Option<Arc<super::jwks::RemoteJwks>>,
     issuer: Option<String>,
     audience: Option<String>,
     leeway: Duration,
@@ -116,23 +128,32 @@ impl Verifier {
         }
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let set: JwkSet =
-                serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", path.display()))?;
-            for jwk in &set.keys {
-                let algorithm = match jwk.common.key_algorithm.map(|a| a.to_string()) {
-                    Some(a) => a.parse().map_err(|_| anyhow::anyhow!("JWKS key algorithm {a} is not supported"))?,
-                    None => match &jwk.algorithm {
-                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                        _ => anyhow::bail!("JWKS key without `alg` of an unsupported type"),
-                    },
-                };
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("JWKS key: {e}"))?;
-                keys.push(Key { kid: jwk.common.key_id.clone(), algorithm, key });
-            }
+            keys.extend(jwks_keys(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?);
         }
-        anyhow::ensure!(!keys.is_empty(), "no token verification key is configured");
-        Ok(Verifier { keys, issuer: config.issuer.clone(), audience: config.audience.clone(), leeway: config.leeway })
+        let remote = config
+            .jwks_url
+            .as_ref()
+            .map(|url| super::jwks::RemoteJwks::new(url, config.jwks_refresh))
+            .transpose()?
+            .map(Arc::new);
+        anyhow::ensure!(!keys.is_empty() || remote.is_some(), "no token verification key is configured");
+        Ok(Verifier {
+            keys,
+            remote,
+            issuer: config.issuer.clone(),
+            audience: config.audience.clone(),
+            leeway: config.leeway,
+        })
+    }
+
+    /// With a JWKS URL: fetches it (start-up fails if it cannot, naming the
+    /// URL) and keeps fetching it in the background. Nothing otherwise.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        if let Some(remote) = &self.remote {
+            remote.fetch().await?;
+            remote.clone().spawn_refresh();
+        }
+        Ok(())
     }
 
     /// The token's subject, if the token is valid.
@@ -149,9 +170,15 @@ impl Verifier {
             return Err(TokenError::Unsigned);
         }
         let algorithm: Algorithm = alg.parse().map_err(|_| TokenError::UnsupportedAlgorithm(alg.clone()))?;
-        let candidates: Vec<&Key> = self
-            .keys
-            .iter()
+        let remote = self.remote.as_ref().map(|r| r.keys());
+        let all = || self.keys.iter().chain(remote.iter().flat_map(|keys| keys.iter()));
+        // A key id we do not know: the provider may have rotated its keys; fetch them again soon.
+        if let (Some(kid), Some(r)) = (&header.kid, &self.remote)
+            && !all().any(|k| k.kid.as_ref() == Some(kid))
+        {
+            r.unknown_key_seen();
+        }
+        let candidates: Vec<&Key> = all()
             .filter(|k| k.algorithm == algorithm)
             .filter(|k| k.kid.is_none() || header.kid.is_none() || k.kid == header.kid)
             .collect();
@@ -209,6 +236,25 @@ impl Verifier {
         validation.set_required_spec_claims(&required);
         validation
     }
+}
+
+/// The keys of a JWKS document.
+pub(super) fn jwks_keys(text: &str) -> anyhow::Result<Vec<Key>> {
+    let set: JwkSet = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("not a JWKS: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        let algorithm = match jwk.common.key_algorithm.map(|a| a.to_string()) {
+            Some(a) => a.parse().map_err(|_| anyhow::anyhow!("JWKS key algorithm {a} is not supported"))?,
+            None => match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => anyhow::bail!("JWKS key without `alg` of an unsupported type"),
+            },
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| anyhow::anyhow!("JWKS key: {e}"))?;
+        keys.push(Key { kid: jwk.common.key_id.clone(), algorithm, key });
+    }
+    Ok(keys)
 }
 
 fn raw_header(token: &str) -> Result<RawHeader, TokenError> {

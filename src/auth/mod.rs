@@ -2,6 +2,7 @@
 //! services, or a verified client certificate under mutual TLS. What a
 //! caller may do is decided later, by the engine, from its grants.
 
+mod jwks;
 mod jwt;
 pub mod tls;
 

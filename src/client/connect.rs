@@ -16,7 +16,8 @@ use super::{
 };
 use crate::proto::{execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient};
 
-/// The clients of a connected command.
+/// The clients of a connected command (cheap to clone: one shared channel).
+#[derive(Clone)]
 pub struct Client {
     pub pipelines: PipelineServiceClient<InterceptedService<Channel, Bearer>>,
     pub executions: ExecutionServiceClient<InterceptedService<Channel, Bearer>>,

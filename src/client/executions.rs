@@ -10,7 +10,8 @@ use super::{
     connect::Client,
     error::{Exit, Failure, Result},
     output::{self, Format},
-    parse_pair,
+    parse_pair, pipelines, style,
+    watch::{self, FollowOptions, WatchFlag},
 };
 use crate::proto as pb;
 
@@ -18,7 +19,8 @@ use crate::proto as pb;
 pub struct StartArgs {
     #[command(flatten)]
     pub client: ClientOptions,
-    /// The pipeline to run (its id, as `apply` prints it).
+    /// The pipeline to run: APPLICATION/NAME, or its id.
+    #[arg(value_name = "PIPELINE")]
     pub pipeline_id: String,
     /// The pipeline version to run; the latest when unset.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
@@ -33,6 +35,8 @@ pub struct StartArgs {
     /// execution. A new UUID when unset (printed, to retry with).
     #[arg(long)]
     pub request_id: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchFlag,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -42,7 +46,7 @@ pub struct ListArgs {
     /// Only executions of this application.
     #[arg(long)]
     pub application: Option<String>,
-    /// Only executions of this pipeline (its id).
+    /// Only executions of this pipeline: APPLICATION/NAME, or its id.
     #[arg(long)]
     pub pipeline: Option<String>,
     /// Only executions in this state: queued, running, paused, succeeded, failed, aborted, expired or rejected.
@@ -72,6 +76,8 @@ pub struct DecisionArgs {
     /// The approval stage meant; refused if another one is waiting. The waiting one when unset.
     #[arg(long)]
     pub stage: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchFlag,
 }
 
 /// `failed`, `FAILED` or `EXECUTION_STATUS_FAILED`.
@@ -97,14 +103,15 @@ fn to_map(pairs: Vec<(String, String)>, what: &str) -> Result<HashMap<String, St
 }
 
 pub async fn start(args: StartArgs) -> Result<Exit> {
+    let mut client = Client::connect(&args.client).await?;
+    let pipeline_id = pipelines::resolve(&mut client, &args.pipeline_id).await?;
     let request = pb::StartExecutionRequest {
-        pipeline_id: args.pipeline_id,
+        pipeline_id,
         pipeline_version: args.version.unwrap_or(0),
         variables: to_map(args.vars, "--var")?,
         artifacts: to_map(args.artifacts, "--artifact")?,
         request_id: args.request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
     };
-    let mut client = Client::connect(&args.client).await?;
     let response = client.executions.start_execution(request).await?.into_inner();
     let name = match (args.client.output, &response.execution) {
         (Format::Table, Some(e)) => pipeline_names(&mut client, [e.pipeline_id.as_str()]).await.remove(&e.pipeline_id),
@@ -114,7 +121,32 @@ pub async fn start(args: StartArgs) -> Result<Exit> {
         Some(e) => output::execution_header(e, name.as_deref()),
         None => "started\n".into(),
     })?;
-    Ok(Exit::Success)
+    then_watch(
+        &mut client,
+        response.execution.as_ref(),
+        args.client.output,
+        args.watch.watch.then_some(args.watch.follow),
+    )
+    .await
+}
+
+/// After a command that started or changed an execution: with `--watch`,
+/// follow it and exit as `watch` does; otherwise the command worked.
+pub async fn then_watch(
+    client: &mut Client,
+    execution: Option<&pb::Execution>,
+    format: Format,
+    follow: Option<FollowOptions>,
+) -> Result<Exit> {
+    match (follow, execution) {
+        (Some(options), Some(e)) => {
+            if format == Format::Table {
+                output::print("\n");
+            }
+            watch::follow_and_report(client, &e.id, format, options).await
+        }
+        _ => Ok(Exit::Success),
+    }
 }
 
 pub async fn get(args: ExecutionArgs) -> Result<Exit> {
@@ -134,12 +166,16 @@ pub async fn get(args: ExecutionArgs) -> Result<Exit> {
 
 pub async fn list(args: ListArgs) -> Result<Exit> {
     let mut client = Client::connect(&args.client).await?;
+    let pipeline_id = match &args.pipeline {
+        Some(reference) => pipelines::resolve(&mut client, reference).await?,
+        None => String::new(),
+    };
     let limit = args.limit as usize;
     let mut all = pb::ListExecutionsResponse::default();
     loop {
         let request = pb::ListExecutionsRequest {
             application: args.application.clone().unwrap_or_default(),
-            pipeline_id: args.pipeline.clone().unwrap_or_default(),
+            pipeline_id: pipeline_id.clone(),
             status: args.status.map_or(0, |s| s as i32),
             page_size: (limit - all.executions.len()).min(500) as i32,
             page_token: all.next_page_token.clone(),
@@ -155,7 +191,7 @@ pub async fn list(args: ListArgs) -> Result<Exit> {
     all.executions.truncate(limit);
     let names = match args.client.output {
         Format::Table => pipeline_names(&mut client, all.executions.iter().map(|e| e.pipeline_id.as_str())).await,
-        Format::Json => HashMap::new(),
+        Format::Json | Format::Yaml => HashMap::new(),
     };
     output::show(args.client.output, &all, |r| output::executions_table(&r.executions, &names))?;
     Ok(Exit::Success)
@@ -188,24 +224,39 @@ pub enum Control {
 }
 
 pub async fn control(args: ExecutionArgs, control: Control) -> Result<Exit> {
+    control_then(args, control, None).await
+}
+
+/// A change, then (with `--watch`) following the execution.
+pub async fn control_then(args: ExecutionArgs, control: Control, follow: Option<FollowOptions>) -> Result<Exit> {
     let mut client = Client::connect(&args.client).await?;
-    let (id, format, c) = (args.execution, args.client.output, &mut client.executions);
+    let changed = change(&mut client, &args, control).await?;
+    then_watch(&mut client, changed.as_ref(), args.client.output, follow).await
+}
+
+/// Makes the change and prints the execution it returns.
+async fn change(client: &mut Client, args: &ExecutionArgs, control: Control) -> Result<Option<pb::Execution>> {
+    let (id, format, c) = (args.execution.clone(), args.client.output, &mut client.executions);
     let line = |e: &Option<pb::Execution>| match e {
-        Some(e) => format!("execution {}: {}\n", e.id, output::status_line(e)),
+        Some(e) => format!("execution {}: {}\n", e.id, style::status(&output::status_line(e))),
         None => String::new(),
     };
-    match control {
+    let execution = match control {
         Control::Abort { reason } => {
             let request = pb::AbortRequest { execution_id: id, reason: reason.unwrap_or_default() };
-            output::show(format, &c.abort(request).await?.into_inner(), |r| line(&r.execution))?;
+            let response = c.abort(request).await?.into_inner();
+            output::show(format, &response, |r| line(&r.execution))?;
+            response.execution
         }
         Control::Pause => {
-            let request = pb::PauseRequest { execution_id: id };
-            output::show(format, &c.pause(request).await?.into_inner(), |r| line(&r.execution))?;
+            let response = c.pause(pb::PauseRequest { execution_id: id }).await?.into_inner();
+            output::show(format, &response, |r| line(&r.execution))?;
+            response.execution
         }
         Control::Continue => {
-            let request = pb::ContinueRequest { execution_id: id };
-            output::show(format, &c.r#continue(request).await?.into_inner(), |r| line(&r.execution))?;
+            let response = c.r#continue(pb::ContinueRequest { execution_id: id }).await?.into_inner();
+            output::show(format, &response, |r| line(&r.execution))?;
+            response.execution
         }
         Control::Approve { stage, comment } => {
             let request = pb::ApproveRequest {
@@ -213,7 +264,9 @@ pub async fn control(args: ExecutionArgs, control: Control) -> Result<Exit> {
                 stage_name: stage.unwrap_or_default(),
                 comment: comment.unwrap_or_default(),
             };
-            output::show(format, &c.approve(request).await?.into_inner(), |r| line(&r.execution))?;
+            let response = c.approve(request).await?.into_inner();
+            output::show(format, &response, |r| line(&r.execution))?;
+            response.execution
         }
         Control::Reject { stage, comment } => {
             let request = pb::RejectRequest {
@@ -221,10 +274,12 @@ pub async fn control(args: ExecutionArgs, control: Control) -> Result<Exit> {
                 stage_name: stage.unwrap_or_default(),
                 comment: comment.unwrap_or_default(),
             };
-            output::show(format, &c.reject(request).await?.into_inner(), |r| line(&r.execution))?;
+            let response = c.reject(request).await?.into_inner();
+            output::show(format, &response, |r| line(&r.execution))?;
+            response.execution
         }
-    }
-    Ok(Exit::Success)
+    };
+    Ok(execution)
 }
 
 #[cfg(test)]

@@ -1,23 +1,28 @@
-//! The command-line client: `reprise apply`, `start`, `get`, `list`, `watch`,
-//! `abort`, `resume`, `history`, `approve`, `reject`, `pause`, `continue`,
-//! subcommands of the same binary that call a server over gRPC.
+//! The command-line client: `reprise apply`, `pipelines`, `start`, `get`,
+//! `list`, `watch`, `logs`, `abort`, `resume`, `history`, `approve`,
+//! `reject`, `pause`, `continue`, `completions`: subcommands of the same
+//! binary that call a server over gRPC.
 //!
 //! - `mod.rs`: the clap arguments and dispatch, exit codes;
 //! - `connect.rs`: the channel, TLS and the bearer token;
 //! - `error.rs`: what a failure prints and its exit code;
-//! - `output.rs`: tables and proto3 JSON;
-//! - `yaml.rs`: pipeline files to `CreatePipelineRequest`;
-//! - `pipelines.rs`: `apply`;
+//! - `output.rs`: tables, proto3 JSON and YAML;
+//! - `style.rs`: colours and the terminal's width;
+//! - `yaml.rs`: pipeline files to `CreatePipelineRequest`, with shorthands;
+//! - `pipelines.rs`: `apply`, `pipelines list|get`, APPLICATION/NAME to an id;
 //! - `executions.rs`: start, get, list and the controls (abort, pause, continue, approve, reject);
 //! - `resume.rs`: `resume` and `history`;
-//! - `watch.rs`: the live progress display.
+//! - `watch.rs`: the live progress display, reconnecting;
+//! - `logs.rs`: workflow output, paged or followed.
 
 mod connect;
 mod error;
 mod executions;
+mod logs;
 mod output;
 mod pipelines;
 mod resume;
+mod style;
 mod watch;
 pub mod yaml;
 
@@ -44,7 +49,7 @@ pub struct ClientOptions {
     /// CA certificate (PEM) that signed an https server's certificate; the public roots when unset.
     #[arg(long, env = "REPRISE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
-    /// How to print the answer: columns for people, or the response as proto3 JSON.
+    /// How to print the answer: columns for people, or the response as proto3 JSON or YAML.
     #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
     pub output: Format,
 }
@@ -52,16 +57,21 @@ pub struct ClientOptions {
 /// The client subcommands, flattened into `reprise`'s own.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Create a pipeline from a YAML file, or write a new version of it if the application already has one of that name.
+    /// Create or update a pipeline from a YAML file; a new version only when the file changes it.
     Apply(pipelines::ApplyArgs),
+    /// List pipelines, or show one (by APPLICATION/NAME or id).
+    #[command(subcommand)]
+    Pipelines(pipelines::PipelinesCommand),
     /// Start an execution of a pipeline.
     Start(executions::StartArgs),
     /// Show an execution: its state, stages and workflows.
     Get(ExecutionArgs),
     /// List the latest execution of each chain, newest first.
     List(executions::ListArgs),
-    /// Follow an execution until it ends; exits 0 if it SUCCEEDED, 1 otherwise.
-    Watch(ExecutionArgs),
+    /// Follow an execution until it ends, reconnecting if the server restarts; exits 0 if it SUCCEEDED, 1 otherwise.
+    Watch(watch::WatchArgs),
+    /// Print the output of an execution's workflows; -f follows it as it is produced.
+    Logs(logs::LogsArgs),
     /// Abort an execution: no new stage starts, running workflows are cancelled.
     Abort(executions::AbortArgs),
     /// Resume a failed, aborted, expired or rejected execution from a stage it reached.
@@ -76,6 +86,14 @@ pub enum ClientCommand {
     Pause(ExecutionArgs),
     /// Continue a paused execution.
     Continue(ExecutionArgs),
+    /// Print a completion script for a shell, e.g. `reprise completions bash > /etc/bash_completion.d/reprise`.
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    pub shell: clap_complete::Shell,
 }
 
 /// A command about one execution.
@@ -90,6 +108,7 @@ pub struct ExecutionArgs {
 /// Runs a client command and returns the process exit code; failures are
 /// printed to stderr.
 pub async fn main(command: ClientCommand) -> i32 {
+    style::init();
     let exit = match run(command).await {
         Ok(exit) => exit,
         Err(failure) => {
@@ -107,6 +126,15 @@ pub async fn run(command: ClientCommand) -> error::Result<Exit> {
     use executions::Control;
     match command {
         ClientCommand::Apply(args) => pipelines::apply(args).await,
+        ClientCommand::Pipelines(command) => pipelines::pipelines(command).await,
+        ClientCommand::Logs(args) => logs::logs(args).await,
+        ClientCommand::Completions(args) => {
+            let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "reprise", &mut out);
+            output::print(&String::from_utf8_lossy(&out));
+            Ok(Exit::Success)
+        }
         ClientCommand::Start(args) => executions::start(args).await,
         ClientCommand::Get(args) => executions::get(args).await,
         ClientCommand::List(args) => executions::list(args).await,
@@ -115,10 +143,22 @@ pub async fn run(command: ClientCommand) -> error::Result<Exit> {
         ClientCommand::Resume(args) => resume::resume(args).await,
         ClientCommand::History(args) => resume::history(args).await,
         ClientCommand::Approve(args) => {
-            executions::control(args.target, Control::Approve { stage: args.stage, comment: args.comment }).await
+            let watch = args.watch;
+            executions::control_then(
+                args.target,
+                Control::Approve { stage: args.stage, comment: args.comment },
+                watch.watch.then_some(watch.follow),
+            )
+            .await
         }
         ClientCommand::Reject(args) => {
-            executions::control(args.target, Control::Reject { stage: args.stage, comment: args.comment }).await
+            let watch = args.watch;
+            executions::control_then(
+                args.target,
+                Control::Reject { stage: args.stage, comment: args.comment },
+                watch.watch.then_some(watch.follow),
+            )
+            .await
         }
         ClientCommand::Pause(args) => executions::control(args, Control::Pause).await,
         ClientCommand::Continue(args) => executions::control(args, Control::Continue).await,

@@ -1,13 +1,18 @@
 //! How responses are shown: `--output json` prints the proto3 JSON of the
 //! response message (through prost-reflect, as grpcurl would), `--output
-//! table` prints aligned columns made here, with no table crate.
+//! yaml` the same document as YAML (as `kubectl -o yaml` does), `--output
+//! table` aligned columns made here, cut to the terminal's width and
+//! coloured by status when stdout is a terminal (see `style.rs`).
 
 use std::{collections::HashMap, io::Write as _, sync::OnceLock};
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 
-use super::error::{Failure, Result};
+use super::{
+    error::{Failure, Result},
+    style::{self, Terminal},
+};
 use crate::proto::{self as pb, FILE_DESCRIPTOR_SET};
 
 /// `--output`.
@@ -18,6 +23,15 @@ pub enum Format {
     Table,
     /// The response message as proto3 JSON, pretty-printed, for scripts.
     Json,
+    /// The same document as YAML.
+    Yaml,
+}
+
+impl Format {
+    /// JSON or YAML: the response message itself rather than columns.
+    pub fn is_document(self) -> bool {
+        self != Format::Table
+    }
 }
 
 /// The descriptors of our protos (and the well-known types they import).
@@ -62,6 +76,10 @@ proto_names!(
     ResumeResponse,
     ListHistoryResponse,
     WatchExecutionResponse,
+    GetPipelineResponse,
+    ListPipelinesResponse,
+    GetTaskOutputResponse,
+    WatchTaskOutputResponse,
 );
 
 /// The proto3 JSON of a message, pretty-printed.
@@ -70,6 +88,24 @@ pub fn to_json<M: ProtoName>(message: &M) -> Result<String> {
         .map_err(|e| Failure::failed(format!("cannot re-read {}: {e}", M::NAME)))?;
     serde_json::to_string_pretty(&dynamic)
         .map_err(|e| Failure::failed(format!("cannot write {} as JSON: {e}", M::NAME)))
+}
+
+/// The proto3 JSON of a message as YAML (a document of its own, `---` first,
+/// so a stream of them, as `watch -o yaml` prints, stays readable).
+pub fn to_yaml<M: ProtoName>(message: &M) -> Result<String> {
+    let value: serde_json::Value = serde_json::from_str(&to_json(message)?)
+        .map_err(|e| Failure::failed(format!("cannot re-read {} as JSON: {e}", M::NAME)))?;
+    let yaml = serde_yaml_ng::to_string(&value)
+        .map_err(|e| Failure::failed(format!("cannot write {} as YAML: {e}", M::NAME)))?;
+    Ok(format!("---\n{yaml}"))
+}
+
+/// A message as the document `format` asks for (JSON or YAML), ending with a newline.
+pub fn document<M: ProtoName>(format: Format, message: &M) -> Result<String> {
+    match format {
+        Format::Yaml => to_yaml(message),
+        _ => Ok(to_json(message)? + "\n"),
+    }
 }
 
 /// Writes to stdout. A closed pipe (`| head`) is not an error worth a panic.
@@ -82,8 +118,8 @@ pub fn print(text: &str) {
 /// Prints `message` as JSON, or what `table` renders.
 pub fn show<M: ProtoName>(format: Format, message: &M, table: impl FnOnce(&M) -> String) -> Result<()> {
     let text = match format {
-        Format::Json => to_json(message)? + "\n",
         Format::Table => table(message),
+        document => self::document(document, message)?,
     };
     print(&text);
     Ok(())
@@ -92,15 +128,30 @@ pub fn show<M: ProtoName>(format: Format, message: &M, table: impl FnOnce(&M) ->
 // ---- tables ----------------------------------------------------------------
 
 /// Left-aligned columns separated by two spaces; an empty cell shows as `-`.
+/// On a terminal, the widest columns are cut (ending in `…`) until the table
+/// fits its width, and the status column is coloured.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    status_column: Option<usize>,
 }
+
+/// No column is cut narrower than this (or its header).
+const MIN_COLUMN: usize = 8;
+
+/// The narrowest a column gets when even headers do not fit.
+const LAST_RESORT_COLUMN: usize = 3;
 
 impl Table {
     pub fn new(headers: &[&str]) -> Self {
-        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: vec![] }
+        Table { headers: headers.iter().map(|h| h.to_string()).collect(), rows: vec![], status_column: None }
+    }
+
+    /// Colours the cells of this column by the status they name.
+    pub fn status_column(mut self, column: usize) -> Self {
+        self.status_column = Some(column);
+        self
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -111,7 +162,13 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// Rendered for this process's stdout.
     pub fn render(&self) -> String {
+        self.render_to(style::terminal())
+    }
+
+    /// Rendered for a terminal of that width and colour.
+    pub fn render_to(&self, terminal: Terminal) -> String {
         let cell = |row: &[String], i: usize| -> String {
             match row.get(i).map(|c| c.replace('\n', " ")) {
                 Some(c) if !c.is_empty() => c,
@@ -123,21 +180,49 @@ impl Table {
             .chain(&self.rows)
             .map(|row| (0..columns).map(|i| cell(row, i)).collect())
             .collect();
-        let widths: Vec<usize> =
+        let mut widths: Vec<usize> =
             (0..columns).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+        if let Some(limit) = terminal.width {
+            fit(&mut widths, &self.headers, limit);
+        }
         let mut out = String::new();
-        for row in rows {
+        for (r, row) in rows.into_iter().enumerate() {
             let mut line = String::new();
             for (i, c) in row.iter().enumerate() {
-                line.push_str(c);
+                let c = style::cut(c, widths[i]);
+                let shown = c.chars().count();
+                if r > 0 && Some(i) == self.status_column && terminal.colour {
+                    line.push_str(&style::paint_with(true, &c));
+                } else {
+                    line.push_str(&c);
+                }
                 if i + 1 < columns {
-                    line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count() + 2));
+                    line.extend(std::iter::repeat_n(' ', widths[i] - shown + 2));
                 }
             }
             out.push_str(line.trim_end());
             out.push('\n');
         }
         out
+    }
+}
+
+/// Narrows the widest column, one character at a time, until the columns
+/// and their two-space gaps fit in `limit`: first down to each column's
+/// header (or [`MIN_COLUMN`]), then, on a very narrow terminal, headers too,
+/// down to [`LAST_RESORT_COLUMN`].
+fn fit(widths: &mut [usize], headers: &[String], limit: usize) {
+    let gaps = 2 * widths.len().saturating_sub(1);
+    let floors: [&dyn Fn(usize) -> usize; 2] =
+        [&|i| MIN_COLUMN.max(headers[i].chars().count()), &|_| LAST_RESORT_COLUMN];
+    for floor in floors {
+        while widths.iter().sum::<usize>() + gaps > limit {
+            let widest = (0..widths.len()).filter(|&i| widths[i] > floor(i)).max_by_key(|&i| widths[i]);
+            match widest {
+                Some(i) => widths[i] -= 1,
+                None => break,
+            }
+        }
     }
 }
 
@@ -177,6 +262,15 @@ pub fn timestamp(value: Option<&prost_types::Timestamp>) -> String {
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))
         .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_default()
+}
+
+/// How long something ran, to the second (`1m 5s`): from `start` to `end`,
+/// or to now while it runs; empty when it did not start.
+pub fn elapsed(start: Option<&prost_types::Timestamp>, end: Option<&prost_types::Timestamp>) -> String {
+    let Some(start) = start else { return String::new() };
+    let end = end.map_or_else(|| chrono::Utc::now().timestamp(), |e| e.seconds);
+    let seconds = (end - start.seconds).max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
 }
 
 /// `k=v, k2=v2`, sorted by name.
@@ -256,7 +350,7 @@ pub fn execution_header(e: &pb::Execution, pipeline_name: Option<&str>) -> Strin
         ("Execution", e.id.clone()),
         ("Pipeline", pipeline_label(e, pipeline_name)),
         ("Application", if pipeline_name.is_some() { String::new() } else { e.application.clone() }),
-        ("Status", status_line(e)),
+        ("Status", style::status(&status_line(e))),
         ("Attempt", attempt),
         ("Resumed by", e.resumed_by_execution_id.clone()),
         ("Triggered by", e.triggered_by.clone()),
@@ -272,21 +366,57 @@ pub fn execution_header(e: &pb::Execution, pipeline_name: Option<&str>) -> Strin
 
 /// The stages of an execution as a table.
 pub fn stage_table(e: &pb::Execution) -> String {
-    let mut table = Table::new(&["STAGE", "STATUS", "WORKFLOWS", "CARRIED FROM"]);
+    let mut table = Table::new(&["STAGE", "STATUS", "ELAPSED", "WORKFLOWS", "CARRIED FROM"]).status_column(1);
     for s in &e.stages {
         let carried = if s.carried_over { s.carried_from_execution_id.clone() } else { String::new() };
-        table.row(vec![s.name.clone(), stage_status(s.status), workflow_summary(s), carried]);
+        let took = elapsed(s.start_time.as_ref(), s.end_time.as_ref());
+        table.row(vec![s.name.clone(), stage_status(s.status), took, workflow_summary(s), carried]);
     }
     table.render()
 }
 
-/// `reprise get`: the header, the stage table, and the workflows that did not succeed.
+/// How many lines of a failed workflow's output `get` and `watch` show.
+pub const TAIL_LINES: usize = 10;
+
+/// The last lines of the output of each workflow that failed or expired (from
+/// the tail an execution carries), each under a header naming it, with the
+/// command that shows all of it. Empty when none has output.
+pub fn failure_tails(e: &pb::Execution, lines: usize) -> String {
+    use pb::WorkflowStatus as W;
+    let mut out = String::new();
+    for s in e.stages.iter().filter(|s| !s.carried_over) {
+        for w in &s.workflows {
+            if !matches!(W::try_from(w.status), Ok(W::Failed | W::Expired)) || w.output.trim().is_empty() {
+                continue;
+            }
+            let all: Vec<&str> = w.output.trim_end().lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            out.push_str(&style::dim(&format!(
+                "\n--- {}/{}: last {} line(s) of output (all of it: reprise logs {} --stage {} --workflow {})\n",
+                s.name,
+                w.name,
+                tail.len(),
+                e.id,
+                s.name,
+                w.name
+            )));
+            for line in tail {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// `reprise get`: the header, the stage table, the workflows that did not
+/// succeed, and the end of the output of those that failed.
 pub fn execution_view(e: &pb::Execution, pipeline_name: Option<&str>) -> String {
     use pb::WorkflowStatus as W;
     let mut out = execution_header(e, pipeline_name);
     out.push('\n');
     out.push_str(&stage_table(e));
-    let mut problems = Table::new(&["WORKFLOW", "STATUS", "EXIT", "MESSAGE"]);
+    let mut problems = Table::new(&["WORKFLOW", "STATUS", "EXIT", "MESSAGE"]).status_column(1);
     for s in e.stages.iter().filter(|s| !s.carried_over) {
         for w in &s.workflows {
             let Ok(status @ (W::Failed | W::Expired | W::Cancelled)) = W::try_from(w.status) else { continue };
@@ -299,12 +429,13 @@ pub fn execution_view(e: &pb::Execution, pipeline_name: Option<&str>) -> String 
         out.push('\n');
         out.push_str(&problems.render());
     }
+    out.push_str(&failure_tails(e, TAIL_LINES));
     out
 }
 
 /// `reprise list`.
 pub fn executions_table(executions: &[pb::Execution], names: &HashMap<String, String>) -> String {
-    let mut table = Table::new(&["ID", "PIPELINE", "STATUS", "ATTEMPT", "STARTED", "ENDED"]);
+    let mut table = Table::new(&["ID", "PIPELINE", "STATUS", "ATTEMPT", "STARTED", "ENDED"]).status_column(2);
     for e in executions {
         let pipeline = names.get(&e.pipeline_id).unwrap_or(&e.pipeline_id);
         table.row(vec![
@@ -321,7 +452,8 @@ pub fn executions_table(executions: &[pb::Execution], names: &HashMap<String, St
 
 /// `reprise history`.
 pub fn history_table(history: &pb::ListHistoryResponse) -> String {
-    let mut table = Table::new(&["ATTEMPT", "EXECUTION", "STATUS", "RESUMED FROM", "TRIGGERED BY", "STARTED", "ENDED"]);
+    let mut table = Table::new(&["ATTEMPT", "EXECUTION", "STATUS", "RESUMED FROM", "TRIGGERED BY", "STARTED", "ENDED"])
+        .status_column(2);
     for h in &history.entries {
         let from =
             h.resumed_from.as_ref().map(|r| format!("{} at {}", r.execution_id, r.stage_name)).unwrap_or_default();
@@ -413,6 +545,7 @@ mod tests {
                         pb::WorkflowExecution {
                             exit_code: 3,
                             status_message: "exit status 3".into(),
+                            output: "connecting to us-east\nconnection refused to us-east\n".into(),
                             ..workflow("b", pb::WorkflowStatus::Failed)
                         },
                     ],
@@ -443,6 +576,33 @@ mod tests {
         let mut t = Table::new(&["NAME", "X"]);
         t.row(vec!["é".into(), "1".into()]);
         assert_eq!(t.render(), "NAME  X\né     1\n");
+    }
+
+    #[test]
+    fn tables_are_cut_to_the_terminal_width_widest_column_first() {
+        let mut t = Table::new(&["ID", "PIPELINE", "STATUS"]).status_column(2);
+        t.row(vec!["0192f3a4-aaaa-bbbb-cccc-ddddeeeeffff".into(), "shop/deploy v1".into(), "FAILED".into()]);
+        let narrow = t.render_to(Terminal { colour: false, width: Some(40) });
+        assert!(narrow.lines().all(|l| l.chars().count() <= 40), "{narrow}");
+        assert!(narrow.contains("0192f3a4-aaaa-b…") && narrow.contains("shop/deploy v1"), "{narrow}");
+        let wide = t.render_to(Terminal { colour: false, width: Some(200) });
+        assert_eq!(wide, t.render_to(Terminal::default()));
+        let coloured = t.render_to(Terminal { colour: true, width: None });
+        assert!(coloured.contains("\x1b[") && !coloured.lines().next().unwrap().contains('\x1b'), "{coloured:?}");
+    }
+
+    #[test]
+    fn yaml_is_the_json_document() {
+        let response = pb::GetExecutionResponse { execution: Some(execution()), ..Default::default() };
+        let yaml = to_yaml(&response).unwrap();
+        assert!(yaml.starts_with("---\nexecution:\n"), "{yaml}");
+        assert!(yaml.contains("status: EXECUTION_STATUS_FAILED"), "{yaml}");
+    }
+
+    #[test]
+    fn elapsed_time_is_to_the_second() {
+        assert_eq!(elapsed(ts(10).as_ref(), ts(75).as_ref()), "1m 5s");
+        assert_eq!(elapsed(None, ts(75).as_ref()), "");
     }
 
     #[test]
@@ -485,13 +645,17 @@ Attempt:         2 of chain e1, resumed from e1 at stage ship
 Variables:       a=1, region=eu
 Resumable from:  ship
 
-STAGE  STATUS     WORKFLOWS                CARRIED FROM
-build  SUCCEEDED  1/1 succeeded            e1
-ship   FAILED     1/2 succeeded, 1 failed  -
-gate   NOT_RUN    approval                 -
+STAGE  STATUS     ELAPSED  WORKFLOWS                CARRIED FROM
+build  SUCCEEDED  -        1/1 succeeded            e1
+ship   FAILED     -        1/2 succeeded, 1 failed  -
+gate   NOT_RUN    -        approval                 -
 
 WORKFLOW  STATUS  EXIT  MESSAGE
 ship/b    FAILED  3     exit status 3
+
+--- ship/b: last 2 line(s) of output (all of it: reprise logs e2 --stage ship --workflow b)
+connecting to us-east
+connection refused to us-east
 ";
         assert_eq!(view, expected_start);
     }

@@ -6,7 +6,8 @@ use super::{
     ClientOptions, ExecutionArgs,
     connect::Client,
     error::{Exit, Result},
-    output,
+    executions, output,
+    watch::WatchFlag,
 };
 use crate::proto as pb;
 
@@ -29,6 +30,8 @@ pub struct ResumeArgs {
     /// Why; kept with the new execution and shown in its history.
     #[arg(long)]
     pub reason: Option<String>,
+    #[command(flatten)]
+    pub watch: WatchFlag,
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<Exit> {
@@ -57,7 +60,8 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         };
         head + &output::plan_table(r)
     })?;
-    Ok(Exit::Success)
+    let follow = args.watch.watch.then_some(args.watch.follow);
+    executions::then_watch(&mut client, response.execution.as_ref(), args.client.output, follow).await
 }
 
 pub async fn history(args: ExecutionArgs) -> Result<Exit> {

@@ -76,8 +76,31 @@ fn compile(source: &str, limits: &Limits) -> Result<Program, String> {
     PARSING.with(|p| p.set(false));
     match compiled {
         Ok(Ok(program)) => Ok(program),
-        Ok(Err(e)) => Err(format!("expression does not parse: {}", first_line(&e.to_string()))),
-        Err(_) => Err("expression does not parse".into()),
+        Ok(Err(e)) => Err(match e.errors.first() {
+            Some(first) => parse_error(source, first.pos, &first.msg),
+            None => format!("expression does not parse: {}", first_line(&e.to_string())),
+        }),
+        // The parser panics where an operand is missing at the end ("region ==").
+        Err(_) => Err(format!(
+            "expression does not parse at column {}: it ends where an operand or a closing bracket is expected",
+            source.trim_end().chars().count() + 1
+        )),
+    }
+}
+
+/// `expression does not parse at column 18: <reason>, near "&& x"`: where
+/// (the line too, for an expression of several), why, and what is there.
+fn parse_error(source: &str, (line, column): (isize, isize), message: &str) -> String {
+    let line = line.max(1) as usize;
+    let column = column.max(1) as usize;
+    let at =
+        if source.lines().count() > 1 { format!("line {line}, column {column}") } else { format!("column {column}") };
+    let near: String = source.lines().nth(line - 1).unwrap_or_default().chars().skip(column - 1).take(20).collect();
+    let reason = first_line(message.trim_start_matches("Syntax error: "));
+    if near.trim().is_empty() {
+        format!("expression does not parse at {at}: {reason}")
+    } else {
+        format!("expression does not parse at {at}: {reason}, near {near:?}")
     }
 }
 
@@ -383,6 +406,10 @@ mod tests {
     fn refuses_malformed_and_non_bool_expressions() {
         let l = limits();
         assert!(check(r#"region == "#, &["region"], &[], &l).unwrap_err().contains("does not parse"));
+        let error = check(r#"region == "eu" &&& x"#, &["region"], &[], &l).unwrap_err();
+        assert!(error.contains("at column 18") && error.contains(r#"near "& x""#), "{error}");
+        let error = check(r#"region =="#, &["region"], &[], &l).unwrap_err();
+        assert!(error.contains("at column 10"), "{error}");
         assert!(check(r#"region"#, &["region"], &[], &l).unwrap_err().contains("must evaluate to a bool"));
         assert!(check("  ", &[], &[], &l).unwrap_err().contains("empty"));
         assert!(check("region + 1 == 2", &["region"], &[], &l).is_err());

@@ -28,7 +28,11 @@ impl Engine {
     pub async fn abort(&self, execution_id: &str, reason: &str, caller: &Caller) -> Result<ExecutionDetail> {
         let order = Order::Abort { reason: reason.to_owned() };
         let d = self.command(execution_id, order, caller, "execution.abort", json!({ "reason": reason })).await?;
-        tracing::info!(execution_id, actor = %caller.subject, reason, "execution aborted");
+        if reason.is_empty() {
+            tracing::info!(execution_id, actor = %caller.subject, "execution aborted");
+        } else {
+            tracing::info!(execution_id, actor = %caller.subject, reason, "execution aborted");
+        }
         Ok(d)
     }
 

@@ -189,8 +189,13 @@ impl Engine {
         let result = self.complete_in(&mut unit, &execution_id, &c).await;
         let run = self.finish(unit, result).await?;
         self.events().output_changed(&run.task_id);
-        tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
-            status = %run.status, exit_code = run.exit_code.unwrap_or_default(), "task completed");
+        // An exit code only when the worker reported one: `exit_code=0` for none would mislead.
+        match run.exit_code {
+            Some(exit_code) => tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id,
+                workflow = %run.name, status = %run.status, exit_code, "task completed"),
+            None => tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
+                status = %run.status, "task completed"),
+        }
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! - `shell.rs`: the script process itself;
 //! - `tail.rs`: the bounded output buffer.
 
+mod backoff;
 mod bearer;
 mod shell;
 mod tail;
@@ -126,7 +127,7 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
         .with_context(|| format!("invalid server address {server:?}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_keepalive(Some(Duration::from_secs(30)));
-    let mut backoff = CONNECT_FIRST_BACKOFF;
+    let mut delays = backoff::jittered(CONNECT_FIRST_BACKOFF, MAX_BACKOFF);
     let mut attempt = 0u32;
     loop {
         attempt = attempt.saturating_add(1);
@@ -141,6 +142,7 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
                 Err(err) => err,
             },
         };
+        let backoff = delays.next().unwrap_or(MAX_BACKOFF);
         warn!(
             server,
             attempt,
@@ -153,7 +155,6 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -166,7 +167,8 @@ async fn run_slot(
     slot: usize,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = FIRST_BACKOFF;
+    let fresh = || backoff::jittered(FIRST_BACKOFF, MAX_BACKOFF);
+    let mut delays = fresh();
     loop {
         // Abandoning a poll on shutdown is safe: a task leased in that instant
         // comes back to the queue when its lease expires.
@@ -177,11 +179,12 @@ async fn run_slot(
         };
         match polled {
             Ok(Some(task)) => {
-                backoff = FIRST_BACKOFF;
+                delays = fresh();
                 task::execute(client.clone(), task, &inherited).await;
             }
-            Ok(None) => backoff = FIRST_BACKOFF,
+            Ok(None) => delays = fresh(),
             Err(status) => {
+                let backoff = delays.next().unwrap_or(MAX_BACKOFF);
                 warn!(
                     slot,
                     queue = %config.queue,
@@ -195,7 +198,6 @@ async fn run_slot(
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }

@@ -75,13 +75,14 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
     };
 
     let report = Report::of(result);
-    info!(
-        outcome = %report.outcome.as_str_name(),
-        exit_code = report.exit_code,
-        reason = %report.message,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "task finished"
-    );
+    let outcome = report.outcome.as_str_name().trim_start_matches("TASK_OUTCOME_");
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    // A reason only when there is one: an empty `reason=` reads as a lost value.
+    if report.message.is_empty() {
+        info!(outcome = %outcome, exit_code = report.exit_code, elapsed_ms, "task finished");
+    } else {
+        info!(outcome = %outcome, exit_code = report.exit_code, reason = %report.message, elapsed_ms, "task finished");
+    }
     complete(client, &task, report).await;
 }
 
@@ -183,7 +184,7 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
         output: report.output,
         message: report.message,
     };
-    let mut backoff = COMPLETE_FIRST_BACKOFF;
+    let mut delays = super::backoff::jittered(COMPLETE_FIRST_BACKOFF, COMPLETE_FIRST_BACKOFF * 16);
     for attempt in 1..=COMPLETE_ATTEMPTS {
         let call = tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
         let status = match call.await {
@@ -211,6 +212,7 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
             );
             return;
         }
+        let backoff = delays.next().unwrap_or(COMPLETE_FIRST_BACKOFF);
         warn!(
             attempt,
             code = ?status.code(),
@@ -219,7 +221,6 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
             "reporting the result failed; retrying"
         );
         tokio::time::sleep(backoff).await;
-        backoff *= 2;
     }
 }
 

@@ -21,6 +21,14 @@ crate::on_both_backends!(
     bad_input_exits_2_and_names_the_field,
     server_refusals_exit_1_with_the_message,
     the_token_is_sent_as_a_bearer_token,
+    logs_show_what_workers_stored_and_get_shows_the_tail,
+    logs_follow_streams_output_as_it_arrives,
+    pipelines_by_name_and_an_unchanged_apply,
+    yaml_shorthands_and_a_cel_error_with_its_position,
+    watch_outlives_a_server_restart,
+    watch_flags_on_start_and_approve,
+    yaml_output_completions_colours_and_width,
+    watch_on_a_terminal_redraws_in_place,
 );
 
 /// What one run of the binary did.
@@ -51,26 +59,47 @@ async fn reprise(app: &TestApp, args: &[&str]) -> Run {
 
 /// Runs `reprise ARGS --server SERVER`, with REPRISE_TOKEN set to `token` if given.
 async fn reprise_at(server: &str, args: &[&str], token: Option<&str>) -> Run {
+    reprise_env(server, args, token, &[]).await
+}
+
+/// The command `reprise_at` runs, with extra environment variables, not yet started.
+fn command(server: &str, args: &[&str], token: Option<&str>, env: &[(&str, &str)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_reprise"));
     match token {
         Some(token) => command.env("REPRISE_TOKEN", token),
         None => command.env_remove("REPRISE_TOKEN"),
     };
+    for variable in ["REPRISE_OUTPUT", "NO_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "COLUMNS"] {
+        command.env_remove(variable);
+    }
     command
         .args(args)
         .args(["--server", server])
-        .env_remove("REPRISE_OUTPUT")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+    command
+}
+
+/// Waits (at most a minute) for a command started with `command`.
+async fn finish(child: tokio::process::Child, what: &str) -> Run {
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("reprise {args:?} did not finish within a minute"))
+        .unwrap_or_else(|_| panic!("reprise {what} did not finish within a minute"))
         .expect("run the reprise binary");
     Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// Runs `reprise ARGS --server SERVER` with extra environment variables.
+async fn reprise_env(server: &str, args: &[&str], token: Option<&str>, env: &[(&str, &str)]) -> Run {
+    let child = command(server, args, token, env).spawn().expect("start the reprise binary");
+    finish(child, &format!("{args:?}")).await
 }
 
 /// A pipeline file: `build` (one workflow) then `ship` (two), all on `queue`.
@@ -142,7 +171,7 @@ async fn apply_creates_then_writes_new_versions(app: TestApp) {
     assert_eq!(ship.workflows[1].max_attempts, 2);
 
     let again = reprise(&app, &["apply", "-f", &file]).await.ok();
-    assert!(again.stdout.contains("updated") && again.stdout.contains("version 3"), "{again:#?}");
+    assert!(again.stdout.contains("unchanged") && again.stdout.contains("version 2"), "{again:#?}");
 }
 
 async fn start_list_and_get(app: TestApp) {
@@ -394,4 +423,293 @@ async fn the_token_is_sent_as_a_bearer_token(app: TestApp) {
     assert_eq!(run.code, 2, "{run:#?}");
     assert!(run.stderr.contains("REPRISE_TOKEN") && run.stderr.contains("--token-file"), "{run:#?}");
     assert!(!run.stderr.contains(&token), "{run:#?}");
+}
+
+/// The id on the `Execution:` line of `start`'s table.
+fn execution_id(run: &Run) -> String {
+    run.stdout.lines().find_map(|l| l.strip_prefix("Execution:")).expect("execution id").trim().to_owned()
+}
+
+/// Starts `pipeline` with `ship/b` failing, as a worker would report
+/// "connection refused", and waits for it to fail; returns its id.
+async fn failed_run(app: &TestApp, pipeline: &str) -> String {
+    let started = reprise(app, &["start", pipeline, "-o", "json"]).await.ok().json();
+    let id = started["execution"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(status(&app.wait_final(&id).await), pb::ExecutionStatus::Failed);
+    id
+}
+
+async fn logs_show_what_workers_stored_and_get_shows_the_tail(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue();
+    apply(&app, &write(dir.path(), "p.yaml", &pipeline_yaml("deploy", &q, "x"))).await;
+    let _worker = app.worker(&q, |t| match t.workflow_name.as_str() {
+        "b" => Script::Fail(Duration::ZERO),
+        _ => Script::Succeed(Duration::ZERO),
+    });
+    let id = failed_run(&app, "shop/deploy").await;
+
+    // Every workflow that ran, each under its header, in stage order.
+    let all = reprise(&app, &["logs", &id]).await.ok().stdout;
+    let headers: Vec<&str> = all.lines().filter(|l| l.starts_with("==> ")).collect();
+    assert_eq!(headers, ["==> build/compile <==", "==> ship/a <==", "==> ship/b <=="], "{all}");
+    assert!(all.contains("compile attempt 1") && all.contains("b attempt 1"), "{all}");
+
+    // One workflow: just its output, as the worker stored it.
+    let one = reprise(&app, &["logs", &id, "--stage", "ship", "--workflow", "b"]).await.ok().stdout;
+    assert_eq!(one, "b attempt 1\n");
+    let by_index = reprise(&app, &["logs", &id, "--stage", "1", "--workflow", "b"]).await.ok().stdout;
+    assert_eq!(by_index, one);
+    let stage = reprise(&app, &["logs", &id, "--stage", "ship"]).await.ok().stdout;
+    assert!(stage.contains("==> ship/a <==") && !stage.contains("build/compile"), "{stage}");
+    let json = reprise(&app, &["logs", &id, "-o", "json"]).await;
+    assert_eq!(json.code, 2, "logs is text: {json:#?}");
+    let none = reprise(&app, &["logs", &id, "--workflow", "nope"]).await;
+    assert_eq!(none.code, 2, "{none:#?}");
+    assert!(none.stderr.contains("ship/b"), "the error lists what exists: {none:#?}");
+
+    // `get` and `watch` show the end of the failed workflow's output.
+    let got = reprise(&app, &["get", &id]).await.ok().stdout;
+    let tail = got.split("--- ship/b: last 1 line(s) of output").nth(1).unwrap_or_else(|| panic!("{got}"));
+    assert!(tail.contains(&format!("reprise logs {id} --stage ship --workflow b")), "{got}");
+    assert!(tail.contains("\nb attempt 1\n"), "{got}");
+    let watched = reprise(&app, &["watch", &id]).await;
+    assert_eq!(watched.code, 1, "{watched:#?}");
+    assert!(
+        watched.stdout.contains("--- ship/b: last 1 line(s)") && watched.stdout.contains("b attempt 1"),
+        "{watched:#?}"
+    );
+    assert!(!watched.stdout.contains("--- ship/a"), "only failed workflows: {watched:#?}");
+}
+
+async fn logs_follow_streams_output_as_it_arrives(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("follow", vec![workflows("run", &q, &["w"])]).await;
+    let e = app.start(&p.id).await;
+    let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(10)).await.expect("a task");
+    let child = command(&app.address, &["logs", &e.id, "-f"], None, &[]).spawn().unwrap();
+    let send = |output: &str| {
+        let request = pb::HeartbeatRequest {
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token.clone(),
+            output: output.into(),
+        };
+        let mut client = app.workers.clone();
+        async move { client.heartbeat(request).await.expect("heartbeat") }
+    };
+    send("connecting to us-east\n").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    send("connection refused to ").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send("us-east\n").await;
+    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Failed, "giving up")
+        .await
+        .expect("complete");
+    let run = finish(child, "logs -f").await;
+    assert_eq!(run.code, 1, "the execution failed, so -f exits 1 as watch does: {run:#?}");
+    assert_eq!(
+        run.stdout, "run/w | connecting to us-east\nrun/w | connection refused to us-east\nrun/w | giving up\n",
+        "{run:#?}"
+    );
+    let single = reprise(&app, &["logs", &e.id, "-f", "--stage", "run", "--workflow", "w"]).await;
+    assert_eq!(single.stdout, "connecting to us-east\nconnection refused to us-east\ngiving up\n", "{single:#?}");
+}
+
+async fn pipelines_by_name_and_an_unchanged_apply(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue();
+    let file = write(dir.path(), "p.yaml", &pipeline_yaml("deploy", &q, "x"));
+    let id = apply(&app, &file).await;
+    let again = reprise(&app, &["apply", "-f", &file]).await.ok();
+    assert_eq!(again.stdout.trim(), format!("pipeline shop/deploy unchanged: id {id}, version 1"), "{again:#?}");
+    let json = reprise(&app, &["apply", "-f", &file, "-o", "json"]).await.ok().json();
+    assert_eq!(json["pipeline"]["version"], "1", "no version was written: {json:#}");
+    let mut pipelines = app.pipelines.clone();
+    let stored = pipelines.get_pipeline(pb::GetPipelineRequest { pipeline_id: id.clone(), version: 0 });
+    assert_eq!(stored.await.unwrap().into_inner().pipeline.unwrap().latest_version, 1);
+
+    let listed = reprise(&app, &["pipelines", "list", "--application", "shop"]).await.ok().stdout;
+    assert!(listed.lines().next().unwrap().starts_with("PIPELINE"), "{listed}");
+    assert!(listed.lines().any(|l| l.starts_with("shop/deploy") && l.contains(&id)), "{listed}");
+    let got = reprise(&app, &["pipelines", "get", "shop/deploy"]).await.ok().stdout;
+    assert!(got.contains(&id) && got.contains("region=eu"), "{got}");
+    assert!(got.lines().any(|l| l.starts_with("ship") && l.contains("workflows: a, b") && l.contains("PROD")), "{got}");
+    let by_id = reprise(&app, &["pipelines", "get", &id, "-o", "json"]).await.ok().json();
+    assert_eq!(by_id["pipeline"]["name"], "deploy");
+
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let started = reprise(&app, &["start", "shop/deploy"]).await.ok();
+    let execution = execution_id(&started);
+    app.wait_final(&execution).await;
+    let listed = reprise(&app, &["list", "--pipeline", "shop/deploy", "-o", "json"]).await.ok().json();
+    assert_eq!(listed["executions"][0]["id"], execution.as_str(), "{listed:#}");
+    let missing = reprise(&app, &["start", "shop/nope"]).await;
+    assert_eq!(missing.code, 1, "{missing:#?}");
+    assert!(missing.stderr.contains("pipeline shop/nope not found"), "{missing:#?}");
+    let bad = reprise(&app, &["start", "shop/a/b"]).await;
+    assert_eq!(bad.code, 2, "{bad:#?}");
+}
+
+async fn yaml_shorthands_and_a_cel_error_with_its_position(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+application: shop
+name: short
+definition:
+  stages:
+    - name: build
+      environment: {name: ci, type: non_prod}
+      workflows:
+        - {name: compile, command: "true", timeout: 1h30m}
+    - name: gate
+      environment: {name: prod, type: PROD}
+      approval: {timeout: 10m}
+"#;
+    let id = apply(&app, &write(dir.path(), "short.yaml", text)).await;
+    let mut pipelines = app.pipelines.clone();
+    let stored = pipelines.get_pipeline(pb::GetPipelineRequest { pipeline_id: id, version: 0 });
+    let definition = stored.await.unwrap().into_inner().pipeline.unwrap().definition.unwrap();
+    assert_eq!(definition.stages[0].environment.as_ref().unwrap().r#type, pb::EnvironmentType::NonProd as i32);
+    let Some(pb::stage::Kind::Workflows(w)) = &definition.stages[0].kind else { panic!("{definition:?}") };
+    assert_eq!(w.workflows[0].timeout.unwrap().seconds, 5400);
+    let Some(pb::stage::Kind::Approval(a)) = &definition.stages[1].kind else { panic!("{definition:?}") };
+    assert_eq!(a.timeout.unwrap().seconds, 600);
+
+    let bad_cel = text.replace(
+        "approval: {timeout: 10m}",
+        "approval: {timeout: 10m}\n      skipCondition: {expression: 'region == \"eu\" &&& x'}",
+    );
+    let run = reprise(&app, &["apply", "-f", &write(dir.path(), "cel.yaml", &bad_cel)]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(run.stderr.contains("skip_condition") && run.stderr.contains("column"), "{run:#?}");
+}
+
+async fn watch_outlives_a_server_restart(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("restart", vec![workflows("run", &q, &["w"])]).await;
+    let e = app.start(&p.id).await;
+    // No worker yet: the execution cannot end, and --timeout bounds the watch.
+    let bounded = reprise(&app, &["watch", &e.id, "--timeout", "1s"]).await;
+    assert_eq!(bounded.code, 1, "{bounded:#?}");
+    assert!(bounded.stderr.contains("gave up after --timeout 1s"), "{bounded:#?}");
+    let documents = reprise(&app, &["watch", &e.id, "--timeout", "1s", "-o", "yaml"]).await;
+    assert!(documents.stdout.starts_with("---\nexecution:\n"), "{documents:#?}");
+    let watcher = command(&app.address, &["watch", &e.id, "--reconnect-for", "1m"], None, &[]).spawn().unwrap();
+    // The watch has its first message before the server goes away.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let app = app.restart_in_place(Duration::from_secs(2)).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::from_millis(200)));
+    let run = finish(watcher, "watch across a restart").await;
+    assert_eq!(run.code, 0, "the watch went on after the restart: {run:#?}");
+    assert!(run.stderr.contains("reconnecting in"), "{run:#?}");
+    let last = run.stdout.lines().last().unwrap_or_default();
+    assert!(last.contains(&format!("execution {}: SUCCEEDED", e.id)), "{run:#?}");
+
+    // Bounded: with nothing listening, it gives up after --reconnect-for.
+    let mut app = app;
+    let e = app.start(&p.id).await;
+    app.stop().await;
+    let run = reprise_at(&app.address, &["watch", &e.id, "--reconnect-for", "2s"], None).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("--reconnect-for"), "{run:#?}");
+}
+
+async fn watch_flags_on_start_and_approve(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue();
+    apply(&app, &write(dir.path(), "p.yaml", &pipeline_yaml("deploy", &q, "x"))).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::from_millis(100)));
+    let run = reprise(&app, &["start", "shop/deploy", "--watch"]).await.ok();
+    let id = execution_id(&run);
+    assert!(run.stdout.contains(&format!("execution {id}: SUCCEEDED")), "{run:#?}");
+    assert!(run.stdout.contains("stage ship: SUCCEEDED (2/2 succeeded; took "), "elapsed time per stage: {run:#?}");
+
+    let gated = app
+        .create_pipeline("gated", vec![approval("gate", Duration::from_secs(3600)), workflows("ship", &q, &["a"])])
+        .await;
+    let e = app.start(&gated.id).await;
+    app.wait_until(&e.id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
+    let run = reprise(&app, &["approve", &e.id, "--watch"]).await.ok();
+    assert!(run.stdout.contains(&format!("execution {}: SUCCEEDED", e.id)), "{run:#?}");
+    let e = app.start(&gated.id).await;
+    app.wait_until(&e.id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
+    let run = reprise(&app, &["reject", &e.id, "--watch"]).await;
+    assert_eq!(run.code, 1, "a rejected execution did not succeed: {run:#?}");
+
+    // Resume --watch follows the new execution.
+    let failing = app.create_pipeline("failing", vec![workflows("ship", &q, &["a"])]).await;
+    let e = app.start(&failing.id).await;
+    reprise(&app, &["abort", &e.id, "--reason", "wrong build"]).await.ok();
+    app.wait_final(&e.id).await;
+    let run = reprise(&app, &["resume", &e.id, "--from-stage", "ship", "--watch"]).await.ok();
+    assert!(run.stdout.contains("SUCCEEDED"), "{run:#?}");
+}
+
+async fn yaml_output_completions_colours_and_width(app: TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue();
+    apply(&app, &write(dir.path(), "p.yaml", &pipeline_yaml("deploy", &q, "x"))).await;
+    let _worker = app.worker(&q, |t| match t.workflow_name.as_str() {
+        "b" => Script::Fail(Duration::ZERO),
+        _ => Script::Succeed(Duration::ZERO),
+    });
+    let id = failed_run(&app, "shop/deploy").await;
+
+    let yaml = reprise(&app, &["get", &id, "-o", "yaml"]).await.ok().stdout;
+    let value: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    assert_eq!(value["execution"]["id"], id.as_str());
+    assert_eq!(value["execution"]["status"], "EXECUTION_STATUS_FAILED");
+
+    let plain = reprise(&app, &["get", &id]).await.ok().stdout;
+    assert!(!plain.contains('\x1b'), "no colours into a pipe: {plain:?}");
+    let forced = reprise_env(&app.address, &["get", &id], None, &[("CLICOLOR_FORCE", "1")]).await.ok().stdout;
+    assert!(forced.contains("\x1b[") && forced.contains("FAILED"), "{forced:?}");
+    let no_color =
+        reprise_env(&app.address, &["get", &id], None, &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]).await.ok().stdout;
+    assert!(!no_color.contains('\x1b'), "NO_COLOR wins: {no_color:?}");
+
+    let wide = reprise(&app, &["history", &id]).await.ok().stdout;
+    assert!(wide.lines().any(|l| l.chars().count() > 60), "{wide}");
+    let narrow = reprise_env(&app.address, &["history", &id], None, &[("COLUMNS", "60")]).await.ok().stdout;
+    assert!(narrow.lines().all(|l| l.chars().count() <= 60), "{narrow}");
+    assert!(narrow.contains('…'), "{narrow}");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_reprise")).args(["completions", shell]).output();
+        let output = output.expect("run reprise completions");
+        assert!(output.status.success(), "{output:?}");
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains("logs") && script.contains("pipelines"), "{shell}: {script}");
+    }
+}
+
+/// `reprise ARGS` on a pseudo-terminal (util-linux `script`), as a person runs it.
+async fn on_a_terminal(app: &TestApp, args: &str, env: &[(&str, &str)]) -> String {
+    let binary = env!("CARGO_BIN_EXE_reprise");
+    let line = format!("{binary} {args} --server {}", app.address);
+    let mut command = tokio::process::Command::new("script");
+    command.args(["-qec", &line, "/dev/null"]).env("COLUMNS", "100").stdin(std::process::Stdio::null());
+    for variable in ["NO_COLOR", "CLICOLOR_FORCE", "CLICOLOR", "REPRISE_TOKEN"] {
+        command.env_remove(variable);
+    }
+    command.envs(env.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.unwrap().expect("script(1)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn watch_on_a_terminal_redraws_in_place(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("tty", vec![workflows("run", &q, &["w"])]).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::from_millis(2500)));
+    let e = app.start(&p.id).await;
+    let screen = on_a_terminal(&app, &format!("watch {}", e.id), &[]).await;
+    assert!(screen.contains("ELAPSED"), "{screen:?}");
+    // Redrawn over the previous frame (cursor up, clear), also between messages: the clock ticks.
+    assert!(screen.matches("\x1b[4A").count() >= 2, "{screen:?}");
+    assert!(screen.contains("\x1b[1m\x1b[32mSUCCEEDED"), "coloured on a terminal: {screen:?}");
+
+    let e = app.start(&p.id).await;
+    let plain = on_a_terminal(&app, &format!("watch {}", e.id), &[("NO_COLOR", "1")]).await;
+    assert!(plain.contains("\x1b[4A") && plain.contains("SUCCEEDED"), "{plain:?}");
+    assert!(!plain.contains("\x1b[1m"), "NO_COLOR: no colours, still redrawn: {plain:?}");
 }

@@ -193,9 +193,13 @@ impl TestApp {
     }
 
     async fn serve(backend: Backend, db_url: &str, settings: Settings) -> TestApp {
+        Self::serve_on(backend, db_url, settings, "127.0.0.1:0").await
+    }
+
+    async fn serve_on(backend: Backend, db_url: &str, settings: Settings, bind: &str) -> TestApp {
         let conn = store::connect(db_url).await.expect("connect and migrate");
         let engine = Engine::new(conn, settings.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(bind).await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("address"));
         let shutdown = CancellationToken::new();
         let server = tokio::spawn({
@@ -242,6 +246,21 @@ impl TestApp {
         self.engine.store().close().await;
         let db = self.db.take().expect("database");
         Self::boot(self.backend, db, self.settings.clone()).await
+    }
+
+    /// Like [`TestApp::restart`], but the new server listens on the same
+    /// address, as a restarted process or a rolled-out pod behind one
+    /// Service does: clients that reconnect find it there. `down` is how
+    /// long nothing listens in between.
+    pub async fn restart_in_place(mut self, down: Duration) -> TestApp {
+        let bind = self.address.trim_start_matches("http://").to_owned();
+        self.stop().await;
+        self.engine.store().close().await;
+        tokio::time::sleep(down).await;
+        let db = self.db.take().expect("database");
+        let mut app = Self::serve_on(self.backend, db.url(), self.settings.clone(), &bind).await;
+        app.db = Some(db);
+        app
     }
 
     /// The URL of the test's database (for servers started as processes).

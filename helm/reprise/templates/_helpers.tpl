@@ -108,5 +108,35 @@ The chart's own Secret uses fixed names for whatever values are set.
 
 {{/* "true" when some authentication is configured, else "". */}}
 {{- define "reprise.authConfigured" -}}
-{{- if or (include "reprise.hs256SecretKey" .) (include "reprise.publicKeyKey" .) (include "reprise.jwksKey" .) }}true{{- end }}
+{{- if or (include "reprise.hs256SecretKey" .) (include "reprise.publicKeyKey" .) (include "reprise.jwksKey" .) .Values.auth.jwksUrl }}true{{- end }}
+{{- end }}
+
+{{/*
+Refuses to render a release whose pods could only exit: `reprise serve`
+will not start without authentication unless told auth.insecureNoAuth.
+*/}}
+{{- define "reprise.requireAuth" -}}
+{{- if and (not (include "reprise.authConfigured" .)) (not .Values.auth.insecureNoAuth) }}
+{{- fail "no authentication is configured, and `reprise serve` refuses to start without it: set auth.hs256Secret, auth.publicKey, auth.jwks or auth.jwksUrl (or the matching existingSecret keys), or auth.insecureNoAuth=true for a throw-away installation (never in production)" }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of the worker pods: those of the release, component "worker". */}}
+{{- define "reprise.workerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "reprise.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{- define "reprise.workerLabels" -}}
+helm.sh/chart: {{ include "reprise.chart" . }}
+{{ include "reprise.workerSelectorLabels" . }}
+app.kubernetes.io/version: {{ default .Chart.AppVersion .Values.image.tag | toString | replace "+" "_" | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/part-of: reprise
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* The least number of server pods: the HPA's minimum when it scales them. */}}
+{{- define "reprise.minReplicas" -}}
+{{- if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.minReplicas }}{{ else }}{{ int .Values.replicaCount }}{{ end }}
 {{- end }}
