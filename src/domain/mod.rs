@@ -15,6 +15,6 @@ pub mod progress;
 pub mod resume;
 pub mod status;
 
-pub use error::{Refusal, Violation};
+pub use error::{Reason, Refusal, Violation};
 
 pub use limits::quote;
