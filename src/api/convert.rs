@@ -114,14 +114,7 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
             return None;
         }
     };
-    Some(dp::Stage {
-        name: s.name,
-        environment_name: env.name,
-        environment_type,
-        skip,
-        kind,
-        failure_policy,
-    })
+    Some(dp::Stage { name: s.name, environment_name: env.name, environment_type, skip, kind, failure_policy })
 }
 
 fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow {
@@ -393,11 +386,9 @@ pub fn with_resume_points(mut e: pb::Execution, points: Vec<Option<(Block, Strin
                 pb::ResumePoint { resumable: true, block: pb::ErrorReason::Unspecified as i32, message: String::new() }
             }
             // The reason Resume from this stage would be refused with.
-            Some((block, message)) => pb::ResumePoint {
-                resumable: false,
-                block: super::error::proto_reason(block.reason()) as i32,
-                message,
-            },
+            Some((block, message)) => {
+                pb::ResumePoint { resumable: false, block: super::error::proto_reason(block.reason()) as i32, message }
+            }
         });
     }
     e

@@ -1,5 +1,5 @@
-use std::pin::Pin;
 use prost::Message as _;
+use std::pin::Pin;
 
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -312,7 +312,8 @@ impl ExecutionService for ExecutionApi {
         let lifetime = self.0.streams.limits.max_lifetime;
         let Context { engine, shutdown, .. } = self.0.clone();
         let mut changes = engine.events().watch_output(&task_id);
-        let mut page = engine.task_output(&caller, &task_id, r.offset, crate::engine::MAX_PAGE_CHARS).await.map_err(to_status)?;
+        let mut page =
+            engine.task_output(&caller, &task_id, r.offset, crate::engine::MAX_PAGE_CHARS).await.map_err(to_status)?;
         let ends = tokio::time::Instant::now() + lifetime;
         let stream = async_stream::try_stream! {
             let _permit = permit;

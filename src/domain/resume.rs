@@ -84,8 +84,10 @@ pub fn is_resume_point(stages: &[StageRun], index: usize) -> bool {
 pub fn check_execution(e: &Execution, limits: ChainLimits, now: Millis) -> Result<(), (Block, Refusal)> {
     let status = e.status;
     let refuse = |block: Block, message: String| {
-        let refusal =
-            Refusal::new(block.reason(), message).with("execution_id", &e.id).with("status", status).with("attempt", e.attempt);
+        let refusal = Refusal::new(block.reason(), message)
+            .with("execution_id", &e.id)
+            .with("status", status)
+            .with("attempt", e.attempt);
         Err((block, refusal))
     };
     if !matches!(
@@ -273,9 +275,11 @@ pub fn successor(old: &ExecutionState, from: usize, new: NewAttempt) -> Executio
 }
 
 /// For each stage, why it is not a valid resume point (None: it is one).
+/// What blocks the whole execution comes first, as Resume checks it first:
+/// a point names the very reason Resume from that stage is refused with.
 pub fn resume_points(d: &ExecutionState, execution_block: Option<Block>) -> Vec<Option<Block>> {
     (0..d.stages.len())
-        .map(|i| if !is_resume_point(&d.stages, i) { Some(Block::NeverReached) } else { execution_block })
+        .map(|i| execution_block.or_else(|| (!is_resume_point(&d.stages, i)).then_some(Block::NeverReached)))
         .collect()
 }
 

@@ -187,8 +187,8 @@ impl Engine {
             .enumerate()
             .map(|(index, block)| {
                 block.map(|b| match (&execution_block, b) {
-                    (_, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
                     (Some((_, refusal)), _) => (b, refusal.message.clone()),
+                    (None, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
                     (None, _) => (b, String::new()),
                 })
             })

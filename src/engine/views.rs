@@ -114,7 +114,8 @@ impl Engine {
         let e =
             executions::get(&reader, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
         let definition = self.definitions().pinned_by(&reader, &e).await?;
-        let inputs = Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
+        let inputs =
+            Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
         self.inner.views.inputs.insert(execution_id.to_owned(), inputs.clone());
         Ok(inputs)
     }

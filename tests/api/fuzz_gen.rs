@@ -713,7 +713,10 @@ impl Fuzzer {
             .encode_to_vec(),
             "GetTaskOutput" => pb::GetTaskOutputRequest {
                 task_id: self.task().0,
-                offset: { let wide = self.chance(20); self.int(wide) },
+                offset: {
+                    let wide = self.chance(20);
+                    self.int(wide)
+                },
                 max_chars: self.rng().random_range(-1..70_000),
             }
             .encode_to_vec(),
@@ -772,7 +775,8 @@ impl Fuzzer {
             .encode_to_vec(),
             "Heartbeat" => {
                 let (task_id, lease_token) = self.task();
-                let output = if self.chance(30) { "x".repeat(self.rng().random_range(0..200_000)) } else { String::new() };
+                let output =
+                    if self.chance(30) { "x".repeat(self.rng().random_range(0..200_000)) } else { String::new() };
                 pb::HeartbeatRequest { task_id, lease_token, output }.encode_to_vec()
             }
             "CompleteTask" => {

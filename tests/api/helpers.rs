@@ -498,7 +498,11 @@ async fn heartbeat_for(
             return true;
         }
         tokio::time::sleep((end - now).min(Duration::from_millis(300))).await;
-        let request = pb::HeartbeatRequest { task_id: task.task_id.clone(), lease_token: task.lease_token.clone(), ..Default::default() };
+        let request = pb::HeartbeatRequest {
+            task_id: task.task_id.clone(),
+            lease_token: task.lease_token.clone(),
+            ..Default::default()
+        };
         match client.heartbeat(request).await {
             Ok(r) if r.get_ref().cancelled => {
                 seen.lock().unwrap().cancelled.push(task.workflow_name.clone());
@@ -618,7 +622,8 @@ pub async fn heartbeat(
     task_id: &str,
     lease_token: &str,
 ) -> Result<pb::HeartbeatResponse, tonic::Status> {
-    let request = pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
+    let request =
+        pb::HeartbeatRequest { task_id: task_id.into(), lease_token: lease_token.into(), ..Default::default() };
     client.clone().heartbeat(request).await.map(tonic::Response::into_inner)
 }
 
@@ -659,4 +664,49 @@ pub fn workflow_of<'a>(e: &'a pb::Execution, stage: &str, workflow: &str) -> &'a
         .iter()
         .find(|w| w.name == workflow)
         .unwrap_or_else(|| panic!("no workflow {workflow} in {stage}: {e:#?}"))
+}
+
+/// The `google.rpc.ErrorInfo` of `status`: asserts it is there, in the
+/// domain `reprise.v1`, with a reason that names an `ErrorReason` value;
+/// returns that value and the metadata.
+#[track_caller]
+pub fn error_info(status: &tonic::Status) -> (pb::ErrorReason, HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "reprise.v1", "{status:?}");
+    let reason = pb::ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason))
+        .unwrap_or_else(|| panic!("reason {:?} is no ErrorReason value", info.reason));
+    (reason, info.metadata.clone())
+}
+
+/// Asserts `status` has `code` and the ErrorInfo reason `reason`; for a
+/// FAILED_PRECONDITION also a PreconditionFailure of the same type. Returns
+/// the ErrorInfo metadata.
+#[track_caller]
+pub fn assert_reason(status: &tonic::Status, code: tonic::Code, reason: pb::ErrorReason) -> HashMap<String, String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), code, "{status:?}");
+    let (got, metadata) = error_info(status);
+    assert_eq!(got, reason, "{status:?}");
+    if code == tonic::Code::FailedPrecondition {
+        let details = status.get_error_details();
+        let failure = details.precondition_failure().unwrap_or_else(|| panic!("no PreconditionFailure: {status:?}"));
+        let wire = reason.as_str_name().trim_start_matches("ERROR_REASON_");
+        assert_eq!(failure.violations[0].r#type, wire, "{status:?}");
+    }
+    metadata
+}
+
+/// Asserts `result` failed with `code` and reason `reason`; returns the status
+/// and the ErrorInfo metadata.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: pb::ErrorReason,
+) -> (tonic::Status, HashMap<String, String>) {
+    let status = result.expect_err(&format!("expected {code:?} {reason:?}"));
+    let metadata = assert_reason(&status, code, reason);
+    (status, metadata)
 }

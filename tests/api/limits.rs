@@ -140,7 +140,10 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
-        ("ExecutionService/GetExecution", pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }.encode_to_vec()),
+        (
+            "ExecutionService/GetExecution",
+            pb::GetExecutionRequest { execution_id: id.clone(), ..Default::default() }.encode_to_vec(),
+        ),
         ("ExecutionService/WatchExecution", pb::WatchExecutionRequest { execution_id: id.clone() }.encode_to_vec()),
         (
             "ExecutionService/ListExecutions",
@@ -191,8 +194,13 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "ExecutionService/ListWorkflows",
-            pb::ListWorkflowsRequest { execution_id: id.clone(), page_size: 5, page_token: token("0.0"), ..Default::default() }
-                .encode_to_vec(),
+            pb::ListWorkflowsRequest {
+                execution_id: id.clone(),
+                page_size: 5,
+                page_token: token("0.0"),
+                ..Default::default()
+            }
+            .encode_to_vec(),
         ),
         (
             "ExecutionService/GetTaskOutput",
@@ -216,7 +224,10 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode_to_vec(),
         ),
-        ("WorkerService/Heartbeat", pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid(), output: "o".into() }.encode_to_vec()),
+        (
+            "WorkerService/Heartbeat",
+            pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid(), output: "o".into() }.encode_to_vec(),
+        ),
         (
             "WorkerService/CompleteTask",
             pb::CompleteTaskRequest {

@@ -569,7 +569,9 @@ async fn starts_cut_off_by_their_deadline_leave_no_half_written_execution(app: T
         .iter()
         .map(|id| {
             let (mut client, id) = (app.executions.clone(), id.clone());
-            tokio::spawn(async move { client.get_execution(pb::GetExecutionRequest { execution_id: id, ..Default::default() }).await })
+            tokio::spawn(async move {
+                client.get_execution(pb::GetExecutionRequest { execution_id: id, ..Default::default() }).await
+            })
         })
         .collect();
     for read in reads {
