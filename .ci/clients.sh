@@ -121,25 +121,26 @@ run_typescript() {
 
 # --- Go -----------------------------------------------------------------------
 run_go() {
-  if ! need_debian go=golang-go protoc=protobuf-compiler protoc-gen-go=golang-goprotobuf-dev \
-      protoc-gen-go-grpc=protoc-gen-go-grpc /usr/share/gocode/src/google.golang.org/grpc=golang-google-grpc-dev \
+  if ! need_debian go=golang-go protoc=protobuf-compiler protoc-gen-go-grpc=protoc-gen-go-grpc \
+      /usr/share/gocode/src/google.golang.org/grpc=golang-google-grpc-dev \
       /usr/share/gocode/src/google.golang.org/genproto=golang-google-genproto-dev \
-      /usr/share/gocode/src/google.golang.org/protobuf=golang-google-protobuf-dev; then
-    skip go "Debian's golang-go / protobuf-compiler / protoc-gen-go(-grpc) / golang-google-grpc-dev could not be installed"
+      /usr/share/gocode/src/google.golang.org/protobuf=golang-google-protobuf-dev \
+      /usr/share/gocode/src/github.com/golang/protobuf/proto/registry.go=golang-github-golang-protobuf-1-5-dev; then
+    skip go "Debian's golang-go / protobuf-compiler / protoc-gen-go-grpc / golang-google-{grpc,genproto,protobuf}-dev could not be installed"
     return 0
   fi
   local gopath="$work/gopath"
-  mkdir -p "$gopath/src/example.com/resume"
+  mkdir -p "$gopath/src/example.com/resume" "$work/bin"
+  export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS= GOCACHE="$work/gocache"
+  # Debian's /usr/bin/protoc-gen-go is the old 1.3 generator; build the
+  # current one from the runtime's own source, which Debian ships.
+  go build -o "$work/bin/protoc-gen-go" google.golang.org/protobuf/cmd/protoc-gen-go
   # go_package "reprise.dev/go/reprise/v1": plain protoc puts the package at
   # $GOPATH/src/reprise.dev/go/reprise/v1.
-  protoc -I proto --go_out="$gopath/src" --go-grpc_out="$gopath/src" proto/reprise/v1/*.proto
+  PATH="$work/bin:$PATH" protoc -I proto --go_out="$gopath/src" --go-grpc_out="$gopath/src" proto/reprise/v1/*.proto
   cp examples/go/main.go "$gopath/src/example.com/resume/"
-  (
-    export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS= GOCACHE="$work/gocache"
-    cd "$gopath/src/example.com/resume"
-    go vet . && go build -o "$work/resume-go" .
-  )
-  echo "go: compiled with $(go version | cut -d' ' -f3) in GOPATH mode against Debian's packages"
+  (cd "$gopath/src/example.com/resume" && go vet . && go build -o "$work/resume-go" .)
+  echo "go: compiled with $(go version | cut -d' ' -f3) in GOPATH mode against Debian's grpc-go $(dpkg-query -W -f='${Version}' golang-google-grpc-dev)"
   "$work/resume-go"
 }
 
