@@ -148,20 +148,23 @@ run_go() {
 java_jars() {
   local jars=() j
   for j in protobuf grpc-api grpc-stub grpc-protobuf grpc-protobuf-lite grpc-core grpc-context guava \
-      failureaccess error_prone_annotations perfmark-api "$@"; do
+      failureaccess error_prone_annotations perfmark-api geronimo-annotation-1.3-spec "$@"; do
     [[ -e "/usr/share/java/$j.jar" ]] && jars+=("/usr/share/java/$j.jar")
   done
   (IFS=:; echo "${jars[*]}")
 }
 run_java() {
   if ! need_debian protoc=protobuf-compiler javac=default-jdk-headless grpc_java_plugin=protobuf-compiler-grpc-java-plugin \
-      /usr/share/java/grpc-stub.jar=libgrpc-java /usr/share/java/protobuf.jar=libprotobuf-java; then
+      /usr/share/java/grpc-stub.jar=libgrpc-java /usr/share/java/protobuf.jar=libprotobuf-java \
+      /usr/share/java/geronimo-annotation-1.3-spec.jar=libgeronimo-annotation-1.3-spec-java; then
     skip java "Debian's protobuf-compiler / protobuf-compiler-grpc-java-plugin / libgrpc-java could not be installed"
     return 0
   fi
   local rpc gen="$work/java-gen" classes="$work/java-classes"
   rpc="$(google_rpc_protos)"
   mkdir -p "$gen" "$classes"
+  # grpc-java 1.41's stubs carry @javax.annotation.Generated, which Java 11+
+  # no longer has: Geronimo's annotation jar provides it.
   # Debian ships no com.google.rpc jar (proto-google-common-protos): generate
   # the two google.rpc files the example decodes, as that jar holds them.
   protoc -I proto -I "$rpc" --java_out="$gen" --plugin=protoc-gen-grpc-java=/usr/bin/grpc_java_plugin \
@@ -176,11 +179,16 @@ run_java() {
   fi
   echo "java: compiled with $(javac -version 2>&1) against Debian's grpc-java $(dpkg-query -W -f='${Version}' libgrpc-java)"
   # Running needs a transport: grpc-netty and Debian's netty.
-  if ! need_debian /usr/share/java/netty-all.jar=libnetty-java; then
-    skip java-run "compiled, not run: Debian's libnetty-java could not be installed"
+  if ! need_debian /usr/share/java/netty-codec-http2.jar=libnetty-java /usr/share/java/perfmark-api.jar=libperfmark-java; then
+    skip java-run "compiled, not run: Debian's libnetty-java / libperfmark-java could not be installed"
     return 0
   fi
-  java -cp "$classes:$cp:/usr/share/java/grpc-netty.jar:/usr/share/java/netty-all.jar" dev.reprise.examples.ResumeScenario
+  local netty j
+  netty="/usr/share/java/grpc-netty.jar"
+  for j in transport buffer common codec codec-http codec-http2 handler resolver handler-proxy codec-socks; do
+    netty="$netty:/usr/share/java/netty-$j.jar"
+  done
+  java -cp "$classes:$cp:$netty" dev.reprise.examples.ResumeScenario
 }
 
 for lang in "${langs[@]}"; do
