@@ -191,10 +191,31 @@ run_java() {
   java -cp "$classes:$cp:$netty" dev.reprise.examples.ResumeScenario
 }
 
+# --- buf.gen.local.yaml -----------------------------------------------------------
+# Once the languages above installed its plugins: the local template must
+# generate all of Go, Java and TypeScript.
+run_buf_local() {
+  local bin="$work/bin" ts="$work/typescript/node_modules/.bin"
+  if [[ ! -x "$bin/protoc-gen-go" || ! -x "$ts/buf" ]] || ! command -v grpc_java_plugin >/dev/null; then
+    skip buf.gen.local.yaml "needs the go, java and typescript steps' plugins"
+    return 0
+  fi
+  PATH="$bin:$ts:$PATH" buf generate --template buf.gen.local.yaml -o "$work/buf-local"
+  local counts
+  counts="go $(find "$work/buf-local/gen/go" -name '*.go' | wc -l), java $(find "$work/buf-local/gen/java" -name '*.java' | wc -l), ts $(find "$work/buf-local/gen/ts" -name '*.ts' | wc -l)"
+  echo "buf.gen.local.yaml generated: $counts files"
+  [[ -n "$(find "$work/buf-local/gen/go/reprise/v1" -name 'execution_service_grpc.pb.go')" ]]
+  [[ -f "$work/buf-local/gen/java/dev/reprise/v1/ExecutionServiceGrpc.java" ]]
+  [[ -f "$work/buf-local/gen/ts/reprise/v1/execution_service_pb.ts" ]]
+}
+
+if [[ " ${langs[*]} " == *" typescript "* && " ${langs[*]} " == *" go "* && " ${langs[*]} " == *" java "* ]]; then
+  langs+=(buf_local)
+fi
 for lang in "${langs[@]}"; do
   echo "=== $lang example"
   case "$lang" in
-    python | typescript | go | java)
+    python | typescript | go | java | buf_local)
       set +e
       (set -e; "run_$lang")
       rc=$?
