@@ -211,9 +211,25 @@ mod tests {
 
     #[test]
     fn every_status_carries_error_info() {
-        let s = to_status(Error::NotFound("x".into()));
-        let info = s.get_error_details().error_info().cloned().expect("error info");
-        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("NOT_FOUND", DOMAIN));
+        let unavailable = Error::Store(StoreError::unavailable(crate::store::Cause::Unreachable, "down"));
+        let cases = [
+            (Error::NotFound("x".into()), Code::NotFound, "NOT_FOUND"),
+            (Error::Hidden { not_found: "x".into(), denied: "y".into() }, Code::NotFound, "NOT_FOUND"),
+            (Error::invalid("f", "bad"), Code::InvalidArgument, "INVALID_ARGUMENT"),
+            (Error::AlreadyExists("x".into()), Code::AlreadyExists, "ALREADY_EXISTS"),
+            (Error::Denied("x".into()), Code::PermissionDenied, "PERMISSION_DENIED"),
+            (Error::Conflict("x".into()), Code::Aborted, "CONCURRENT_CHANGE"),
+            (Error::Store(StoreError::Duplicate("x".into())), Code::Aborted, "CONCURRENT_CHANGE"),
+            (unavailable, Code::Unavailable, "STORE_UNAVAILABLE"),
+        ];
+        for (error, code, reason) in cases {
+            let s = to_status(error);
+            let info = s.get_error_details().error_info().cloned().expect("error info");
+            assert_eq!((s.code(), info.reason.as_str(), info.domain.as_str()), (code, reason, DOMAIN));
+        }
+        for s in [unauthenticated("u"), internal("i"), stream_lifetime("l"), too_many_streams("t", 3)] {
+            assert!(s.get_error_details().error_info().is_some(), "{s:?}");
+        }
         let refusal = crate::domain::Refusal::new(Reason::ExecutionFinished, "done").with("execution_id", "e1");
         let s = to_status(Error::Refused(refusal));
         let details = s.get_error_details();
