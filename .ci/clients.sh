@@ -183,6 +183,7 @@ run_java() {
     skip java-run "compiled, not run: Debian's libnetty-java / libperfmark-java could not be installed"
     return 0
   fi
+  cp="$(java_jars)" # again: perfmark-api may have just been installed
   local netty j
   netty="/usr/share/java/grpc-netty.jar"
   for j in transport buffer common codec codec-http codec-http2 handler resolver handler-proxy codec-socks; do
