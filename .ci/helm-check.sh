@@ -49,7 +49,11 @@ VARIANTS = {
     "chart-secret-all-auth": {
         "database": {"url": "postgres://reprise:pw@db:5432/reprise"},
         "auth": {"hs256Secret": "x" * 40, "publicKey": PEM, "jwks": JWKS, "bootstrapAdmin": "alice"},
-        "config": {"lease": "45s", "chainMaxAttempts": "5", "otlpEndpoint": "http://otel:4317"},
+        "secrets": {"key": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlYw=="},
+        "config": {"lease": "45s", "chainMaxAttempts": "5", "otlpEndpoint": "http://otel:4317",
+                   "chainMaxAge": "30d", "retainChainsFor": "90d", "retainChainsPerPipeline": 500,
+                   "retainAuditFor": "400d", "retentionDryRun": True, "retentionInterval": "10m",
+                   "maxStages": 1000, "maxWorkflowsPerStage": 2000, "maxWorkflows": 50000},
     },
     "all-together": {
         "replicaCount": 3,

@@ -180,6 +180,7 @@ fn workflow_stage(name: &str, queue: &str, workflows: &[String]) -> pb::Stage {
                     command: "true".into(),
                     timeout: None,
                     max_attempts: 0,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

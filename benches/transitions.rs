@@ -210,6 +210,7 @@ impl Server {
                             command: "true".into(),
                             timeout: None,
                             max_attempts: 0,
+                            ..Default::default()
                         })
                         .collect(),
                     ..Default::default()

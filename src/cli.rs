@@ -78,8 +78,55 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address at /metrics, e.g. 0.0.0.0:9090 (off when unset).
     #[arg(long, env = "REPRISE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The key secret variables are sealed with: 32 bytes, base64 (`openssl rand -base64 32`).
+    /// Only from the environment: on the command line it is refused (use --secrets-key-file).
+    /// `dev` keeps one in `<database file>.secrets-key` when none is given.
+    #[arg(long, env = "REPRISE_SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+    /// Read the secrets key from this file.
+    #[arg(long, env = "REPRISE_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
+}
+
+/// How big a pipeline may be. Every other limit is fixed (see the README).
+#[derive(Debug, Args, Clone)]
+pub struct LimitArgs {
+    /// Most stages a pipeline may have.
+    #[arg(long, env = "REPRISE_MAX_STAGES", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_stages: u32,
+    /// Most workflows one stage may have.
+    #[arg(long, env = "REPRISE_MAX_WORKFLOWS_PER_STAGE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_workflows_per_stage: u32,
+    /// Most workflows a pipeline may have in all its stages.
+    #[arg(long, env = "REPRISE_MAX_WORKFLOWS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_workflows: u32,
+}
+
+/// What the server deletes, and when. Unset, everything is kept forever.
+#[derive(Debug, Args, Clone)]
+pub struct RetentionArgs {
+    /// Delete a finished chain (every execution of it) once its latest execution ended this
+    /// long ago, e.g. 90d. A chain that may still be resumed is kept (see --chain-max-age).
+    #[arg(long, env = "REPRISE_RETAIN_CHAINS_FOR", value_parser = parse_duration)]
+    pub retain_chains_for: Option<Duration>,
+    /// Keep at most this many chains per pipeline, deleting the oldest finished ones beyond.
+    #[arg(long, env = "REPRISE_RETAIN_CHAINS_PER_PIPELINE", value_parser = clap::value_parser!(u32).range(1..))]
+    pub retain_chains_per_pipeline: Option<u32>,
+    /// Delete audit events older than this, e.g. 400d (kept forever if unset).
+    #[arg(long, env = "REPRISE_RETAIN_AUDIT_FOR", value_parser = parse_duration)]
+    pub retain_audit_for: Option<Duration>,
+    /// Log what retention would delete, and delete nothing.
+    #[arg(long, env = "REPRISE_RETENTION_DRY_RUN")]
+    pub retention_dry_run: bool,
+    /// How often retention looks for what to delete.
+    #[arg(long, env = "REPRISE_RETENTION_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub retention_interval: Duration,
 }
 
 /// Authentication and TLS.

@@ -1,5 +1,6 @@
-//! Credentials in the configuration: the HS256 token secret, bearer tokens
-//! and a database URL that holds a password.
+//! Credentials in the configuration: the HS256 token secret, bearer tokens,
+//! the key secret variables are sealed with, and a database URL that holds
+//! a password.
 //!
 //! `/proc/PID/cmdline` is readable by every user of the machine (and by
 //! every task a worker runs), so none of them is accepted on a command line:
@@ -25,7 +26,7 @@ pub struct CredentialOption {
 
 /// Every option that carries a credential, in every command that has it
 /// (`--token` is the worker's, `dev`'s built-in worker's and the client's).
-pub const CREDENTIAL_OPTIONS: [CredentialOption; 3] = [
+pub const CREDENTIAL_OPTIONS: [CredentialOption; 4] = [
     CredentialOption {
         id: "auth_hs256_secret",
         flag: "--auth-hs256-secret",
@@ -33,6 +34,12 @@ pub const CREDENTIAL_OPTIONS: [CredentialOption; 3] = [
         file_flag: "--auth-hs256-secret-file",
     },
     CredentialOption { id: "token", flag: "--token", env: "REPRISE_TOKEN", file_flag: "--token-file" },
+    CredentialOption {
+        id: "secrets_key",
+        flag: "--secrets-key",
+        env: "REPRISE_SECRETS_KEY",
+        file_flag: "--secrets-key-file",
+    },
     CredentialOption {
         id: "database_url",
         flag: "--database-url",

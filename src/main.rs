@@ -3,9 +3,10 @@
 use clap::{CommandFactory, FromArgMatches};
 use reprise::{
     auth::{Authenticator, CertificateIdentity, JwtConfig, Verifier, tls::TlsFiles},
-    cli::{AuthArgs, Cli, Command, ServeArgs},
+    cli::{AuthArgs, Cli, Command, RetentionArgs, ServeArgs},
     credentials::{self, option},
-    domain::resume::ChainLimits,
+    domain::{limits::Limits, resume::ChainLimits, retention::Policy},
+    engine::secrets::Sealer,
     engine::{Engine, Settings},
     server::ServeOptions,
     store, telemetry, worker,
@@ -126,13 +127,95 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
         max_attempts: args.chain_max_attempts,
         max_age_ms: args.chain_max_age.map(|d| d.as_millis() as i64),
     };
-    let engine =
-        Engine::new(db, Settings { lease: args.lease, recheck: args.recheck, chain_limits, ..Settings::default() });
+    let retention = retention_policy(&args.retention, chain_limits);
+    let secrets = secrets_sealer(&args, &database_url, dev)?;
+    let engine = Engine::new(
+        db,
+        Settings {
+            lease: args.lease,
+            recheck: args.recheck,
+            chain_limits,
+            retention,
+            retention_interval: args.retention.retention_interval,
+            secrets,
+            limits: Limits {
+                max_stages: args.limits.max_stages as usize,
+                max_workflows_per_stage: args.limits.max_workflows_per_stage as usize,
+                max_workflows: args.limits.max_workflows as usize,
+                ..Limits::default()
+            },
+            ..Settings::default()
+        },
+    );
     if let Some(admin) = &args.auth.bootstrap_admin {
         engine.bootstrap_admin(admin).await?;
     }
     let listener = TcpListener::bind(args.listen).await?;
     Ok(Prepared { listener, engine, options })
+}
+
+/// The key secret variables are sealed with: from the environment or a
+/// file; `dev` on a SQLite file keeps its own next to the database.
+fn secrets_sealer(args: &ServeArgs, database_url: &str, dev: bool) -> anyhow::Result<Option<Arc<Sealer>>> {
+    let key =
+        credentials::value_or_file(args.secrets_key.clone(), args.secrets_key_file.as_deref(), option("secrets_key"))?;
+    let key = match key {
+        Some(key) => Some(key),
+        None if dev => dev_secrets_key(database_url)?,
+        None => None,
+    };
+    match key {
+        Some(key) => Ok(Some(Arc::new(Sealer::from_key(key.as_bytes())?))),
+        None => {
+            tracing::info!(
+                "no secrets key (REPRISE_SECRETS_KEY or --secrets-key-file): pipelines with secret variables cannot start"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// `dev`'s own secrets key, kept (mode 0600) in `<database file>.secrets-key`.
+fn dev_secrets_key(database_url: &str) -> anyhow::Result<Option<String>> {
+    let Some(path) = database_url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p)) else {
+        return Ok(None);
+    };
+    if path.is_empty() || path.contains(":memory:") {
+        return Ok(None);
+    }
+    let key_path = std::path::PathBuf::from(format!("{path}.secrets-key"));
+    if key_path.exists() {
+        return Ok(Some(credentials::read_file(&key_path, option("secrets_key"))?));
+    }
+    let key = Sealer::generate_key()?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(&mut file.open(&key_path)?, key.as_bytes())?;
+    tracing::info!(path = %key_path.display(), "dev: created a secrets key for secret variables");
+    Ok(Some(key))
+}
+
+/// The retention policy from the flags, with a word on what it keeps.
+fn retention_policy(args: &RetentionArgs, limits: ChainLimits) -> Policy {
+    let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    let policy = Policy {
+        chains_for_ms: args.retain_chains_for.map(ms),
+        chains_per_pipeline: args.retain_chains_per_pipeline,
+        audit_for_ms: args.retain_audit_for.map(ms),
+        dry_run: args.retention_dry_run,
+    };
+    if policy.deletes_chains() && limits.max_age_ms.is_none() && limits.max_attempts.is_none() {
+        tracing::warn!(
+            "retention keeps every chain that may still be resumed, and without --chain-max-age failed chains \
+             may be resumed forever: only succeeded chains will be deleted"
+        );
+    }
+    if !policy.is_enabled() {
+        tracing::info!("retention is off: executions, outputs and audit events are kept forever");
+    }
+    policy
 }
 
 /// Authentication and TLS from the flags. `serve` refuses to run without

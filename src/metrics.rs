@@ -22,6 +22,7 @@ pub const RPC_DURATION: &str = "reprise_rpc_duration_seconds";
 pub const STAGE_TRANSITION: &str = "reprise_stage_transition_seconds";
 pub const LEASE_EXPIRIES: &str = "reprise_lease_expiries_total";
 pub const RESUMES: &str = "reprise_resumes_total";
+pub const RETENTION_DELETED: &str = "reprise_retention_rows_deleted_total";
 pub const EXECUTIONS: &str = "reprise_executions";
 pub const CLAIMS: &str = "reprise_task_claims_total";
 pub const HANDED_AT_DISPATCH: &str = "reprise_tasks_handed_at_dispatch_total";
@@ -48,6 +49,10 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
     );
     metrics::describe_counter!(LEASE_EXPIRIES, "task leases that expired (worker vanished)");
     metrics::describe_counter!(RESUMES, "executions resumed");
+    metrics::describe_counter!(
+        RETENTION_DELETED,
+        "rows retention deleted, by table (executions, stages, tasks, audit_events)"
+    );
     metrics::describe_counter!(CLAIMS, "task claims by whether they found a task (found=true|false)");
     metrics::describe_counter!(
         HANDED_AT_DISPATCH,

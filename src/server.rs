@@ -84,6 +84,7 @@ pub async fn serve_with(
     tasks.spawn(scheduler::run(engine.clone(), shutdown.clone()));
     tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
     tasks.spawn(scheduler::relay(engine.clone(), shutdown.clone()));
+    tasks.spawn(scheduler::retention(engine.clone(), shutdown.clone()));
     if let Some(every) = options.metrics_sampling {
         tasks.spawn(metrics::sample(engine.clone(), every, shutdown.clone()));
     }
@@ -148,13 +149,18 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 async fn watch_database(engine: Engine, health: HealthReporter, shutdown: CancellationToken) {
     let store = engine.store().clone();
     let mut serving = true;
+    // A probe that only waits (behind a burst of writers on SQLite's one
+    // writer, on a loaded machine) is not an outage: the store is marked
+    // down after two slow probes in a row, not one.
+    let mut slow = 0;
     loop {
         let every = if store.is_ready() { Duration::from_secs(2) } else { Duration::from_secs(1) };
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
         }
-        let probed = tokio::time::timeout(Duration::from_secs(2), store.probe()).await;
+        let probed = tokio::time::timeout(Duration::from_secs(5), store.probe()).await;
+        slow = if probed.is_err() { slow + 1 } else { 0 };
         match probed {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -163,7 +169,8 @@ async fn watch_database(engine: Engine, health: HealthReporter, shutdown: Cancel
                     store.set_up(false);
                 }
             }
-            Err(_) => store.set_up(false),
+            Err(_) if slow >= 2 => store.set_up(false),
+            Err(_) => tracing::debug!("health probe slower than 5 s; down if the next one is too"),
         }
         let ready = store.is_ready();
         if ready != serving {

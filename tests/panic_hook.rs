@@ -33,7 +33,7 @@ fn a_caught_panic_is_one_error_line_without_a_backtrace() {
     reprise::panic::install_hook();
 
     // The CEL parser panics on this; the panic is caught and the expression refused.
-    let refused = condition::check("region ==", &["region"], &Limits::default()).unwrap_err();
+    let refused = condition::check("region ==", &["region"], &[], &Limits::default()).unwrap_err();
     assert!(refused.contains("does not parse"), "{refused}");
     let caught = std::panic::catch_unwind(|| panic!("boom\nacross lines {}", "x".repeat(10_000)));
     assert!(caught.is_err());

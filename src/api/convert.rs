@@ -51,7 +51,12 @@ pub fn definition(d: Option<pb::PipelineDefinition>, limits: &Limits) -> Result<
     let variables = d
         .variables
         .into_iter()
-        .map(|v| dp::Variable { name: v.name, default_value: v.default_value, description: v.description })
+        .map(|v| dp::Variable {
+            name: v.name,
+            default_value: v.default_value,
+            description: v.description,
+            secret: v.secret,
+        })
         .collect();
     if !out.is_empty() {
         return Err(super::error::to_status(Error::Invalid(out)));
@@ -127,6 +132,7 @@ fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow
         task_queue: if w.task_queue.is_empty() { dp::DEFAULT_TASK_QUEUE.into() } else { w.task_queue },
         name: w.name,
         command: w.command,
+        secrets: w.secrets,
     }
 }
 
@@ -172,7 +178,12 @@ pub fn pipeline(p: PipelineRecord) -> pb::Pipeline {
             variables: d
                 .variables
                 .into_iter()
-                .map(|v| pb::Variable { name: v.name, default_value: v.default_value, description: v.description })
+                .map(|v| pb::Variable {
+                    name: v.name,
+                    default_value: v.default_value,
+                    description: v.description,
+                    secret: v.secret,
+                })
                 .collect(),
             stages: d.stages.into_iter().map(stage_to_pb).collect(),
         }),
@@ -202,6 +213,7 @@ fn stage_to_pb(s: dp::Stage) -> pb::Stage {
                         command: w.command,
                         timeout: Some(duration(w.timeout_ms)),
                         max_attempts: w.max_attempts as i32,
+                        secrets: w.secrets,
                     })
                     .collect(),
             }),

@@ -46,6 +46,8 @@ pub fn proto_reason(reason: Reason) -> pb::ErrorReason {
         Reason::NoApprovalWaiting => P::NoApprovalWaiting,
         Reason::StageNotWaiting => P::StageNotWaiting,
         Reason::LeaseNotHeld => P::LeaseNotHeld,
+        Reason::SecretsKeyMissing => P::SecretsKeyMissing,
+        Reason::SecretsUnreadable => P::SecretsUnreadable,
     }
 }
 

@@ -26,6 +26,9 @@ pub struct ResumeArgs {
     /// execution. A new UUID when unset (printed, to retry with).
     #[arg(long, conflicts_with = "dry_run")]
     pub request_id: Option<String>,
+    /// Why; kept with the new execution and shown in its history.
+    #[arg(long)]
+    pub reason: Option<String>,
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<Exit> {
@@ -36,6 +39,7 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         from_stage: Some(pb::resume_request::FromStage::StageName(args.from_stage.clone())),
         request_id: request_id.clone(),
         validate_only: args.dry_run,
+        reason: args.reason.clone().unwrap_or_default(),
         ..Default::default()
     };
     let mut client = Client::connect(&args.client).await?;

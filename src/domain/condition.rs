@@ -14,14 +14,25 @@ use cel_interpreter::{Context, Program, Value};
 
 use super::limits::Limits;
 
-/// Compiles `source` and checks it names only `declared` variables.
+/// Compiles `source` and checks it names only `declared` variables, none of
+/// the `secret` ones: whether a stage ran would tell something of a secret.
 /// Returns a description of the problem, for a [`super::Violation`].
-pub fn check(source: &str, declared: &[&str], limits: &Limits) -> Result<(), String> {
+pub fn check(source: &str, declared: &[&str], secret: &[&str], limits: &Limits) -> Result<(), String> {
     if source.trim().is_empty() {
         return Err("expression is empty; set `always` or write a CEL expression".into());
     }
     let program = compile(source, limits)?;
     let references = program.references();
+    let mut secrets: Vec<&str> = references.variables().into_iter().filter(|v| secret.contains(v)).collect();
+    secrets.sort_unstable();
+    secrets.dedup();
+    if !secrets.is_empty() {
+        let names: Vec<String> = secrets.iter().take(10).map(|v| super::limits::quote(v)).collect();
+        return Err(format!(
+            "expression names secret variable(s) {}; secrets cannot decide whether a stage runs",
+            names.join(", ")
+        ));
+    }
     let mut unknown: Vec<&str> = references.variables().into_iter().filter(|v| !declared.contains(v)).collect();
     unknown.sort_unstable();
     unknown.dedup();
@@ -358,23 +369,23 @@ mod tests {
 
     #[test]
     fn accepts_expressions_over_declared_variables() {
-        assert_eq!(check(r#"region == "eu""#, &["region"], &limits()), Ok(()));
-        assert_eq!(check("true", &[], &limits()), Ok(()));
+        assert_eq!(check(r#"region == "eu""#, &["region"], &[], &limits()), Ok(()));
+        assert_eq!(check("true", &[], &[], &limits()), Ok(()));
     }
 
     #[test]
     fn refuses_undeclared_variables_by_name() {
-        let err = check(r#"region == "eu" && tier == "gold""#, &["region"], &limits()).unwrap_err();
+        let err = check(r#"region == "eu" && tier == "gold""#, &["region"], &[], &limits()).unwrap_err();
         assert!(err.contains("undeclared variable(s) \"tier\""), "{err}");
     }
 
     #[test]
     fn refuses_malformed_and_non_bool_expressions() {
         let l = limits();
-        assert!(check(r#"region == "#, &["region"], &l).unwrap_err().contains("does not parse"));
-        assert!(check(r#"region"#, &["region"], &l).unwrap_err().contains("must evaluate to a bool"));
-        assert!(check("  ", &[], &l).unwrap_err().contains("empty"));
-        assert!(check("region + 1 == 2", &["region"], &l).is_err());
+        assert!(check(r#"region == "#, &["region"], &[], &l).unwrap_err().contains("does not parse"));
+        assert!(check(r#"region"#, &["region"], &[], &l).unwrap_err().contains("must evaluate to a bool"));
+        assert!(check("  ", &[], &[], &l).unwrap_err().contains("empty"));
+        assert!(check("region + 1 == 2", &["region"], &[], &l).is_err());
     }
 
     /// The attacks of issue 9, each refused by the scan before the parser runs.
@@ -399,7 +410,7 @@ mod tests {
         for (source, says) in cases {
             let err = scan(&source, &l).unwrap_err();
             assert!(err.contains(says), "{says}: {err}");
-            assert!(check(&source, &["a", "b", "c"], &l).is_err());
+            assert!(check(&source, &["a", "b", "c"], &[], &l).is_err());
         }
     }
 
@@ -471,7 +482,7 @@ mod tests {
         }
         on_small_stack(move || {
             for source in &worst {
-                let _ = check(source, &["a", "b", "c"], &l);
+                let _ = check(source, &["a", "b", "c"], &[], &l);
                 let _ = evaluate(source, &vars(&[("a", "x"), ("b", "y"), ("c", "z")]));
             }
         });
@@ -505,7 +516,7 @@ mod tests {
                 let accepted: Vec<String> = sources.into_iter().filter(|s| scan(s, &l).is_ok()).collect();
                 on_small_stack(move || {
                     for s in &accepted {
-                        let _ = check(s, &["a", "b"], &l);
+                        let _ = check(s, &["a", "b"], &[], &l);
                     }
                 });
             }

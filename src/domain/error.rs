@@ -37,11 +37,15 @@ pub enum Reason {
     StageNotWaiting,
     /// A task report whose lease is not (or no longer) held.
     LeaseNotHeld,
+    /// Secret variables to seal or open, and no secrets key configured.
+    SecretsKeyMissing,
+    /// Sealed secrets the configured key cannot open (the key changed).
+    SecretsUnreadable,
 }
 
 impl Reason {
     /// Every reason, for tests that check the mapping is complete.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::StageNotReached,
         Reason::ExecutionNotResumable,
         Reason::NotLatestInChain,
@@ -50,6 +54,8 @@ impl Reason {
         Reason::NoApprovalWaiting,
         Reason::StageNotWaiting,
         Reason::LeaseNotHeld,
+        Reason::SecretsKeyMissing,
+        Reason::SecretsUnreadable,
     ];
 
     /// The reason as it travels: UPPER_SNAKE, the proto enum value's name
@@ -64,6 +70,8 @@ impl Reason {
             Reason::NoApprovalWaiting => "NO_APPROVAL_WAITING",
             Reason::StageNotWaiting => "STAGE_NOT_WAITING",
             Reason::LeaseNotHeld => "LEASE_NOT_HELD",
+            Reason::SecretsKeyMissing => "SECRETS_KEY_MISSING",
+            Reason::SecretsUnreadable => "SECRETS_UNREADABLE",
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Execution {
     pub created_at: Millis,
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
+    /// The values of its secret variables, sealed by the engine; opaque here.
+    pub sealed_secrets: Option<String>,
 }
 
 /// A stage named by index and name, as history shows it.

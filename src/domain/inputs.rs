@@ -107,7 +107,12 @@ mod tests {
     use super::*;
 
     fn var(name: &str, default: Option<&str>) -> Variable {
-        Variable { name: name.into(), default_value: default.map(Into::into), description: String::new() }
+        Variable {
+            name: name.into(),
+            default_value: default.map(Into::into),
+            description: String::new(),
+            ..Default::default()
+        }
     }
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -13,6 +13,7 @@ pub mod machine;
 pub mod pipeline;
 pub mod progress;
 pub mod resume;
+pub mod retention;
 pub mod status;
 
 pub use error::{Reason, Refusal, Violation};

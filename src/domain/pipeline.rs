@@ -28,12 +28,16 @@ pub struct Definition {
     pub stages: Vec<Stage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Variable {
     pub name: String,
     pub default_value: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// Its value is sealed at start, never shown, and given only to the
+    /// workflows that list it.
+    #[serde(default)]
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,13 +80,16 @@ pub enum StageKind {
     Approval { timeout_ms: u64, instructions: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Workflow {
     pub name: String,
     pub task_queue: String,
     pub command: String,
     pub timeout_ms: u64,
     pub max_attempts: u32,
+    /// The secret variables this workflow's tasks receive.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 impl Stage {
@@ -148,6 +155,7 @@ impl Definition {
         }
         let mut out = Violations::default();
         let declared = self.validate_variables(&mut out);
+        let secrets = self.secret_names();
         if self.stages.is_empty() {
             out.push(Violation::new("definition.stages", "a pipeline needs at least one stage"));
         }
@@ -163,7 +171,7 @@ impl Definition {
                     format!("duplicate stage name {}; stage names must be unique", quote(&stage.name)),
                 ));
             }
-            stage.validate(&at, &declared, limits, &mut out);
+            stage.validate(&at, &declared, &secrets, limits, &mut out);
         }
         if out.0.is_empty() { Ok(()) } else { Err(out.0) }
     }
@@ -190,8 +198,22 @@ impl Definition {
                     ),
                 ));
             }
+            if v.secret && v.default_value.is_some() {
+                out.push(Violation::new(
+                    format!("definition.variables[{i}].default_value"),
+                    format!(
+                        "secret variable {} cannot have a default: it would be stored in the pipeline for every reader to see; bind it at start",
+                        quote(&v.name)
+                    ),
+                ));
+            }
         }
-        self.variables.iter().map(|v| v.name.as_str()).collect()
+        self.variables.iter().filter(|v| !v.secret).map(|v| v.name.as_str()).collect()
+    }
+
+    /// The names of the secret variables.
+    pub fn secret_names(&self) -> Vec<&str> {
+        self.variables.iter().filter(|v| v.secret).map(|v| v.name.as_str()).collect()
     }
 }
 
@@ -236,6 +258,15 @@ impl Stage {
                     o.text(&format!("{wf}.name"), &w.name, limits.max_name_bytes, Text::Name, true);
                     o.text(&format!("{wf}.task_queue"), &w.task_queue, limits.max_name_bytes, Text::Name, true);
                     o.text(&format!("{wf}.command"), &w.command, limits.max_command_bytes, Text::Free, true);
+                    if w.secrets.len() > limits.max_variables {
+                        o.push(Violation::new(
+                            format!("{wf}.secrets"),
+                            format!("at most {} secrets, got {}", limits.max_variables, w.secrets.len()),
+                        ));
+                    }
+                    for (k, name) in w.secrets.iter().enumerate().take(limits.max_variables) {
+                        o.text(&format!("{wf}.secrets[{k}]"), name, limits.max_name_bytes, Text::Name, true);
+                    }
                     if w.timeout_ms > limits.max_workflow_timeout_ms {
                         o.push(Violation::new(
                             format!("{wf}.timeout"),
@@ -257,14 +288,14 @@ impl Stage {
         }
     }
 
-    fn validate(&self, at: &str, declared: &[&str], limits: &Limits, out: &mut Violations) {
+    fn validate(&self, at: &str, declared: &[&str], secrets: &[&str], limits: &Limits, out: &mut Violations) {
         if let Some(Skip::When(expr)) = &self.skip
-            && let Err(e) = condition::check(expr, declared, limits)
+            && let Err(e) = condition::check(expr, declared, secrets, limits)
         {
             out.push(Violation::new(format!("{at}.skip_condition.expression"), e));
         }
         match &self.kind {
-            StageKind::Workflows(workflows) => validate_workflows(at, workflows, out),
+            StageKind::Workflows(workflows) => validate_workflows(at, workflows, secrets, out),
             StageKind::Approval { timeout_ms, .. } if *timeout_ms == 0 => {
                 out.push(Violation::new(format!("{at}.approval.timeout"), "timeout must be positive"))
             }
@@ -273,7 +304,7 @@ impl Stage {
     }
 }
 
-fn validate_workflows(at: &str, workflows: &[Workflow], out: &mut Violations) {
+fn validate_workflows(at: &str, workflows: &[Workflow], secrets: &[&str], out: &mut Violations) {
     if workflows.is_empty() {
         out.push(Violation::new(format!("{at}.workflows.workflows"), "a workflow stage needs at least one workflow"));
     }
@@ -294,6 +325,14 @@ fn validate_workflows(at: &str, workflows: &[Workflow], out: &mut Violations) {
         }
         if w.max_attempts == 0 || w.max_attempts > MAX_MAX_ATTEMPTS {
             out.push(Violation::new(format!("{wf}.max_attempts"), format!("must be between 1 and {MAX_MAX_ATTEMPTS}")));
+        }
+        for (k, name) in w.secrets.iter().enumerate() {
+            if !secrets.contains(&name.as_str()) {
+                out.push(Violation::new(
+                    format!("{wf}.secrets[{k}]"),
+                    format!("{} is not a secret variable of this pipeline; declare it with secret: true", quote(name)),
+                ));
+            }
         }
     }
 }
@@ -346,6 +385,7 @@ pub(crate) mod tests {
             command: "true".into(),
             timeout_ms: 60_000,
             max_attempts: 3,
+            secrets: vec![],
         }
     }
 
@@ -461,7 +501,12 @@ pub(crate) mod tests {
             (
                 Box::new(|d| {
                     d.variables = (0..101)
-                        .map(|i| Variable { name: format!("v{i}"), default_value: None, description: String::new() })
+                        .map(|i| Variable {
+                            name: format!("v{i}"),
+                            default_value: None,
+                            description: String::new(),
+                            ..Default::default()
+                        })
                         .collect()
                 }),
                 "definition.variables",
@@ -469,8 +514,12 @@ pub(crate) mod tests {
             ),
             (
                 Box::new(|d| {
-                    d.variables =
-                        vec![Variable { name: "v".into(), default_value: Some(long(4097)), description: String::new() }]
+                    d.variables = vec![Variable {
+                        name: "v".into(),
+                        default_value: Some(long(4097)),
+                        description: String::new(),
+                        ..Default::default()
+                    }]
                 }),
                 "definition.variables[0].default_value",
                 "4096",
@@ -492,7 +541,12 @@ pub(crate) mod tests {
 
     #[test]
     fn variables_exported_as_the_same_name_are_refused() {
-        let var = |n: &str| Variable { name: n.into(), default_value: None, description: String::new() };
+        let var = |n: &str| Variable {
+            name: n.into(),
+            default_value: None,
+            description: String::new(),
+            ..Default::default()
+        };
         let def = Definition {
             stages: vec![stage("a", &["w"])],
             variables: vec![var("region"), var("REGION")],
@@ -524,14 +578,24 @@ pub(crate) mod tests {
         unknown.skip = Some(Skip::When("region ==".into()));
         let def = Definition {
             stages: vec![unknown],
-            variables: vec![Variable { name: "region".into(), default_value: None, description: String::new() }],
+            variables: vec![Variable {
+                name: "region".into(),
+                default_value: None,
+                description: String::new(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert_eq!(fields(&def), ["definition.stages[0].skip_condition.expression"]);
 
         let bad_var = Definition {
             stages: vec![stage("a", &["w"])],
-            variables: vec![Variable { name: "1x".into(), default_value: None, description: String::new() }],
+            variables: vec![Variable {
+                name: "1x".into(),
+                default_value: None,
+                description: String::new(),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         assert_eq!(fields(&bad_var), ["definition.variables[0].name"]);

@@ -244,6 +244,7 @@ pub(crate) mod tests {
                 created_at: 0,
                 started_at: None,
                 ended_at: None,
+                sealed_secrets: None,
             },
             definition: Arc::new(Definition { stages, ..Default::default() }),
             stages: runs,

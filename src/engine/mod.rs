@@ -17,7 +17,9 @@ mod outputs;
 mod pipelines;
 mod query;
 mod resume;
+pub mod retention;
 mod save;
+pub mod secrets;
 mod start;
 mod tasks;
 pub mod timers;
@@ -27,7 +29,7 @@ mod work;
 use std::{sync::Arc, time::Duration};
 
 use crate::{
-    domain::{execution::Millis, limits::Limits, resume::ChainLimits},
+    domain::{execution::Millis, limits::Limits, resume::ChainLimits, retention::Policy},
     store::{Store, pipelines::DefinitionCache},
 };
 
@@ -40,6 +42,7 @@ pub use outputs::{MAX_PAGE_CHARS, OutputPage};
 pub use pipelines::{NewPipeline, PipelineUpdate};
 pub use query::Page;
 pub use resume::{PlannedStage, ResumeOutcome, ResumeRequest};
+pub use retention::{SweepOptions, Swept};
 pub use start::StartRequest;
 pub use tasks::{Beat, ClaimedTask, Completion, Outcome};
 pub use views::Watch;
@@ -56,6 +59,12 @@ pub struct Settings {
     pub chain_limits: ChainLimits,
     /// Sizes, counts and depths callers may send.
     pub limits: Limits,
+    /// What retention deletes (by default nothing), and how often it looks.
+    pub retention: Policy,
+    pub retention_interval: Duration,
+    /// The key secret variables are sealed with; without one, pipelines
+    /// that declare secrets cannot start.
+    pub secrets: Option<Arc<secrets::Sealer>>,
 }
 
 impl Default for Settings {
@@ -65,6 +74,9 @@ impl Default for Settings {
             recheck: Duration::from_secs(1),
             chain_limits: ChainLimits::default(),
             limits: Limits::default(),
+            retention: Policy::default(),
+            retention_interval: Duration::from_secs(600),
+            secrets: None,
         }
     }
 }

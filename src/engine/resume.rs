@@ -2,6 +2,7 @@
 //! before the chosen one and runs the rest, created in one transaction on
 //! the locked original.
 
+use crate::domain::{Reason, Refusal};
 use serde_json::json;
 
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, start::Created, work::Unit};
@@ -139,6 +140,35 @@ impl Engine {
             now,
         };
         let mut new = resume::successor(&old, from, attempt);
+        // The frozen secrets go with the chain, sealed again for the new execution.
+        new.execution.sealed_secrets = match (&old.execution.sealed_secrets, self.settings().secrets.as_deref()) {
+            (None, _) => None,
+            (Some(sealed), Some(sealer)) => {
+                let values = sealer
+                    .open(&old.execution.id, sealed)
+                    .and_then(|values| sealer.seal(&new.execution.id, &values))
+                    .map_err(|e| {
+                        Error::Refused(
+                            Refusal::new(Reason::SecretsUnreadable, format!("{e}; it cannot be resumed with them"))
+                                .with("execution_id", &old.execution.id),
+                        )
+                    })?;
+                Some(values)
+            }
+            (Some(_), None) => {
+                return Err(Error::Refused(
+                    Refusal::new(
+                        Reason::SecretsKeyMissing,
+                        format!(
+                            "execution {} holds secret variables and this server has no secrets key to open them; \
+                             an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
+                            old.execution.id
+                        ),
+                    )
+                    .with("execution_id", &old.execution.id),
+                ));
+            }
+        };
         let mut changes = Changes::default();
         progress::advance(&mut new, now, &mut new_id, &mut changes);
         let detail = match self.create(unit, new, changes, &fingerprint, now).await {

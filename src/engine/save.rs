@@ -94,12 +94,7 @@ impl Engine {
             return Ok(queued);
         }
         let e = &state.execution;
-        let inputs = Arc::new(Inputs {
-            application: e.application.clone(),
-            variables: e.variables.clone(),
-            artifacts: e.artifacts.clone(),
-            definition: state.definition.clone(),
-        });
+        let inputs = Arc::new(Inputs::of(e, state.definition.clone(), self.settings().secrets.as_deref()));
         self.remember_inputs(&e.id, inputs.clone());
         let lease = self.settings().lease;
         let mut queues: Vec<&str> = queued.iter().map(|w| w.task_queue.as_str()).collect();

@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Audit, Engine, Error, Result, authorize, new_id, now, work::Unit};
+use super::{Audit, Engine, Error, Result, authorize, new_id, now, secrets::Sealer, work::Unit};
 use crate::{
     domain::{
+        Reason, Refusal,
         access::Caller,
         execution::{Execution, ExecutionDetail, ExecutionState, StageRun},
         inputs,
@@ -29,9 +30,18 @@ pub struct StartRequest {
 }
 
 impl StartRequest {
-    /// What makes two starts "the same request" for idempotency.
-    fn fingerprint(&self) -> String {
-        serde_json::json!([self.pipeline_id, self.pipeline_version, self.variables, self.artifacts]).to_string()
+    /// What makes two starts "the same request" for idempotency. It is
+    /// stored: the values of secret variables go in as keyed digests.
+    fn fingerprint(&self, secret: &[&str], sealer: Option<&Sealer>) -> String {
+        let variables: BTreeMap<&String, String> = self
+            .variables
+            .iter()
+            .map(|(k, v)| match sealer.filter(|_| secret.contains(&k.as_str())) {
+                Some(s) => (k, format!("digest:{}", s.digest(v))),
+                None => (k, v.clone()),
+            })
+            .collect();
+        serde_json::json!([self.pipeline_id, self.pipeline_version, variables, self.artifacts]).to_string()
     }
 }
 
@@ -54,24 +64,45 @@ impl Engine {
     }
 
     async fn start_in(&self, unit: &mut Unit, request: &StartRequest) -> Result<Created> {
-        let fingerprint = request.fingerprint();
-        if let Some(existing) =
-            self.earlier(&unit.tx, request.request_id.as_deref(), &fingerprint, &request.caller).await?
-        {
-            return Ok(Created::Earlier(existing.id));
-        }
         let pipeline = pipelines::get(&unit.tx, &request.pipeline_id, request.pipeline_version).await?;
         let pipeline = match pipeline {
             Some(p) => p,
             None => return Err(self.missing_pipeline(&unit.tx, &request.pipeline_id, request.pipeline_version).await),
         };
+        let sealer = self.settings().secrets.as_deref();
+        let fingerprint = request.fingerprint(&pipeline.definition.secret_names(), sealer);
+        if let Some(existing) =
+            self.earlier(&unit.tx, request.request_id.as_deref(), &fingerprint, &request.caller).await?
+        {
+            return Ok(Created::Earlier(existing.id));
+        }
         authorize::read_or_hide(&request.caller, &pipeline.application, "pipeline", &pipeline.id)?;
         authorize::execute(&request.caller, &pipeline.application, &pipeline.definition, 0)?;
-        let variables =
+        let mut variables =
             inputs::bind_variables(&pipeline.definition.variables, &request.variables).map_err(Error::Invalid)?;
         inputs::check_artifacts(&request.artifacts, &self.settings().limits).map_err(Error::Invalid)?;
 
         let id = new_id();
+        let secret_names = pipeline.definition.secret_names();
+        let secrets: BTreeMap<String, String> =
+            secret_names.iter().filter_map(|name| variables.remove_entry(*name)).collect();
+        let sealed_secrets = match (secrets.is_empty(), sealer) {
+            (true, _) => None,
+            (false, Some(sealer)) => Some(sealer.seal(&id, &secrets).map_err(|e| Error::Conflict(e.to_string()))?),
+            (false, None) => {
+                return Err(Error::Refused(
+                    Refusal::new(
+                        Reason::SecretsKeyMissing,
+                        format!(
+                            "pipeline {} declares secret variables and this server has no secrets key to seal them \
+                             with; an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
+                            pipeline.id
+                        ),
+                    )
+                    .with("pipeline_id", &pipeline.id),
+                ));
+            }
+        };
         let now = now();
         let definition = self.definitions().pinned(&pipeline.id, pipeline.version, pipeline.definition);
         let mut state = ExecutionState {
@@ -95,6 +126,7 @@ impl Engine {
                 created_at: now,
                 started_at: None,
                 ended_at: None,
+                sealed_secrets,
             },
             stages: definition.stages.iter().enumerate().map(|(i, s)| StageRun::pending(i, &s.name)).collect(),
             definition,

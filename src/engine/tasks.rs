@@ -153,9 +153,15 @@ impl Engine {
     pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str, output: &str) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
+        let output = if output.is_empty() {
+            String::new()
+        } else {
+            let execution_id = self.execution_of_task(task_id).await?;
+            self.inputs(&execution_id).await?.mask(output)
+        };
         let extended = {
             let single = self.store().single().await?;
-            tasks::extend_lease(&single, task_id, lease_token, until, output).await?
+            tasks::extend_lease(&single, task_id, lease_token, until, &output).await?
         };
         if extended {
             if !output.is_empty() {
@@ -190,14 +196,16 @@ impl Engine {
 
     async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
         let now = now();
+        let inputs = self.inputs(execution_id).await?;
+        let output = inputs.mask(tail(&c.output, MAX_OUTPUT));
         let report = Report {
             status: match c.outcome {
                 Outcome::Succeeded => WorkflowStatus::Succeeded,
                 Outcome::Failed => WorkflowStatus::Failed,
             },
             exit_code: c.exit_code,
-            output: tail(&c.output, MAX_OUTPUT),
-            message: &head(&c.message, MAX_MESSAGE),
+            output: &output,
+            message: &inputs.mask(&head(&c.message, MAX_MESSAGE)),
             now,
         };
         let reported = tasks::report_counted(&unit.tx, execution_id, &c.task_id, &c.lease_token, &report)

@@ -8,9 +8,16 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use moka::sync::Cache;
 
-use super::{Engine, Error, Result, tasks::env_name};
+use super::{
+    Engine, Error, Result,
+    secrets::{self, Sealer},
+    tasks::env_name,
+};
 use crate::{
-    domain::{execution::ExecutionDetail, pipeline::Definition},
+    domain::{
+        execution::{Execution, ExecutionDetail},
+        pipeline::Definition,
+    },
     store::{executions, stages, tasks},
 };
 
@@ -38,12 +45,12 @@ impl Default for Views {
         Views {
             // Weighed by size: a big execution takes the room of many small ones.
             details: Cache::builder()
-                .max_capacity(64 * 1024 * 1024)
+                .max_capacity(16 * 1024 * 1024)
                 .weigher(|_, c: &Cached| weight(&c.detail))
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             inputs: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
-            tasks: Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(3600)).build(),
+            tasks: Cache::builder().max_capacity(20_000).time_to_idle(Duration::from_secs(3600)).build(),
             loading: super::locks::Locks::default(),
         }
     }
@@ -66,6 +73,12 @@ impl Views {
         }
     }
 
+    /// An execution retention deleted: nothing of it is served again.
+    pub fn forget(&self, id: &str) {
+        self.details.invalidate(id);
+        self.inputs.invalidate(id);
+    }
+
     pub fn task_of(&self, task_id: &str, execution_id: &str) {
         self.tasks.insert(task_id.to_owned(), execution_id.to_owned());
     }
@@ -81,14 +94,58 @@ pub(crate) struct Inputs {
     pub variables: BTreeMap<String, String>,
     pub artifacts: BTreeMap<String, String>,
     pub definition: Arc<Definition>,
+    /// The secret variables, opened; only tasks of workflows that list one get it.
+    secrets: BTreeMap<String, String>,
+    /// Their values, longest first, to mask in what workers report.
+    masks: Vec<String>,
 }
 
 impl Inputs {
+    /// The inputs of `e`, its secrets opened with `sealer`. Secrets that do
+    /// not open are logged and left out: the tasks that need them fail,
+    /// and nothing else stops.
+    pub fn of(e: &Execution, definition: Arc<Definition>, sealer: Option<&Sealer>) -> Inputs {
+        let secrets = match (&e.sealed_secrets, sealer) {
+            (None, _) => BTreeMap::new(),
+            (Some(sealed), Some(sealer)) => sealer.open(&e.id, sealed).unwrap_or_else(|err| {
+                tracing::error!(execution_id = %e.id, error = %err, "secret variables do not open; its tasks run without them");
+                BTreeMap::new()
+            }),
+            (Some(_), None) => {
+                tracing::error!(execution_id = %e.id,
+                    "execution holds secret variables and this server has no secrets key; its tasks run without them");
+                BTreeMap::new()
+            }
+        };
+        Inputs {
+            application: e.application.clone(),
+            variables: e.variables.clone(),
+            artifacts: e.artifacts.clone(),
+            definition,
+            masks: secrets::masking_order(secrets.values().cloned()),
+            secrets,
+        }
+    }
+
+    /// `text` with this execution's secret values masked.
+    pub fn mask(&self, text: &str) -> String {
+        secrets::mask(text, &self.masks)
+    }
+
     /// The environment a task of this execution runs with.
     pub fn environment(&self, stage: &str, workflow: &str, execution_id: &str) -> BTreeMap<String, String> {
+        let wanted = self
+            .definition
+            .stages
+            .iter()
+            .find(|s| s.name == stage)
+            .and_then(|s| s.workflows().iter().find(|w| w.name == workflow))
+            .map_or(&[][..], |w| w.secrets.as_slice());
+        let secrets = wanted.iter().filter_map(|name| self.secrets.get_key_value(name));
         let mut env: BTreeMap<String, String> = self
             .variables
             .iter()
+            .chain(secrets)
             .map(|(k, v)| (format!("REPRISE_VAR_{}", k.to_uppercase()), v.clone()))
             .chain(self.artifacts.iter().map(|(k, v)| (format!("REPRISE_ARTIFACT_{}", env_name(k)), v.clone())))
             .collect();
@@ -114,8 +171,7 @@ impl Engine {
         let e =
             executions::get(&reader, execution_id).await?.ok_or_else(|| Error::not_found("execution", execution_id))?;
         let definition = self.definitions().pinned_by(&reader, &e).await?;
-        let inputs =
-            Arc::new(Inputs { application: e.application, variables: e.variables, artifacts: e.artifacts, definition });
+        let inputs = Arc::new(Inputs::of(&e, definition, self.settings().secrets.as_deref()));
         self.inner.views.inputs.insert(execution_id.to_owned(), inputs.clone());
         Ok(inputs)
     }

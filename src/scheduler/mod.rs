@@ -1,10 +1,14 @@
 //! The loops that drive the engine: the timer loop, which sleeps until the
 //! next deadline anyone set (and looks at the database only then), and the
-//! relay of other replicas' announcements.
+//! relay of other replicas' announcements, and retention.
+
+mod retention;
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+pub use retention::retention;
 
 use crate::{
     engine::{Engine, now, timers::BATCH},

@@ -203,11 +203,16 @@ impl Tx {
                     sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                     ..Default::default()
                 };
-                let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
+                // Dirty before BEGIN: a begin cancelled halfway may leave the
+                // connection inside a transaction; the next writer settles it.
                 guard.dirty = true;
+                let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
                 TxKind::Sqlite(guard, txn)
             }
-            None => TxKind::Postgres(store.inner.pool.begin().await.map_err(not_begun)?),
+            None => {
+                let pool = store.inner.pool.clone();
+                TxKind::Postgres(uncancelled(async move { pool.begin().await }).await.map_err(not_begun)?)
+            }
         };
         Ok(Tx { store: store.clone(), kind: Some(kind) })
     }
@@ -268,6 +273,21 @@ impl Tx {
     }
 }
 
+/// Runs the BEGIN of a pooled transaction to its end even when the caller
+/// is cancelled (a watcher that left, a timeout): cut between BEGIN and the
+/// statements that follow it (`SET TRANSACTION` of a snapshot), a connection
+/// went back to the pool inside a transaction its driver did not know of, and
+/// the next caller's BEGIN failed. Run whole, an abandoned transaction is
+/// dropped like any other, and rolled back.
+async fn uncancelled<T: Send + 'static>(begin: impl Future<Output = T> + Send + 'static) -> T {
+    match tokio::spawn(begin).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down, and this caller with it.
+        Err(_) => std::future::pending().await,
+    }
+}
+
 impl Drop for Tx {
     /// A transaction abandoned midway (a panic, a cancelled task) rolls back
     /// when its connection is next used (the driver queues the ROLLBACK); on
@@ -285,11 +305,14 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub(super) async fn begin(store: &Store) -> Result<Snapshot> {
-        let pool = &store.inner.pool;
+        let pool = store.inner.pool.clone();
         let txn = if store.is_postgres() {
-            pool.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
+            uncancelled(async move {
+                pool.begin_with_config(Some(IsolationLevel::RepeatableRead), Some(AccessMode::ReadOnly)).await
+            })
+            .await
         } else {
-            pool.begin().await
+            uncancelled(async move { pool.begin().await }).await
         };
         store.count(if store.is_postgres() { 2 } else { 1 });
         Ok(Snapshot { store: store.clone(), txn: txn.map_err(not_begun)? })

@@ -16,7 +16,7 @@ use crate::domain::{
 pub(crate) const COLUMNS: &str = "id, pipeline_id, pipeline_version, application, status, status_message, variables, artifacts, \
     request_id, request_fingerprint, triggered_by, chain_id, attempt, revision, created_at, started_at, ended_at, \
     resumed_from_execution_id, resume_stage_index, resume_stage_name, resumed_by_execution_id, chain_created_at, \
-    resume_reason, end_stage_index, end_stage_name";
+    resume_reason, end_stage_index, end_stage_name, secrets";
 
 /// Filters of the executions list.
 #[derive(Debug, Default, Clone)]
@@ -60,6 +60,7 @@ pub async fn insert(c: &impl ConnectionTrait, e: &Execution, fingerprint: &str) 
         origin.map(|o| o.reason.clone()).unwrap_or_default().into(),
         e.end_stage.as_ref().map(|m| m.index as i32).into(),
         e.end_stage.as_ref().map(|m| m.name.clone()).into(),
+        e.sealed_secrets.clone().into(),
     ];
     let placeholders = super::sql::value_rows(1, values.len(), 1);
     let sql = format!("INSERT INTO executions ({COLUMNS}) VALUES {placeholders} ON CONFLICT (request_id) DO NOTHING");
@@ -273,5 +274,6 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<Execution> {
         created_at: col(r, &format!("{p}created_at"))?,
         started_at: col(r, &format!("{p}started_at"))?,
         ended_at: col(r, &format!("{p}ended_at"))?,
+        sealed_secrets: col(r, &format!("{p}secrets"))?,
     })
 }

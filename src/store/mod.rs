@@ -14,6 +14,7 @@ mod error;
 pub mod executions;
 mod migration;
 pub mod pipelines;
+pub mod retention;
 mod sql;
 
 pub use sql::{Batch, Part};

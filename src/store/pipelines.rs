@@ -131,7 +131,7 @@ struct Lru {
 
 impl Default for DefinitionCache {
     fn default() -> Self {
-        Self::new(1024, 64 * 1024 * 1024)
+        Self::new(1024, 16 * 1024 * 1024)
     }
 }
 

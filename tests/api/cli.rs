@@ -232,12 +232,27 @@ async fn a_failed_run_is_resumed_from_a_stage_with_its_history(app: TestApp) {
     assert!(dry_json.get("execution").is_none(), "{dry_json:#}");
     assert_eq!(dry_json["plan"][0]["action"], "PLANNED_ACTION_CARRY_OVER");
 
-    let resumed = reprise(&app, &["resume", &first, "--from-stage", "ship", "--request-id", "resume-1", "-o", "json"])
-        .await
-        .ok()
-        .json();
+    let resumed = reprise(
+        &app,
+        &[
+            "resume",
+            &first,
+            "--from-stage",
+            "ship",
+            "--request-id",
+            "resume-1",
+            "--reason",
+            "fixed the canary",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
     let second = resumed["execution"]["id"].as_str().unwrap().to_owned();
     assert_eq!(resumed["execution"]["attempt"], 2);
+    assert_eq!(resumed["execution"]["resumedFrom"]["reason"], "fixed the canary", "{resumed:#}");
     let watched = reprise(&app, &["watch", &second]).await;
     assert_eq!(watched.code, 0, "watch exits 0 when the execution succeeds: {watched:#?}");
     assert!(watched.stdout.contains("stage build: SUCCEEDED (1/1 succeeded; carried over)"), "{watched:#?}");

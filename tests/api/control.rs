@@ -384,7 +384,12 @@ fn with_workflow_timeout(mut stage: pb::Stage, workflow: &str, timeout: Duration
 }
 
 fn region_defaulting_to_eu() -> pb::Variable {
-    pb::Variable { name: "region".into(), default_value: Some("eu".into()), description: String::new() }
+    pb::Variable {
+        name: "region".into(),
+        default_value: Some("eu".into()),
+        description: String::new(),
+        ..Default::default()
+    }
 }
 
 fn always_skipped(mut stage: pb::Stage) -> pb::Stage {

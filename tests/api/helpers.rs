@@ -136,7 +136,13 @@ fn replace_database(url: &str, name: &str) -> String {
 
 /// Engine settings for tests: short leases so expiry tests run in seconds.
 pub fn test_settings() -> Settings {
-    Settings { lease: Duration::from_millis(1500), recheck: Duration::from_millis(200), ..Settings::default() }
+    let sealer = reprise::engine::secrets::Sealer::from_key(&[7u8; 32]).expect("a 32-byte key");
+    Settings {
+        lease: Duration::from_millis(1500),
+        recheck: Duration::from_millis(200),
+        secrets: Some(Arc::new(sealer)),
+        ..Settings::default()
+    }
 }
 
 /// A running server with clients.
@@ -535,6 +541,7 @@ pub fn workflows(name: &str, queue: &str, workflows: &[&str]) -> pb::Stage {
                     command: "true".into(),
                     timeout: None,
                     max_attempts: 0,
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

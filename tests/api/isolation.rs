@@ -184,7 +184,12 @@ async fn a_task_sees_its_inputs_and_no_credential_of_the_worker_or_the_server(ap
     if let Some(pb::stage::Kind::Workflows(w)) = &mut stage.kind {
         w.workflows[0].command = SNOOP.into();
     }
-    let variables = vec![pb::Variable { name: "region".into(), default_value: None, description: String::new() }];
+    let variables = vec![pb::Variable {
+        name: "region".into(),
+        default_value: None,
+        description: String::new(),
+        ..Default::default()
+    }];
     let create = pb::CreatePipelineRequest {
         application: "shop".into(),
         name: "snoop".into(),

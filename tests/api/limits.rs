@@ -17,6 +17,7 @@ use crate::{
 };
 
 crate::on_both_backends!(
+    configured_pipeline_limits_are_enforced_and_named,
     skip_conditions_that_overflowed_the_parser_are_refused_naming_the_limit,
     a_nul_in_any_string_field_of_any_rpc_is_invalid_argument,
     ids_that_are_not_ids_are_invalid_and_unknown_ids_not_found,
@@ -41,7 +42,12 @@ fn create(name: &str, variables: Vec<pb::Variable>, stages: Vec<pb::Stage>) -> p
 }
 
 fn region() -> Vec<pb::Variable> {
-    vec![pb::Variable { name: "region".into(), default_value: Some("eu".into()), description: String::new() }]
+    vec![pb::Variable {
+        name: "region".into(),
+        default_value: Some("eu".into()),
+        description: String::new(),
+        ..Default::default()
+    }]
 }
 
 async fn skip_conditions_that_overflowed_the_parser_are_refused_naming_the_limit(app: TestApp) {
@@ -78,25 +84,37 @@ async fn skip_conditions_that_overflowed_the_parser_are_refused_naming_the_limit
 
 /// Every RPC with every string field set to something valid (ids that exist
 /// where it matters), so a NUL put in any one of them is the only problem.
+/// The stage's first workflow receives the secret variable `token`.
+fn with_secret(mut stage: pb::Stage) -> pb::Stage {
+    if let Some(pb::stage::Kind::Workflows(w)) = &mut stage.kind {
+        w.workflows[0].secrets = vec!["token".into()];
+    }
+    stage
+}
+
 async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
     let q = queue();
     let definition = || pb::PipelineDefinition {
         description: "d".into(),
-        variables: vec![pb::Variable {
-            name: "region".into(),
-            default_value: Some("eu".into()),
-            description: "r".into(),
-        }],
+        variables: vec![
+            pb::Variable {
+                name: "region".into(),
+                default_value: Some("eu".into()),
+                description: "r".into(),
+                ..Default::default()
+            },
+            pb::Variable { name: "token".into(), description: "t".into(), secret: true, ..Default::default() },
+        ],
         stages: vec![
             pb::Stage {
                 environment: Some(pb::Environment { name: "ci".into(), r#type: pb::EnvironmentType::NonProd as i32 }),
-                ..skip_when(workflows("build", &q, &["w"]), "region == \"us\"")
+                ..skip_when(with_secret(workflows("build", &q, &["w"])), "region == \"us\"")
             },
             approval("gate", Duration::from_secs(3600)),
         ],
     };
-    let p = app.create_pipeline_with("full", region(), definition().stages).await;
-    let e = app.start(&p.id).await;
+    let p = app.create_pipeline_with("full", definition().variables, definition().stages).await;
+    let e = app.start_with(&p.id, &[("token", "s3cret-token")]).await;
     let (id, uuid) = (e.id.clone(), || uuid::Uuid::now_v7().to_string());
     let token = |key: &str| URL_SAFE_NO_PAD.encode(format!("k1:{key}"));
     let task_id = e.stages[0].workflows[0].task_id.clone();
@@ -134,7 +152,8 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
             pb::StartExecutionRequest {
                 pipeline_id: p.id.clone(),
                 pipeline_version: 0,
-                variables: [("region".to_string(), "eu".to_string())].into(),
+                variables: [("region".to_string(), "eu".to_string()), ("token".to_string(), "t0ken".to_string())]
+                    .into(),
                 artifacts: [("web".to_string(), "1.2.3".to_string())].into(),
                 request_id: "request-1".into(),
             }
@@ -315,6 +334,15 @@ fn with_nul(message: &DynamicMessage) -> Vec<(String, DynamicMessage)> {
                 }
             }
             (Kind::String, Value::String(s)) => put(label, Value::String(format!("{s}\0x"))),
+            (Kind::String, Value::List(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let Value::String(s) = item {
+                        let mut list = items.clone();
+                        list[i] = Value::String(format!("{s}\0x"));
+                        put(label.clone(), Value::List(list));
+                    }
+                }
+            }
             (Kind::Message(_), Value::Message(inner)) => {
                 for (inner_label, changed) in with_nul(&inner) {
                     put(inner_label, Value::Message(changed));
@@ -846,4 +874,39 @@ async fn polls_on_made_up_queues_leave_nothing_behind(app: TestApp) {
     }
     assert_eq!(app.engine.parked_queues(), 0, "no poller stays parked");
     assert!(app.engine.remembered_queues() <= 10_000, "what is remembered of idle queues is bounded");
+}
+
+async fn configured_pipeline_limits_are_enforced_and_named(app: TestApp) {
+    let limits = reprise::domain::limits::Limits {
+        max_stages: 3,
+        max_workflows_per_stage: 2,
+        max_workflows: 4,
+        ..Default::default()
+    };
+    let app = app.restart_with(reprise::engine::Settings { limits, ..test_settings() }).await;
+    let q = queue();
+    let create = |stages: Vec<pb::Stage>| pb::CreatePipelineRequest {
+        application: "shop".into(),
+        name: format!("p-{}", uuid::Uuid::new_v4().simple()),
+        definition: Some(pb::PipelineDefinition { stages, ..Default::default() }),
+    };
+    let stage = |name: &str, n: usize| {
+        let names: Vec<String> = (0..n).map(|i| format!("w{i}")).collect();
+        workflows(name, &q, &names.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let too_many_stages = vec![stage("a", 1), stage("b", 1), stage("c", 1), stage("d", 1)];
+    let refused =
+        assert_invalid(app.pipelines.clone().create_pipeline(create(too_many_stages)).await, "definition.stages");
+    assert!(refused.message().contains("at most 3 stages"), "{}", refused.message());
+    let too_wide = vec![stage("a", 3)];
+    let refused = assert_invalid(
+        app.pipelines.clone().create_pipeline(create(too_wide)).await,
+        "definition.stages[0].workflows.workflows",
+    );
+    assert!(refused.message().contains("at most 2 workflows"), "{}", refused.message());
+    let too_many_workflows = vec![stage("a", 2), stage("b", 2), stage("c", 1)];
+    let refused = app.pipelines.clone().create_pipeline(create(too_many_workflows)).await.unwrap_err();
+    assert!(refused.message().contains("at most 4 workflows"), "{}", refused.message());
+    // At the limits it is accepted.
+    app.pipelines.clone().create_pipeline(create(vec![stage("a", 2), stage("b", 2)])).await.expect("at the limits");
 }

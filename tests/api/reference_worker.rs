@@ -14,6 +14,7 @@ crate::on_both_backends!(
     shell_tasks_see_the_inputs_and_report_exit_code_and_output,
     a_task_past_its_timeout_is_killed_and_the_execution_expires,
     an_abort_kills_the_running_process,
+    its_output_can_be_followed_while_the_task_runs,
 );
 
 /// Runs the reference worker on `queue` until dropped.
@@ -50,7 +51,7 @@ fn shell(name: &str, queue: &str, command: &str) -> pb::Stage {
 }
 
 fn region() -> pb::Variable {
-    pb::Variable { name: "region".into(), default_value: None, description: String::new() }
+    pb::Variable { name: "region".into(), default_value: None, description: String::new(), ..Default::default() }
 }
 
 async fn shell_tasks_see_the_inputs_and_report_exit_code_and_output(app: TestApp) {
@@ -112,4 +113,30 @@ async fn an_abort_kills_the_running_process(app: TestApp) {
     let aborted = app.get(&e.id).await;
     assert_eq!(status(&aborted), pb::ExecutionStatus::Aborted);
     assert_eq!(workflow_of(&aborted, "long", "long").status, pb::WorkflowStatus::Cancelled as i32);
+}
+
+async fn its_output_can_be_followed_while_the_task_runs(app: TestApp) {
+    let q = queue();
+    let stages = vec![shell("slow", &q, "echo started; sleep 4; echo finished")];
+    let p = app.create_pipeline_with("slow", vec![], stages).await;
+    let _worker = ReferenceWorker::start(&app, &q);
+    let e = app.start(&p.id).await;
+    let running =
+        app.wait_until(&e.id, |e| workflow_of(e, "slow", "slow").status == pb::WorkflowStatus::Running as i32).await;
+    let task_id = workflow_of(&running, "slow", "slow").task_id.clone();
+    // The heartbeats carry what the process printed so far.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let request = pb::GetTaskOutputRequest { task_id: task_id.clone(), offset: 0, max_chars: 0 };
+        let page = app.executions.clone().get_task_output(request).await.unwrap().into_inner();
+        if page.output.contains("started") {
+            assert_eq!(page.status, pb::WorkflowStatus::Running as i32, "seen before the task ended");
+            assert!(!page.output.contains("finished") && !page.complete);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the output showed within 10 s: {page:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(workflow_of(&done, "slow", "slow").output, "started\nfinished\n", "each line once, in order");
 }

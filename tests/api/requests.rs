@@ -35,7 +35,12 @@ fn create_request(
 }
 
 fn variable(name: &str, default: Option<&str>) -> pb::Variable {
-    pb::Variable { name: name.into(), default_value: default.map(Into::into), description: String::new() }
+    pb::Variable {
+        name: name.into(),
+        default_value: default.map(Into::into),
+        description: String::new(),
+        ..Default::default()
+    }
 }
 
 fn start_request(pipeline_id: &str, variables: &[(&str, &str)]) -> pb::StartExecutionRequest {

@@ -242,8 +242,12 @@ async fn resume_by_status_table(app: TestApp) {
 
 async fn a_resume_runs_the_pinned_version_with_the_original_inputs(app: TestApp) {
     let q = queue();
-    let region =
-        vec![pb::Variable { name: "region".into(), default_value: Some("eu".into()), description: String::new() }];
+    let region = vec![pb::Variable {
+        name: "region".into(),
+        default_value: Some("eu".into()),
+        description: String::new(),
+        ..Default::default()
+    }];
     let p = app
         .create_pipeline_with(
             "pinned",

@@ -82,6 +82,14 @@ The chart's own Secret uses fixed names for whatever values are set.
 {{- end }}
 {{- end }}
 
+{{- define "reprise.secretsKeyKey" -}}
+{{- if .Values.existingSecret.name }}
+{{- .Values.existingSecret.secretsKeyKey }}
+{{- else if .Values.secrets.key }}
+{{- "secrets-key" }}
+{{- end }}
+{{- end }}
+
 {{- define "reprise.publicKeyKey" -}}
 {{- if .Values.existingSecret.name }}
 {{- .Values.existingSecret.publicKeyKey }}
