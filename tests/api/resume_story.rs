@@ -144,12 +144,22 @@ async fn a_run_paused_then_aborted_between_stages_goes_on_from_the_next_stage(ap
 
     let resumed = resume(&app, &e.id, "s1", "go on").await;
     assert!(resumed.stages_not_rolled_back.is_empty(), "nothing ran when it was aborted");
-    let done = app.wait_final(&resumed.execution.unwrap().id).await;
+    let new_id = resumed.execution.unwrap().id;
+    let done = app.wait_final(&new_id).await;
     assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "{done:#?}");
     assert!(done.stages[0].carried_over, "s0 is carried over, not run again");
-    let counts = worker.counts();
-    assert_eq!(counts[&("s0".to_string(), "w".to_string())], 1);
-    assert_eq!(counts[&("s1".to_string(), "w".to_string())], 1);
+    // What the resumed execution handed out (a lease that expired on a
+    // loaded machine may hand the first run's s0 out twice; that is not this).
+    let ran: Vec<String> = worker
+        .seen
+        .lock()
+        .unwrap()
+        .tasks
+        .iter()
+        .filter(|t| t.execution_id == new_id)
+        .map(|t| t.stage_name.clone())
+        .collect();
+    assert_eq!(ran, ["s1"], "only s1 ran in the resumed execution");
 }
 
 fn fail_fast(mut stage: pb::Stage) -> pb::Stage {
@@ -194,9 +204,18 @@ async fn a_fail_fast_stage_cancels_its_running_sibling_and_its_resume_reruns_bot
     let resumed = resume(&app, &e.id, "deploy", "fixed").await.execution.unwrap();
     let done = app.wait_final(&resumed.id).await;
     assert_eq!(status(&done), pb::ExecutionStatus::Succeeded);
-    let counts = worker.counts();
-    assert_eq!(counts[&("deploy".to_string(), "broken".to_string())], 2, "both ran again");
-    assert_eq!(counts[&("deploy".to_string(), "slow".to_string())], 2, "both ran again");
+    let mut ran: Vec<String> = worker
+        .seen
+        .lock()
+        .unwrap()
+        .tasks
+        .iter()
+        .filter(|t| t.execution_id == resumed.id)
+        .map(|t| t.workflow_name.clone())
+        .collect();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran, ["broken", "slow"], "both ran again");
 }
 
 async fn the_smaller_rules_of_resume(app: TestApp) {
