@@ -8,6 +8,7 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "proto/reprise/v1/error.proto",
         "proto/reprise/v1/pipeline.proto",
         "proto/reprise/v1/pipeline_service.proto",
         "proto/reprise/v1/execution.proto",

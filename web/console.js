@@ -442,7 +442,7 @@ async function openResume(got) {
     });
     stages.append(el('label', { class: `point ${point.resumable ? 'valid' : 'blocked'}`, 'data-stage': s.name },
       input, ` #${s.index || 0} ${s.name} `, badge(stageStatus(s)),
-      point.resumable ? '' : el('span', { class: 'why', text: ` — ${point.message || strip(point.block, 'RESUME_BLOCK_')}` })));
+      point.resumable ? '' : el('span', { class: 'why', text: ` — ${point.message || strip(point.block, 'ERROR_REASON_')}` })));
   }
   confirm.onclick = async () => {
     if (chosen === null) return;

@@ -406,16 +406,11 @@ pub fn with_resume_points(mut e: pb::Execution, points: Vec<Option<(Block, Strin
     for (stage, point) in e.stages.iter_mut().zip(points) {
         stage.resume_point = Some(match point {
             None => {
-                pb::ResumePoint { resumable: true, block: pb::ResumeBlock::Unspecified as i32, message: String::new() }
+                pb::ResumePoint { resumable: true, block: pb::ErrorReason::Unspecified as i32, message: String::new() }
             }
+            // The reason Resume from this stage would be refused with.
             Some((block, message)) => {
-                let block = match block {
-                    Block::NeverReached => pb::ResumeBlock::NeverReached,
-                    Block::ExecutionNotResumable => pb::ResumeBlock::ExecutionNotResumable,
-                    Block::NotLatest => pb::ResumeBlock::NotLatest,
-                    Block::ChainLimit => pb::ResumeBlock::ChainLimit,
-                };
-                pb::ResumePoint { resumable: false, block: block as i32, message }
+                pb::ResumePoint { resumable: false, block: super::error::proto_reason(block.reason()) as i32, message }
             }
         });
     }

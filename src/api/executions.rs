@@ -341,7 +341,7 @@ impl ExecutionService for ExecutionApi {
                     };
                     match woken {
                         Woken::Gone => break,
-                        Woken::Lifetime => Err(Status::unavailable(format!(
+                        Woken::Lifetime => Err(super::error::stream_lifetime(&format!(
                             "the stream reached its maximum lifetime of {} s; reconnect from offset {}",
                             lifetime.as_secs(),
                             page.next_offset
@@ -405,10 +405,10 @@ impl ExecutionService for ExecutionApi {
                 };
                 match woken {
                     Woken::Gone => break,
-                    Woken::Expired => Err(Status::unauthenticated(
+                    Woken::Expired => Err(super::error::unauthenticated(
                         "unauthenticated: the token this stream was opened with has expired; reconnect with a new one",
                     ))?,
-                    Woken::Lifetime => Err(Status::unavailable(format!(
+                    Woken::Lifetime => Err(super::error::stream_lifetime(&format!(
                         "the stream reached its maximum lifetime of {} s; reconnect to go on watching",
                         lifetime.as_secs()
                     )))?,

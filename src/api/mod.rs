@@ -3,7 +3,7 @@
 
 mod access;
 mod convert;
-mod error;
+pub mod error;
 mod executions;
 mod pipelines;
 mod streams;
@@ -48,7 +48,7 @@ impl Context {
             .extensions()
             .get::<Principal>()
             .cloned()
-            .ok_or_else(|| Status::unauthenticated("unauthenticated: the request carried no identity"))
+            .ok_or_else(|| error::unauthenticated("unauthenticated: the request carried no identity"))
     }
 
     /// The caller of a request, with its grants.
@@ -57,7 +57,7 @@ impl Context {
         // The subject is stored (who triggered what) and looked up: one no
         // column can hold, or of any length, is not a usable identity.
         if let Err(v) = limits::text("subject", &principal.subject, self.limits().max_subject_bytes, Text::Name, true) {
-            return Err(Status::unauthenticated(format!(
+            return Err(error::unauthenticated(&format!(
                 "unauthenticated: the identity's subject {} is not usable: {}",
                 limits::quote(&principal.subject),
                 v.description
@@ -109,7 +109,7 @@ where
         Ok(result) => result.map_err(error::to_status),
         Err(e) => {
             tracing::error!(error = %e, "use case panicked");
-            Err(Status::internal("the server failed while handling the request; it was not applied"))
+            Err(error::internal("the server failed while handling the request; it was not applied"))
         }
     }
 }

@@ -49,10 +49,13 @@ impl Streams {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(subject.to_owned()).or_default();
         if *n >= self.limits.per_caller {
-            return Err(Status::resource_exhausted(format!(
-                "this caller already holds {} watch streams, the most it may hold at once; close one first",
-                self.limits.per_caller
-            )));
+            return Err(super::error::too_many_streams(
+                &format!(
+                    "this caller already holds {} watch streams, the most it may hold at once; close one first",
+                    self.limits.per_caller
+                ),
+                self.limits.per_caller,
+            ));
         }
         *n += 1;
         Ok(Permit { subject: subject.to_owned(), open: self.open.clone() })

@@ -113,7 +113,7 @@ impl Authenticator {
 }
 
 fn unauthenticated(why: &str) -> Status {
-    Status::unauthenticated(format!("unauthenticated: {why}"))
+    crate::api::error::unauthenticated(&format!("unauthenticated: {why}"))
 }
 
 impl CertificateIdentity {

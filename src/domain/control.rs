@@ -2,7 +2,7 @@
 //! reject — as pure transitions of its state.
 
 use super::{
-    Refusal, Violation,
+    Reason, Refusal, Violation,
     execution::{ExecutionState, Millis},
     machine::{Command, Effect, check_command},
     progress::{self, Changes, Ids},
@@ -134,13 +134,13 @@ pub fn abort(s: &mut ExecutionState, reason: &str, actor: &str, now: Millis, ch:
 pub fn would_act(s: &ExecutionState, command: Command) -> Result<(), Refusal> {
     match check_command(s.execution.status, command)? {
         Effect::Unchanged => {
-            Err(Refusal::new("NOTHING_TO_CHANGE", format!("execution is already {}", s.execution.status)))
+            Err(Refusal::new(Reason::NothingToChange, format!("execution is already {}", s.execution.status)))
         }
         Effect::OnStage | Effect::To(_) if matches!(command, Command::Approve | Command::Reject) => {
             match waiting_stage(s, None) {
                 Ok(_) => Ok(()),
                 Err(CommandError::Refused(r)) => Err(r),
-                Err(CommandError::Invalid(v)) => Err(Refusal::new("NO_APPROVAL_WAITING", v.description)),
+                Err(CommandError::Invalid(v)) => Err(Refusal::new(Reason::NoApprovalWaiting, v.description)),
             }
         }
         _ => Ok(()),
@@ -151,7 +151,7 @@ fn waiting_stage(s: &ExecutionState, asked: Option<&str>) -> Result<usize, Comma
     let Some(waiting) = s.waiting_approval() else {
         let current = s.stages.iter().find(|st| st.status.is_active()).map(|st| st.name.as_str());
         return Err(CommandError::Refused(Refusal::new(
-            "NO_APPROVAL_WAITING",
+            Reason::NoApprovalWaiting,
             match current {
                 Some(name) => format!(
                     "no approval is waiting: stage {name:?} is running; wait until an approval stage is reached"
@@ -163,10 +163,14 @@ fn waiting_stage(s: &ExecutionState, asked: Option<&str>) -> Result<usize, Comma
     match asked {
         Some(name) if name != waiting.name => {
             if s.stages.iter().any(|st| st.name == name) {
-                Err(CommandError::Refused(Refusal::new(
-                    "STAGE_NOT_WAITING",
-                    format!("stage {name:?} is not waiting for approval; the waiting stage is {:?}", waiting.name),
-                )))
+                Err(CommandError::Refused(
+                    Refusal::new(
+                        Reason::StageNotWaiting,
+                        format!("stage {name:?} is not waiting for approval; the waiting stage is {:?}", waiting.name),
+                    )
+                    .with("stage_name", name)
+                    .with("waiting_stage_name", &waiting.name),
+                ))
             } else {
                 Err(CommandError::Invalid(Violation::new(
                     "stage_name",
@@ -243,12 +247,12 @@ mod tests {
         let mut s = running(vec![stage("a", &["x"]), approval("gate")]);
         let order = Order::Decide { approve: true, stage: None, comment: String::new() };
         let err = apply(&mut s, &order, "bob", 5, &mut counter(), &mut Changes::default()).unwrap_err();
-        assert!(matches!(err, CommandError::Refused(r) if r.reason == "NO_APPROVAL_WAITING"));
+        assert!(matches!(err, CommandError::Refused(r) if r.reason == Reason::NoApprovalWaiting));
 
         let mut s = running(vec![approval("gate"), stage("b", &["y"])]);
         let order = Order::Decide { approve: true, stage: Some("b".into()), comment: String::new() };
         let err = apply(&mut s, &order, "bob", 5, &mut counter(), &mut Changes::default()).unwrap_err();
-        assert!(matches!(err, CommandError::Refused(r) if r.reason == "STAGE_NOT_WAITING"));
+        assert!(matches!(err, CommandError::Refused(r) if r.reason == Reason::StageNotWaiting));
         let order = Order::Decide { approve: true, stage: Some("nope".into()), comment: String::new() };
         let err = apply(&mut s, &order, "bob", 5, &mut counter(), &mut Changes::default()).unwrap_err();
         assert!(matches!(err, CommandError::Invalid(v) if v.field == "stage_name"));
@@ -287,7 +291,7 @@ mod tests {
                 s.execution.status = status;
                 let before = s.clone();
                 let err = apply(&mut s, &order, "ann", 9, &mut counter(), &mut Changes::default()).unwrap_err();
-                assert!(matches!(err, CommandError::Refused(r) if r.reason == "EXECUTION_FINISHED"));
+                assert!(matches!(err, CommandError::Refused(r) if r.reason == Reason::ExecutionFinished));
                 assert_eq!(s.execution, before.execution);
                 assert_eq!(s.stages, before.stages);
             }

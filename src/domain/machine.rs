@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Refusal, condition,
+    Reason, Refusal, condition,
     pipeline::{Skip, Stage},
     status::{ExecutionStatus as E, StageStatus as S, WorkflowStatus as W},
 };
@@ -36,7 +36,7 @@ pub fn check_command(status: E, command: Command) -> Result<Effect, Refusal> {
     use Command::*;
     match (status, command) {
         (s, _) if s.is_final() => Err(Refusal::new(
-            "EXECUTION_FINISHED",
+            Reason::ExecutionFinished,
             format!(
                 "execution is {s} and can no longer be changed{}",
                 if matches!(s, E::Succeeded) { "" } else { "; resume it to run again from a stage it reached" }
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(table.len(), E::ALL.len());
         for (status, expected) in table {
             for (command, want) in [Abort, Pause, Continue, Approve, Reject].into_iter().zip(expected) {
-                let got = check_command(*status, command).map_err(|r| r.reason);
+                let got = check_command(*status, command).map_err(|r| r.reason.as_str());
                 assert_eq!(&got, want, "{status} × {command:?}");
             }
         }

@@ -16,6 +16,6 @@ pub mod resume;
 pub mod retention;
 pub mod status;
 
-pub use error::{Refusal, Violation};
+pub use error::{Reason, Refusal, Violation};
 
 pub use limits::quote;

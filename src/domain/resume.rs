@@ -3,7 +3,7 @@
 //! the new execution it creates — built from the plan, so the two agree.
 
 use super::{
-    Refusal, Violation,
+    Reason, Refusal, Violation,
     execution::{Execution, ExecutionState, Millis, ResumeOrigin, StageRun},
     pipeline::StageKind,
     status::{ExecutionStatus, StageStatus},
@@ -34,13 +34,13 @@ pub enum Block {
 }
 
 impl Block {
-    /// The reason code shared by resume points and Resume's refusals.
-    pub fn reason(self) -> &'static str {
+    /// The reason shared by resume points and Resume's refusals.
+    pub fn reason(self) -> Reason {
         match self {
-            Block::NeverReached => "STAGE_NOT_REACHED",
-            Block::ExecutionNotResumable => "EXECUTION_NOT_RESUMABLE",
-            Block::NotLatest => "NOT_LATEST_IN_CHAIN",
-            Block::ChainLimit => "CHAIN_LIMIT_REACHED",
+            Block::NeverReached => Reason::StageNotReached,
+            Block::ExecutionNotResumable => Reason::ExecutionNotResumable,
+            Block::NotLatest => Reason::NotLatestInChain,
+            Block::ChainLimit => Reason::ChainLimitReached,
         }
     }
 }
@@ -83,7 +83,13 @@ pub fn is_resume_point(stages: &[StageRun], index: usize) -> bool {
 /// Whether the execution as a whole can be resumed now.
 pub fn check_execution(e: &Execution, limits: ChainLimits, now: Millis) -> Result<(), (Block, Refusal)> {
     let status = e.status;
-    let refuse = |block: Block, message: String| Err((block, Refusal::new(block.reason(), message)));
+    let refuse = |block: Block, message: String| {
+        let refusal = Refusal::new(block.reason(), message)
+            .with("execution_id", &e.id)
+            .with("status", status)
+            .with("attempt", e.attempt);
+        Err((block, refusal))
+    };
     if !matches!(
         status,
         ExecutionStatus::Failed | ExecutionStatus::Aborted | ExecutionStatus::Expired | ExecutionStatus::Rejected
@@ -105,7 +111,8 @@ pub fn check_execution(e: &Execution, limits: ChainLimits, now: Millis) -> Resul
                 "execution {} was already resumed by {latest}; only the latest execution of a chain can be resumed",
                 e.id
             ),
-        );
+        )
+        .map_err(|(b, r)| (b, r.with("latest_execution_id", latest)));
     }
     if let Some(max) = limits.max_attempts
         && e.attempt as i64 >= max as i64
@@ -113,7 +120,8 @@ pub fn check_execution(e: &Execution, limits: ChainLimits, now: Millis) -> Resul
         return refuse(
             Block::ChainLimit,
             format!("the chain has reached its limit of {max} attempts; start a new execution instead"),
-        );
+        )
+        .map_err(|(b, r)| (b, r.with("max_attempts", max)));
     }
     if let Some(max_age) = limits.max_age_ms
         && now - e.chain_created_at > max_age
@@ -124,7 +132,8 @@ pub fn check_execution(e: &Execution, limits: ChainLimits, now: Millis) -> Resul
                 "the chain is older than its limit of {} s since its first attempt; start a new execution instead",
                 max_age / 1000
             ),
-        );
+        )
+        .map_err(|(b, r)| (b, r.with("max_age_seconds", max_age / 1000)));
     }
     Ok(())
 }
@@ -169,7 +178,12 @@ pub fn resolve_stage(d: &ExecutionState, wanted: &StageRef) -> Result<usize, Res
         })?,
     };
     if !is_resume_point(&d.stages, index) {
-        return Err(ResolveError::Refused(Refusal::new(Block::NeverReached.reason(), never_reached_message(d, index))));
+        let refusal = Refusal::new(Block::NeverReached.reason(), never_reached_message(d, index))
+            .with("execution_id", &d.execution.id)
+            .with("stage_name", &d.stages[index].name)
+            .with("stage_index", index)
+            .with("attempt", d.execution.attempt);
+        return Err(ResolveError::Refused(refusal));
     }
     Ok(index)
 }
@@ -261,9 +275,11 @@ pub fn successor(old: &ExecutionState, from: usize, new: NewAttempt) -> Executio
 }
 
 /// For each stage, why it is not a valid resume point (None: it is one).
+/// What blocks the whole execution comes first, as Resume checks it first:
+/// a point names the very reason Resume from that stage is refused with.
 pub fn resume_points(d: &ExecutionState, execution_block: Option<Block>) -> Vec<Option<Block>> {
     (0..d.stages.len())
-        .map(|i| if !is_resume_point(&d.stages, i) { Some(Block::NeverReached) } else { execution_block })
+        .map(|i| execution_block.or_else(|| (!is_resume_point(&d.stages, i)).then_some(Block::NeverReached)))
         .collect()
 }
 
@@ -293,10 +309,10 @@ mod tests {
     fn resume_by_status_table() {
         use ExecutionStatus as E;
         let table = [
-            (E::Queued, Some("EXECUTION_NOT_RESUMABLE")),
-            (E::Running, Some("EXECUTION_NOT_RESUMABLE")),
-            (E::Paused, Some("EXECUTION_NOT_RESUMABLE")),
-            (E::Succeeded, Some("EXECUTION_NOT_RESUMABLE")),
+            (E::Queued, Some(Reason::ExecutionNotResumable)),
+            (E::Running, Some(Reason::ExecutionNotResumable)),
+            (E::Paused, Some(Reason::ExecutionNotResumable)),
+            (E::Succeeded, Some(Reason::ExecutionNotResumable)),
             (E::Failed, None),
             (E::Aborted, None),
             (E::Expired, None),

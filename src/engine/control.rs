@@ -98,7 +98,9 @@ impl Engine {
         let mut changes = Changes::default();
         let now = now();
         control::apply(&mut after, order, &caller.subject, now, &mut new_id, &mut changes).map_err(|e| match e {
-            CommandError::Refused(r) => Error::Refused(r),
+            CommandError::Refused(r) => Error::Refused(
+                r.with_default("execution_id", execution_id).with_default("status", before.execution.status),
+            ),
             CommandError::Invalid(v) => Error::Invalid(vec![v]),
         })?;
         self.save(unit, &before, &after, changes, now).await?;

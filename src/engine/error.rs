@@ -45,7 +45,7 @@ impl Error {
         Error::Invalid(vec![Violation::new(field, description)])
     }
 
-    pub fn refused(reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn refused(reason: crate::domain::Reason, message: impl Into<String>) -> Self {
         Error::Refused(Refusal::new(reason, message))
     }
 

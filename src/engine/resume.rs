@@ -2,7 +2,7 @@
 //! before the chosen one and runs the rest, created in one transaction on
 //! the locked original.
 
-use crate::domain::Refusal;
+use crate::domain::{Reason, Refusal};
 use serde_json::json;
 
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, start::Created, work::Unit};
@@ -148,22 +148,25 @@ impl Engine {
                     .open(&old.execution.id, sealed)
                     .and_then(|values| sealer.seal(&new.execution.id, &values))
                     .map_err(|e| {
-                        Error::Refused(Refusal::new(
-                            "SECRETS_UNREADABLE",
-                            format!("{e}; it cannot be resumed with them"),
-                        ))
+                        Error::Refused(
+                            Refusal::new(Reason::SecretsUnreadable, format!("{e}; it cannot be resumed with them"))
+                                .with("execution_id", &old.execution.id),
+                        )
                     })?;
                 Some(values)
             }
             (Some(_), None) => {
-                return Err(Error::Refused(Refusal::new(
-                    "SECRETS_KEY_MISSING",
-                    format!(
-                        "execution {} holds secret variables and this server has no secrets key to open them; \
-                         an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
-                        old.execution.id
-                    ),
-                )));
+                return Err(Error::Refused(
+                    Refusal::new(
+                        Reason::SecretsKeyMissing,
+                        format!(
+                            "execution {} holds secret variables and this server has no secrets key to open them; \
+                             an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
+                            old.execution.id
+                        ),
+                    )
+                    .with("execution_id", &old.execution.id),
+                ));
             }
         };
         let mut changes = Changes::default();
@@ -214,8 +217,8 @@ impl Engine {
             .enumerate()
             .map(|(index, block)| {
                 block.map(|b| match (&execution_block, b) {
-                    (_, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
                     (Some((_, refusal)), _) => (b, refusal.message.clone()),
+                    (None, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
                     (None, _) => (b, String::new()),
                 })
             })

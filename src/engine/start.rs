@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{Audit, Engine, Error, Result, authorize, new_id, now, secrets::Sealer, work::Unit};
 use crate::{
     domain::{
-        Refusal,
+        Reason, Refusal,
         access::Caller,
         execution::{Execution, ExecutionDetail, ExecutionState, StageRun},
         inputs,
@@ -90,14 +90,17 @@ impl Engine {
             (true, _) => None,
             (false, Some(sealer)) => Some(sealer.seal(&id, &secrets).map_err(|e| Error::Conflict(e.to_string()))?),
             (false, None) => {
-                return Err(Error::Refused(Refusal::new(
-                    "SECRETS_KEY_MISSING",
-                    format!(
-                        "pipeline {} declares secret variables and this server has no secrets key to seal them with; \
-                         an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
-                        pipeline.id
-                    ),
-                )));
+                return Err(Error::Refused(
+                    Refusal::new(
+                        Reason::SecretsKeyMissing,
+                        format!(
+                            "pipeline {} declares secret variables and this server has no secrets key to seal them \
+                             with; an operator sets --secrets-key-file (or REPRISE_SECRETS_KEY)",
+                            pipeline.id
+                        ),
+                    )
+                    .with("pipeline_id", &pipeline.id),
+                ));
             }
         };
         let now = now();

@@ -362,7 +362,11 @@ pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
         }
         status => format!("task {} already ended as {status}; a result is accepted once", task.task_id),
     };
-    Error::refused("LEASE_NOT_HELD", message)
+    Error::Refused(
+        crate::domain::Refusal::new(crate::domain::Reason::LeaseNotHeld, message)
+            .with("task_id", &task.task_id)
+            .with("attempt", task.attempt),
+    )
 }
 
 /// The last `max` bytes of `text`, on a character boundary.

@@ -224,7 +224,7 @@ async fn bad_tokens_are_unauthenticated_and_say_why(app: TestApp) {
         async move { client.list_executions(request).await.unwrap_err() }
     };
     let missing = call(Request::new(pb::ListExecutionsRequest::default())).await;
-    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert_reason(&missing, Code::Unauthenticated, pb::ErrorReason::Unauthenticated);
     assert!(missing.message().contains("missing bearer token"), "{}", missing.message());
 
     let base = || json!({ "sub": "alice", "exp": now() + 600, "iss": ISSUER, "aud": AUDIENCE });
@@ -246,7 +246,7 @@ async fn bad_tokens_are_unauthenticated_and_say_why(app: TestApp) {
     ];
     for (token, says) in cases {
         let status = call(authed(pb::ListExecutionsRequest::default(), &token)).await;
-        assert_eq!(status.code(), Code::Unauthenticated, "{says}");
+        assert_reason(&status, Code::Unauthenticated, pb::ErrorReason::Unauthenticated);
         assert!(status.message().contains(says), "wanted {says:?} in {:?}", status.message());
     }
 
@@ -280,7 +280,7 @@ async fn resume_needs_execute_on_every_stage_it_would_run(app: TestApp) {
         ..Default::default()
     };
     let denied = s.executions().resume(authed(resume(0), &token("nonprod"))).await.unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_reason(&denied, Code::PermissionDenied, pb::ErrorReason::PermissionDenied);
     // Stage 1 was never reached, so the only valid point runs a PROD stage: still refused.
     assert!(denied.message().contains("PROD"), "{}", denied.message());
     let resumed = s.executions().resume(authed(resume(0), &token("root"))).await.expect("root may resume");
@@ -534,6 +534,9 @@ async fn what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited
     let missing = every_named_call(&s, "root", &no_execution, &no_pipeline).await;
     assert_eq!(missing.len(), 14, "{missing:?}");
     assert!(missing.iter().all(|(_, m)| m.code() == Code::NotFound), "{missing:?}");
+    for (_, status) in &missing {
+        assert_reason(status, Code::NotFound, pb::ErrorReason::NotFound);
+    }
 
     // A stranger, a worker (RUN_TASKS reads nothing) and a deployer of
     // another application: the same answers, word for word.
@@ -542,6 +545,8 @@ async fn what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited
         assert_eq!(hidden.len(), missing.len(), "{subject}: {hidden:?}");
         for ((call, got), (_, want)) in hidden.iter().zip(&missing) {
             assert_eq!(got.code(), Code::NotFound, "{subject} {call}: {got:?}");
+            // The same details too: the reason never tells hidden from missing.
+            assert_eq!(error_info(got), error_info(want), "{subject} {call}");
             let got = got.message().replace(&e.id, "E").replace(&p.id, "P");
             let want = want.message().replace(&no_execution, "E").replace(&no_pipeline, "P");
             assert_eq!(got, want, "{subject} {call}");
@@ -571,6 +576,11 @@ async fn what_a_caller_may_not_read_is_not_found_and_refused_changes_are_audited
         ]
     );
     assert!(viewed[0].1.message().contains("EXECUTE_PIPELINE"), "{:?}", viewed[0].1);
+    for (call, status) in &viewed {
+        let reason =
+            if status.code() == Code::NotFound { pb::ErrorReason::NotFound } else { pb::ErrorReason::PermissionDenied };
+        assert_eq!(error_info(status).0, reason, "{call}");
+    }
     assert!(viewed[6].1.message().contains("has no version 7"), "a reader is told which versions exist");
 
     // Each refused change is in the trail: who, what, which target, why.

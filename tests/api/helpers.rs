@@ -691,3 +691,48 @@ pub fn workflow_of<'a>(e: &'a pb::Execution, stage: &str, workflow: &str) -> &'a
         .find(|w| w.name == workflow)
         .unwrap_or_else(|| panic!("no workflow {workflow} in {stage}: {e:#?}"))
 }
+
+/// The `google.rpc.ErrorInfo` of `status`: asserts it is there, in the
+/// domain `reprise.v1`, with a reason that names an `ErrorReason` value;
+/// returns that value and the metadata.
+#[track_caller]
+pub fn error_info(status: &tonic::Status) -> (pb::ErrorReason, HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let info = details.error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "reprise.v1", "{status:?}");
+    let reason = pb::ErrorReason::from_str_name(&format!("ERROR_REASON_{}", info.reason))
+        .unwrap_or_else(|| panic!("reason {:?} is no ErrorReason value", info.reason));
+    (reason, info.metadata.clone())
+}
+
+/// Asserts `status` has `code` and the ErrorInfo reason `reason`; for a
+/// FAILED_PRECONDITION also a PreconditionFailure of the same type. Returns
+/// the ErrorInfo metadata.
+#[track_caller]
+pub fn assert_reason(status: &tonic::Status, code: tonic::Code, reason: pb::ErrorReason) -> HashMap<String, String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), code, "{status:?}");
+    let (got, metadata) = error_info(status);
+    assert_eq!(got, reason, "{status:?}");
+    if code == tonic::Code::FailedPrecondition {
+        let details = status.get_error_details();
+        let failure = details.precondition_failure().unwrap_or_else(|| panic!("no PreconditionFailure: {status:?}"));
+        let wire = reason.as_str_name().trim_start_matches("ERROR_REASON_");
+        assert_eq!(failure.violations[0].r#type, wire, "{status:?}");
+    }
+    metadata
+}
+
+/// Asserts `result` failed with `code` and reason `reason`; returns the status
+/// and the ErrorInfo metadata.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: pb::ErrorReason,
+) -> (tonic::Status, HashMap<String, String>) {
+    let status = result.expect_err(&format!("expected {code:?} {reason:?}"));
+    let metadata = assert_reason(&status, code, reason);
+    (status, metadata)
+}

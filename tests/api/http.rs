@@ -152,7 +152,7 @@ async fn a_read_over_json_is_the_grpc_answer_in_proto3_json(app: TestApp) {
     assert_eq!(execution["stages"][1]["name"], "deploy");
     assert_eq!(execution["stages"][1]["status"], "STAGE_STATUS_FAILED");
     assert_eq!(execution["stages"][1]["resumePoint"]["resumable"], true);
-    assert_eq!(execution["stages"][2]["resumePoint"]["block"], "RESUME_BLOCK_NEVER_REACHED");
+    assert_eq!(execution["stages"][2]["resumePoint"]["block"], "ERROR_REASON_STAGE_NOT_REACHED");
     // The same answer as over gRPC, field for field.
     let grpc = app
         .executions

@@ -9,6 +9,7 @@ mod commit;
 mod consistency;
 mod control;
 mod durability;
+mod errors;
 mod fuzz;
 mod fuzz_gen;
 mod http;

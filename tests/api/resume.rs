@@ -484,16 +484,17 @@ async fn get_execution_marks_valid_resume_points(app: TestApp) {
             .map(|s| s.resume_point.as_ref().map(|p| (p.resumable, p.block)).expect("resume point"))
             .collect()
     };
-    use pb::ResumeBlock as B;
+    use pb::ErrorReason as B;
     let got = app.get(&failed.id).await;
-    assert_eq!(points(&got), [(true, 0), (true, 0), (true, 0), (false, B::NeverReached as i32)]);
+    assert_eq!(points(&got), [(true, 0), (true, 0), (true, 0), (false, B::StageNotReached as i32)]);
     let resumed = resume(&app, &failed.id, "rollout").await.unwrap().execution.unwrap();
     let old = app.get(&failed.id).await;
-    assert_eq!(points(&old)[0], (false, B::NotLatest as i32));
+    assert_eq!(points(&old)[0], (false, B::NotLatestInChain as i32));
     let new = app.get(&resumed.id).await;
     assert_eq!(status(&new), pb::ExecutionStatus::Running);
+    // What blocks the whole execution comes first, as in Resume's refusal.
     let not_resumable = (false, B::ExecutionNotResumable as i32);
-    assert_eq!(points(&new), [not_resumable, not_resumable, not_resumable, (false, B::NeverReached as i32)]);
+    assert_eq!(points(&new), [not_resumable; 4]);
 }
 
 async fn resume_refuses_changed_inputs(app: TestApp) {
@@ -524,7 +525,7 @@ async fn chain_limits_refuse_resumes_past_them(app: TestApp) {
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("limit of 2 attempts"), "{}", refused.message());
     let point = app.get(&second.id).await.stages[0].resume_point.clone().unwrap();
-    assert_eq!((point.resumable, point.block), (false, pb::ResumeBlock::ChainLimit as i32));
+    assert_eq!((point.resumable, point.block), (false, pb::ErrorReason::ChainLimitReached as i32));
 
     let aged = reprise::domain::resume::ChainLimits { max_attempts: None, max_age_ms: Some(0) };
     let app = app.restart_with(reprise::engine::Settings { chain_limits: aged, ..test_settings() }).await;

@@ -215,6 +215,8 @@ async fn without_a_secrets_key_a_pipeline_with_secrets_cannot_start(app: TestApp
     let refused = app.executions.clone().start_execution(start_request(&p.id, "s", SECRET)).await;
     let status = assert_code(refused, Code::FailedPrecondition);
     assert!(status.message().contains("--secrets-key-file"), "{}", status.message());
+    let metadata = assert_reason(&status, Code::FailedPrecondition, pb::ErrorReason::SecretsKeyMissing);
+    assert_eq!(metadata["pipeline_id"], p.id);
     assert_not_stored(&app).await;
     // Pipelines without secrets are not affected.
     let plain = app.create_pipeline("plain", vec![workflows("build", &q, &["w"])]).await;
