@@ -33,7 +33,7 @@ const ROUND: usize = 10_000;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs and panics as `serve` has them: warnings and errors, one line each.
-    let _telemetry = reprise::telemetry::init("warn", None)?;
+    let _telemetry = reprise::telemetry::init("warn", None, reprise::telemetry::LogFormat::Text)?;
     reprise::panic::install_hook();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let total: usize = args.first().and_then(|n| n.parse().ok()).unwrap_or(100_000);
