@@ -235,8 +235,8 @@ async fn an_error_keeps_its_grpc_code_and_details(app: TestApp) {
     let error = bad.json();
     assert_eq!(error["code"], "invalid_argument");
     assert!(error["message"].as_str().unwrap().contains("execution_id"), "{error}");
-    let detail = &error["details"][0];
-    assert_eq!(detail["type"], "google.rpc.BadRequest");
+    let details = error["details"].as_array().expect("details");
+    let detail = details.iter().find(|d| d["type"] == "google.rpc.BadRequest").expect("a BadRequest detail");
     assert_eq!(detail["debug"]["fieldViolations"][0]["field"], "execution_id");
     // The detail's value is the message itself, in base64, for Connect clients.
     use base64::Engine as _;
@@ -252,8 +252,12 @@ async fn an_error_keeps_its_grpc_code_and_details(app: TestApp) {
     assert_eq!(stale.status, 400);
     let error = stale.json();
     assert_eq!(error["code"], "failed_precondition");
-    assert_eq!(error["details"][0]["type"], "google.rpc.PreconditionFailure");
-    assert_eq!(error["details"][0]["debug"]["violations"][0]["type"], "NOT_LATEST_IN_CHAIN");
+    let details = error["details"].as_array().expect("details");
+    let precondition = details.iter().find(|d| d["type"] == "google.rpc.PreconditionFailure").expect("a precondition");
+    assert_eq!(precondition["debug"]["violations"][0]["type"], "NOT_LATEST_IN_CHAIN");
+    let info = details.iter().find(|d| d["type"] == "google.rpc.ErrorInfo").expect("an ErrorInfo detail");
+    assert_eq!(info["debug"]["reason"], "NOT_LATEST_IN_CHAIN");
+    assert_eq!(info["debug"]["domain"], "reprise.v1");
 
     // NOT_FOUND; an unknown field; JSON that is not JSON; an unknown method; a body over the limit.
     let missing = post_json(
