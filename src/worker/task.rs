@@ -109,9 +109,9 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &
             lease_token: task.lease_token.clone(),
             output: output.take(),
         };
-        // A heartbeat slower than the period is worthless; the next one
-        // should go out on time instead.
-        match tokio::time::timeout(period, client.heartbeat(request)).await {
+        // A heartbeat may take up to two periods (the lease is three): cut
+        // sooner, a loaded server dropped the output it carried for nothing.
+        match tokio::time::timeout(period * 2, client.heartbeat(request)).await {
             Ok(Ok(response)) => {
                 if response.into_inner().cancelled {
                     return Abandon::Cancelled;
@@ -126,7 +126,7 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &
                 error = %describe(&status),
                 "heartbeat failed"
             ),
-            Err(_) => warn!(timeout_ms = period.as_millis() as u64, "heartbeat timed out"),
+            Err(_) => warn!(timeout_ms = (period * 2).as_millis() as u64, "heartbeat timed out"),
         }
     }
 }
