@@ -73,9 +73,10 @@ fn memory() -> String {
     format!("{} (after malloc_trim {})", mib(resident), mib(rss_kib()))
 }
 
-async fn server(db_url: &str, secured: bool, stop: &CancellationToken) -> anyhow::Result<(Engine, Channel)> {
-    let settings = Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
-    let engine = Engine::new(store::connect(db_url).await?, settings);
+/// A server on `engine`: with authentication (`secured`) or without. Both
+/// share one engine, as one process may hold a SQLite file.
+async fn server(engine: &Engine, secured: bool, stop: &CancellationToken) -> anyhow::Result<(Engine, Channel)> {
+    let engine = engine.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
     let (e, stop) = (engine.clone(), stop.clone());
@@ -97,8 +98,10 @@ async fn server(db_url: &str, secured: bool, stop: &CancellationToken) -> anyhow
 async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Result<bool> {
     let db = BenchDb::create(backend).await?;
     let stop = CancellationToken::new();
-    let (secured_engine, secured) = server(db.url(), true, &stop).await?;
-    let (open_engine, open) = server(db.url(), false, &stop).await?;
+    let settings = Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
+    let engine = Engine::new(store::connect(db.url()).await?, settings);
+    let (secured_engine, secured) = server(&engine, true, &stop).await?;
+    let (open_engine, open) = server(&engine, false, &stop).await?;
     let targets = seed(&secured_engine, &secured).await;
     let endpoints = [Endpoint::secured(secured.clone()), Endpoint::open(open.clone())];
     println!("\n== {} — {total} requests, {concurrency} at a time", backend.name());
@@ -116,14 +119,14 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
         tally.absorb(done);
         peak = peak.max(rss_kib().unwrap_or(0));
         let cached = |e: &Engine| e.definitions().size();
-        let ((n1, b1), (n2, b2)) = (cached(&secured_engine), cached(&open_engine));
+        let (n1, b1) = cached(&engine);
         println!(
             "{sent:>7} sent in {:>6.1} s; resident {}; queues waited on: {}; definitions cached: {} (weighing {:.1} MiB)",
             started.elapsed().as_secs_f64(),
             memory(),
-            secured_engine.parked_queues() + open_engine.parked_queues(),
-            n1 + n2,
-            (b1 + b2) as f64 / 1024.0 / 1024.0
+            secured_engine.parked_queues(),
+            n1,
+            b1 as f64 / 1024.0 / 1024.0
         );
     }
     let elapsed = started.elapsed();
@@ -141,7 +144,7 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
         println!("  {code:<20} {n:>7}");
     }
     println!("by method: {:?}", tally.by_method);
-    let waited = secured_engine.parked_queues() + open_engine.parked_queues();
+    let waited = secured_engine.parked_queues();
     println!("queues still waited on after the run: {waited}");
     match &ran {
         Ok(()) => println!("after the run: a new pipeline ran to SUCCEEDED on both servers"),
@@ -156,7 +159,6 @@ async fn fuzz(backend: &Backend, total: usize, concurrency: usize) -> anyhow::Re
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(500)).await;
     secured_engine.store().close().await;
-    open_engine.store().close().await;
     drop((secured_engine, open_engine, secured, open));
     drop(db);
     tokio::time::sleep(Duration::from_secs(1)).await;
