@@ -58,7 +58,9 @@ use anyhow::{Context as _, bail, ensure};
 use reprise::{
     api::StreamLimits,
     engine::{Engine, Settings},
-    proto::{self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient},
+    proto::{
+        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
+    },
     server::ServeOptions,
     store,
 };
@@ -141,13 +143,17 @@ async fn run() -> anyhow::Result<()> {
 /// its memory figures start from a fresh process, not from what the
 /// allocator kept from the other backend's run.
 async fn backend_process(name: &str) -> anyhow::Result<Report> {
+    // spawn + wait_with_output, not output(): that would capture stderr too,
+    // and the backend's progress and errors belong on ours.
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .env(BACKEND_ENV, name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
-        .output()
+        .spawn()
+        .with_context(|| format!("starting the {name} bench process"))?
+        .wait_with_output()
         .await
         .with_context(|| format!("running the {name} bench process"))?;
     ensure!(output.status.success(), "the {name} bench process ended with {}", output.status);
@@ -328,8 +334,12 @@ async fn start_waiting(channel: &Channel, pipeline_id: &str) -> anyhow::Result<S
 
 async fn first_stage(channel: &Channel, id: &str) -> anyhow::Result<pb::StageStatus> {
     let request = pb::GetExecutionRequest { execution_id: id.into(), ..Default::default() };
-    let execution =
-        ExecutionServiceClient::new(channel.clone()).get_execution(request).await?.into_inner().execution.context("no execution")?;
+    let execution = ExecutionServiceClient::new(channel.clone())
+        .get_execution(request)
+        .await?
+        .into_inner()
+        .execution
+        .context("no execution")?;
     Ok(match execution.stages.first() {
         Some(stage) => pb::StageStatus::try_from(stage.status)?,
         None => pb::StageStatus::Pending,
@@ -498,12 +508,14 @@ async fn watch_all() -> anyhow::Result<()> {
         for s in 0..PER_CONNECTION {
             let id = ids[(c * PER_CONNECTION + s) % ids.len()].clone();
             let mut client = ExecutionServiceClient::new(channel.clone());
-            let (stop, opening, updates, opened_tx) = (stop.clone(), opening.clone(), updates.clone(), opened_tx.clone());
+            let (stop, opening, updates, opened_tx) =
+                (stop.clone(), opening.clone(), updates.clone(), opened_tx.clone());
             holders.spawn(async move {
                 let permit = opening.acquire_owned().await?;
                 let opened = async {
                     let request = pb::WatchExecutionRequest { execution_id: id.clone() };
-                    let mut stream = client.watch_execution(request).await.context("WatchExecution refused")?.into_inner();
+                    let mut stream =
+                        client.watch_execution(request).await.context("WatchExecution refused")?.into_inner();
                     let first = stream.message().await.context("the stream's first message")?;
                     ensure!(first.is_some(), "the stream of {id} ended before its first message");
                     anyhow::Ok(stream)
@@ -586,9 +598,7 @@ fn print_report(reports: &[Report]) {
          holds them all); max_concurrent_streams per connection left at its default (1,000); Settings::default()"
     );
     println!("GetExecution: {CALLERS} concurrent callers, {CALLS} measured calls, p50 / p99");
-    println!(
-        "memory: VmRSS of each backend's own process (server + 4 callers); the watchers run in a child process\n"
-    );
+    println!("memory: VmRSS of each backend's own process (server + 4 callers); the watchers run in a child process\n");
     let width = 44;
     print!("{:width$}", "");
     for r in reports {
