@@ -22,6 +22,7 @@ pub mod client;
 pub mod credentials;
 pub mod domain;
 pub mod engine;
+pub mod memory;
 pub mod metrics;
 pub mod panic;
 pub mod proto;

@@ -88,6 +88,7 @@ pub async fn serve_with(
     tasks.spawn(watch_database(engine.clone(), health.clone(), shutdown.clone()));
     tasks.spawn(scheduler::relay(engine.clone(), shutdown.clone()));
     tasks.spawn(scheduler::retention(engine.clone(), shutdown.clone()));
+    tasks.spawn(crate::memory::trim_periodically(shutdown.clone()));
     if let Some(every) = options.metrics_sampling {
         tasks.spawn(metrics::sample(engine.clone(), every, shutdown.clone()));
     }
