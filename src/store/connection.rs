@@ -106,6 +106,11 @@ pub(crate) struct WriterConn {
 }
 
 impl Writer {
+    /// Another writer holds the turn now (a probe that waited was busy, not down).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.conn.try_lock().is_err()
+    }
+
     pub(crate) async fn open(url: &str) -> Result<Writer> {
         let pragmas = Arc::new(std::sync::Mutex::new(Vec::new()));
         let db = open_writer(url, pragmas.clone()).await?;

@@ -196,6 +196,11 @@ impl Store {
         &self.inner.pool
     }
 
+    /// SQLite: whether a writer of this process holds the write turn now.
+    pub fn writer_is_busy(&self) -> bool {
+        self.inner.writer.as_ref().is_some_and(|w| w.is_busy())
+    }
+
     /// SQLite only, for tests: runs a PRAGMA on the writer connection (e.g.
     /// `max_page_count`, to make the database refuse to grow).
     #[doc(hidden)]

@@ -21,7 +21,6 @@ crate::on_both_backends!(
     the_retention_loop_deletes_while_executions_run,
 );
 
-
 fn sweep_options() -> SweepOptions {
     // Small batches: a sweep of a few chains still takes several.
     SweepOptions { batch: 2, pause: Duration::from_millis(1) }
