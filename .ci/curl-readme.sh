@@ -63,8 +63,10 @@ python3 -c '
 import json
 e = json.load(open("error.json"))
 assert e["code"] == "failed_precondition", e
-assert e["details"][0]["type"] == "google.rpc.PreconditionFailure", e
-print("error: failed_precondition with its PreconditionFailure detail")'
+types = {d["type"]: d for d in e["details"]}
+assert "google.rpc.PreconditionFailure" in types, e
+assert types["google.rpc.ErrorInfo"]["debug"]["reason"] == "NOT_LATEST_IN_CHAIN", e
+print("error: failed_precondition with its ErrorInfo (NOT_LATEST_IN_CHAIN) and PreconditionFailure details")'
 call ExecutionService/ListExecutions '{"application":"shop"}' | python3 -c '
 import json, sys
 ex = json.load(sys.stdin)["executions"]
