@@ -340,6 +340,20 @@ impl TestApp {
         self.get_full(id).await
     }
 
+    /// Follows WatchExecution until the stage named "gate" waits for approval.
+    pub async fn at_gate(&self, id: &str) {
+        self.wait_until(id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
+    }
+
+    /// The `n` column of a `SELECT count(*) AS n …` run on the test's database.
+    pub async fn sql_count(&self, sql: &str) -> i64 {
+        use sea_orm::ConnectionTrait as _;
+        let db = self.engine.store().connection();
+        let statement = sea_orm::Statement::from_string(db.get_database_backend(), sql);
+        let row = db.query_one_raw(statement).await.unwrap().expect("a row");
+        row.try_get::<i64>("", "n").unwrap()
+    }
+
     /// GetExecution in the FULL view.
     pub async fn get_full(&self, id: &str) -> pb::Execution {
         let request = pb::GetExecutionRequest { execution_id: id.into(), view: pb::ExecutionView::Full as i32 };

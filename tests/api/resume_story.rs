@@ -36,10 +36,6 @@ async fn resume(app: &TestApp, id: &str, stage: &str, reason: &str) -> pb::Resum
     app.executions.clone().resume(resume_request(id, stage, reason)).await.expect("resume").into_inner()
 }
 
-async fn at_gate(app: &TestApp, id: &str) {
-    app.wait_until(id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
-}
-
 async fn audit_actions(app: &TestApp, request: pb::ListAuditEventsRequest) -> Vec<(String, String)> {
     let events = AccessServiceClient::new(app.channel.clone())
         .list_audit_events(request)
@@ -58,7 +54,7 @@ async fn a_chain_of_three_attempts_tells_in_its_history_why_each_ended_and_was_r
         .await;
     // 1: rejected at the gate.
     let first = app.start(&p.id).await;
-    at_gate(&app, &first.id).await;
+    app.at_gate(&first.id).await;
     let reject = pb::RejectRequest {
         execution_id: first.id.clone(),
         stage_name: "gate".into(),
@@ -67,13 +63,13 @@ async fn a_chain_of_three_attempts_tells_in_its_history_why_each_ended_and_was_r
     app.executions.clone().reject(reject).await.unwrap();
     // 2: resumed, then aborted at the gate.
     let second = resume(&app, &first.id, "gate", "error rate fixed by config 42").await.execution.unwrap();
-    at_gate(&app, &second.id).await;
+    app.at_gate(&second.id).await;
     let abort = pb::AbortRequest { execution_id: second.id.clone(), reason: "freeze window".into() };
     app.executions.clone().abort(abort).await.unwrap();
     // 3: resumed again, approved, succeeds.
     let third = resume(&app, &second.id, "gate", "freeze over").await.execution.unwrap();
     assert_eq!(third.resumed_from.as_ref().unwrap().reason, "freeze over", "GetExecution shows the reason");
-    at_gate(&app, &third.id).await;
+    app.at_gate(&third.id).await;
     let approve =
         pb::ApproveRequest { execution_id: third.id.clone(), stage_name: "gate".into(), comment: String::new() };
     app.executions.clone().approve(approve).await.unwrap();
@@ -224,7 +220,7 @@ async fn the_smaller_rules_of_resume(app: TestApp) {
     // An approval waiting when the execution was aborted has nothing to roll back.
     let p = app.create_pipeline("gated", vec![approval("gate", Duration::from_secs(600))]).await;
     let e = app.start(&p.id).await;
-    at_gate(&app, &e.id).await;
+    app.at_gate(&e.id).await;
     app.executions.clone().abort(pb::AbortRequest { execution_id: e.id.clone(), reason: String::new() }).await.unwrap();
     let preview = pb::ResumeRequest { validate_only: true, ..resume_request(&e.id, "gate", "") };
     let plan = app.executions.clone().resume(preview).await.unwrap().into_inner();

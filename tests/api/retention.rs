@@ -9,7 +9,6 @@ use reprise::{
     engine::{Settings, SweepOptions, Swept},
     proto as pb,
 };
-use sea_orm::{ConnectionTrait, Statement};
 use tonic::Code;
 
 use crate::helpers::*;
@@ -31,12 +30,8 @@ async fn gated(app: &TestApp, name: &str, q: &str) -> pb::Pipeline {
     app.create_pipeline(name, vec![workflows("build", q, &["w"]), approval("gate", Duration::from_secs(600))]).await
 }
 
-async fn at_gate(app: &TestApp, id: &str) {
-    app.wait_until(id, |e| stage_status(e, "gate") == pb::StageStatus::WaitingApproval).await;
-}
-
 async fn decide(app: &TestApp, id: &str, approve: bool) {
-    at_gate(app, id).await;
+    app.at_gate(id).await;
     let mut client = app.executions.clone();
     if approve {
         let request = pb::ApproveRequest { execution_id: id.into(), stage_name: "gate".into(), comment: String::new() };
@@ -77,13 +72,7 @@ async fn rejected(app: &TestApp, p: &pb::Pipeline, attempts: usize) -> Vec<Strin
 async fn rows(app: &TestApp, table: &str, column: &str, ids: &[String]) -> i64 {
     let list = ids.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(", ");
     let sql = format!("SELECT count(*) AS n FROM {table} WHERE {column} IN ({list})");
-    count(app, &sql).await
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.engine.store().connection();
-    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
-    row.try_get::<i64>("", "n").unwrap()
+    app.sql_count(&sql).await
 }
 
 /// Every row an execution has: itself, its stages, its tasks.
@@ -119,7 +108,7 @@ async fn chains_past_their_age_go_whole_and_nothing_else_does(app: TestApp) {
     let young_rejected = rejected(&app, &gated, 1).await;
     let young_ok = vec![succeeded(&app, &deploy).await];
     let running = app.start(&gated.id).await.id;
-    at_gate(&app, &running).await;
+    app.at_gate(&running).await;
     drop(worker);
     // Chains are kept for, and may be resumed within, the time since
     // `middle` (measured now: a loaded machine may have taken a while).
@@ -162,14 +151,15 @@ async fn chains_past_their_age_go_whole_and_nothing_else_does(app: TestApp) {
     assert_eq!(listed, expected, "the list shows what is left");
 
     // One audit event per batch, naming the chains and why.
-    let audited = count(&app, "SELECT count(*) AS n FROM audit_events WHERE action = 'retention.delete_chains'").await;
+    let audited =
+        app.sql_count("SELECT count(*) AS n FROM audit_events WHERE action = 'retention.delete_chains'").await;
     assert_eq!(audited, 1, "both chains went in one batch of 2");
     for chain in [&old_ok[0], &old_chain[0]] {
         let sql = format!(
             "SELECT count(*) AS n FROM audit_events WHERE action = 'retention.delete_chains' \
              AND actor = 'system:retention' AND details LIKE '%{chain}%' AND details LIKE '%\"reason\":\"age\"%'"
         );
-        assert_eq!(count(&app, &sql).await, 1, "the deletion of chain {chain} is audited");
+        assert_eq!(app.sql_count(&sql).await, 1, "the deletion of chain {chain} is audited");
     }
     // Nothing more to do: a second sweep deletes nothing.
     assert_eq!(app.engine.sweep(&policy, sweep_options()).await.unwrap(), Swept::default());
@@ -185,7 +175,7 @@ async fn the_newest_chains_of_each_pipeline_are_kept(app: TestApp) {
     let c3 = succeeded(&app, &many).await;
     let c4 = succeeded(&app, &many).await;
     let c5 = app.start(&many.id).await.id;
-    at_gate(&app, &c5).await;
+    app.at_gate(&c5).await;
     let o1 = succeeded(&app, &other).await;
 
     let policy = Policy { chains_per_pipeline: Some(2), ..Policy::default() };
@@ -206,13 +196,13 @@ async fn the_newest_chains_of_each_pipeline_are_kept(app: TestApp) {
 async fn audit_events_have_their_own_age(app: TestApp) {
     let q = queue();
     gated(&app, "first", &q).await;
-    let before = count(&app, "SELECT count(*) AS n FROM audit_events").await;
+    let before = app.sql_count("SELECT count(*) AS n FROM audit_events").await;
     assert!(before >= 1, "creating a pipeline is audited");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let middle = reprise::engine::now();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     gated(&app, "second", &q).await;
-    let total = count(&app, "SELECT count(*) AS n FROM audit_events").await;
+    let total = app.sql_count("SELECT count(*) AS n FROM audit_events").await;
 
     // Kept for the time since `middle`, plus a margin for the sweep to start.
     let policy = Policy { audit_for_ms: Some(reprise::engine::now() - middle + 500), ..Policy::default() };
@@ -220,8 +210,8 @@ async fn audit_events_have_their_own_age(app: TestApp) {
     assert_eq!(dry.audit_events as i64, before);
     let swept = app.engine.sweep(&policy, sweep_options()).await.unwrap();
     assert_eq!(swept, Swept { audit_events: before as u64, ..Swept::default() });
-    assert_eq!(count(&app, "SELECT count(*) AS n FROM audit_events").await, total - before);
-    let recent = count(&app, "SELECT count(*) AS n FROM audit_events WHERE details LIKE '%second%'").await;
+    assert_eq!(app.sql_count("SELECT count(*) AS n FROM audit_events").await, total - before);
+    let recent = app.sql_count("SELECT count(*) AS n FROM audit_events WHERE details LIKE '%second%'").await;
     assert!(recent >= 1, "the recent event is kept");
 }
 
@@ -255,11 +245,12 @@ async fn the_retention_loop_deletes_while_executions_run(app: TestApp) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for id in &live {
-        at_gate(&app, id).await;
+        app.at_gate(id).await;
         let e = app.get(id).await;
         assert_eq!(workflow_of(&e, "build", "w").status, pb::WorkflowStatus::Succeeded as i32, "{e:#?}");
     }
     assert_eq!(footprint(&app, &live).await, (6, 12, 6), "every row of the running executions is there");
-    let audited = count(&app, "SELECT count(*) AS n FROM audit_events WHERE action = 'retention.delete_chains'").await;
+    let audited =
+        app.sql_count("SELECT count(*) AS n FROM audit_events WHERE action = 'retention.delete_chains'").await;
     assert!(audited >= 1, "the loop's batches are audited");
 }

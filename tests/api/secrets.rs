@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use prost::Message;
 use reprise::{engine::Settings, proto as pb};
-use sea_orm::{ConnectionTrait, Statement};
 use tokio_stream::StreamExt;
 use tonic::Code;
 
@@ -58,12 +57,6 @@ async fn take_both(app: &TestApp, q: &str) -> (pb::Task, pb::Task) {
     if a.workflow_name == "uses" { (a, b) } else { (b, a) }
 }
 
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let db = app.engine.store().connection();
-    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.unwrap().unwrap();
-    row.try_get::<i64>("", "n").unwrap()
-}
-
 /// The secret is nowhere in the database in the clear.
 async fn assert_not_stored(app: &TestApp) {
     let like = format!("'%{SECRET}%'");
@@ -74,7 +67,7 @@ async fn assert_not_stored(app: &TestApp) {
         ("audit_events", vec!["details"]),
     ] {
         let any = columns.iter().map(|c| format!("{c} LIKE {like}")).collect::<Vec<_>>().join(" OR ");
-        let n = count(app, &format!("SELECT count(*) AS n FROM {table} WHERE {any}")).await;
+        let n = app.sql_count(&format!("SELECT count(*) AS n FROM {table} WHERE {any}")).await;
         assert_eq!(n, 0, "the secret is in the clear in {table}");
     }
 }
@@ -173,7 +166,7 @@ async fn a_resume_keeps_the_frozen_secret(app: TestApp) {
     assert_eq!(uses.environment.get("REPRISE_VAR_DB_PASSWORD").map(String::as_str), Some(SECRET), "the frozen secret");
     assert!(!other.environment.contains_key("REPRISE_VAR_DB_PASSWORD"));
     // It is sealed for the new execution, not copied as it was.
-    let sealed = count(&app, "SELECT count(DISTINCT secrets) AS n FROM executions WHERE secrets IS NOT NULL").await;
+    let sealed = app.sql_count("SELECT count(DISTINCT secrets) AS n FROM executions WHERE secrets IS NOT NULL").await;
     assert_eq!(sealed, 2);
     assert_not_stored(&app).await;
 }
