@@ -62,10 +62,7 @@ use prost::Message as _;
 use reprise::{
     domain::retention::Policy,
     engine::{SweepOptions, Swept},
-    proto::{
-        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
-        worker_service_client::WorkerServiceClient,
-    },
+    proto::{self as pb, execution_service_client::ExecutionServiceClient, worker_service_client::WorkerServiceClient},
     store::{self, Store},
 };
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -265,7 +262,7 @@ async fn size_series(
     output: usize,
 ) -> anyhow::Result<SizeSeries> {
     let queue = queue_name();
-    let pipeline = create_pipeline(&server.channel, SIZE_STAGES, SIZE_WIDTH, &queue).await?;
+    let pipeline = create_bench_pipeline(&server.channel, SIZE_STAGES, SIZE_WIDTH, &queue).await?;
     let stop = CancellationToken::new();
     let workers = spawn_workers(server, &queue, SLOTS, output, &stop);
     let (before, tables_before) = db_bytes(server.engine.store()).await?;
@@ -283,7 +280,7 @@ async fn size_series(
 
 async fn watch_bytes(server: &Server) -> anyhow::Result<WatchFigures> {
     let queue = queue_name();
-    let pipeline = create_pipeline(&server.channel, WATCH_STAGES, WATCH_WIDTH, &queue).await?;
+    let pipeline = create_bench_pipeline(&server.channel, WATCH_STAGES, WATCH_WIDTH, &queue).await?;
     let execution_id = start_execution(&server.channel, &pipeline).await?;
     let mut client = ExecutionServiceClient::new(server.channel.clone());
     let mut stream =
@@ -336,7 +333,7 @@ async fn watch_bytes(server: &Server) -> anyhow::Result<WatchFigures> {
 async fn retention(server: &Server) -> anyhow::Result<RetentionFigures> {
     let chains = scaled(PREFILL_CHAINS);
     let queue = queue_name();
-    let pipeline = create_pipeline(&server.channel, PREFILL_STAGES, PREFILL_WIDTH, &queue).await?;
+    let pipeline = create_bench_pipeline(&server.channel, PREFILL_STAGES, PREFILL_WIDTH, &queue).await?;
     let stop = CancellationToken::new();
     let workers = spawn_workers(server, &queue, SLOTS, 0, &stop);
     let started = Instant::now();
@@ -353,7 +350,7 @@ async fn retention(server: &Server) -> anyhow::Result<RetentionFigures> {
     let (before_bytes, _) = db_bytes(server.engine.store()).await?;
 
     let workload_queue = queue_name();
-    let workload_pipeline = create_pipeline(&server.channel, WORKLOAD_STAGES, 1, &workload_queue).await?;
+    let workload_pipeline = create_bench_pipeline(&server.channel, WORKLOAD_STAGES, 1, &workload_queue).await?;
     let baseline_target = scaled(BASELINE_TRANSITIONS);
     let baseline = transitions_workload(
         server.channel.clone(),
@@ -500,7 +497,7 @@ async fn receive(rx: &mut mpsc::UnboundedReceiver<(pb::Task, Instant)>) -> anyho
 
 // ---- pipelines, executions, workers ------------------------------------------------
 
-async fn create_pipeline(channel: &Channel, stages: usize, width: usize, queue: &str) -> anyhow::Result<String> {
+async fn create_bench_pipeline(channel: &Channel, stages: usize, width: usize, queue: &str) -> anyhow::Result<String> {
     let stages = (0..stages)
         .map(|s| pb::Stage {
             name: format!("s{s:02}"),
@@ -519,33 +516,7 @@ async fn create_pipeline(channel: &Channel, stages: usize, width: usize, queue: 
             ..Default::default()
         })
         .collect();
-    let request = pb::CreatePipelineRequest {
-        application: "bench".into(),
-        name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-        definition: Some(pb::PipelineDefinition { stages, ..Default::default() }),
-    };
-    let pipeline = PipelineServiceClient::new(channel.clone())
-        .create_pipeline(request)
-        .await?
-        .into_inner()
-        .pipeline
-        .context("no pipeline in the response")?;
-    Ok(pipeline.id)
-}
-
-async fn start_execution(channel: &Channel, pipeline_id: &str) -> anyhow::Result<String> {
-    let request = pb::StartExecutionRequest {
-        pipeline_id: pipeline_id.into(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
-    let execution = ExecutionServiceClient::new(channel.clone())
-        .start_execution(request)
-        .await?
-        .into_inner()
-        .execution
-        .context("no execution in the response")?;
-    Ok(execution.id)
+    common::create_pipeline(channel, stages).await
 }
 
 /// Follows WatchExecution until the execution is final; returns its status.

@@ -59,9 +59,7 @@ use anyhow::{Context as _, bail, ensure};
 use reprise::{
     api::StreamLimits,
     engine::{Engine, Settings},
-    proto::{
-        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
-    },
+    proto::{self as pb, execution_service_client::ExecutionServiceClient},
     server::ServeOptions,
     store,
 };
@@ -203,7 +201,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<Report> {
         let channel = Channel::from_shared(address.clone())?.connect().await?;
         let rss_start = rss_kib()?;
         eprintln!("[{name}] {} executions waiting at an approval gate", WATCHED + 1);
-        let pipeline = create_pipeline(&channel).await?;
+        let pipeline = create_gated_pipeline(&channel).await?;
         let mut ids = Vec::new();
         for _ in 0..=WATCHED {
             ids.push(start_waiting(&channel, &pipeline).await?);
@@ -268,7 +266,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<Report> {
     result
 }
 
-async fn create_pipeline(channel: &Channel) -> anyhow::Result<String> {
+async fn create_gated_pipeline(channel: &Channel) -> anyhow::Result<String> {
     let environment = Some(pb::Environment { name: "bench".into(), r#type: pb::EnvironmentType::NonProd as i32 });
     let stages = vec![
         pb::Stage {
@@ -295,34 +293,12 @@ async fn create_pipeline(channel: &Channel) -> anyhow::Result<String> {
             })),
         },
     ];
-    let request = pb::CreatePipelineRequest {
-        application: "bench".into(),
-        name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-        definition: Some(pb::PipelineDefinition { description: String::new(), variables: vec![], stages }),
-    };
-    let pipeline = PipelineServiceClient::new(channel.clone())
-        .create_pipeline(request)
-        .await?
-        .into_inner()
-        .pipeline
-        .context("no pipeline in the response")?;
-    Ok(pipeline.id)
+    common::create_pipeline(channel, stages).await
 }
 
 /// Starts an execution and waits until its approval stage is waiting.
 async fn start_waiting(channel: &Channel, pipeline_id: &str) -> anyhow::Result<String> {
-    let request = pb::StartExecutionRequest {
-        pipeline_id: pipeline_id.into(),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    };
-    let id = ExecutionServiceClient::new(channel.clone())
-        .start_execution(request)
-        .await?
-        .into_inner()
-        .execution
-        .context("no execution in the response")?
-        .id;
+    let id = start_execution(channel, pipeline_id).await?;
     let deadline = Instant::now() + WAIT_LIMIT;
     loop {
         if first_stage(channel, &id).await? == pb::StageStatus::WaitingApproval {

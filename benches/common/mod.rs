@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use reprise::{
     engine::{Engine, Settings},
-    proto::{self as pb, worker_service_client::WorkerServiceClient},
+    proto::{
+        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
+        worker_service_client::WorkerServiceClient,
+    },
     store::Store,
 };
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
@@ -170,6 +173,38 @@ impl Server {
     pub fn workers(&self) -> WorkerServiceClient<Channel> {
         WorkerServiceClient::new(self.channel.clone())
     }
+}
+
+/// Creates a pipeline (application "bench", a fresh name) over gRPC; its id.
+pub async fn create_pipeline(channel: &Channel, stages: Vec<pb::Stage>) -> anyhow::Result<String> {
+    let request = pb::CreatePipelineRequest {
+        application: "bench".into(),
+        name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+        definition: Some(pb::PipelineDefinition { stages, ..Default::default() }),
+    };
+    let pipeline = PipelineServiceClient::new(channel.clone())
+        .create_pipeline(request)
+        .await?
+        .into_inner()
+        .pipeline
+        .context("no pipeline in the response")?;
+    Ok(pipeline.id)
+}
+
+/// Starts an execution of `pipeline_id` with a fresh request id; its id.
+pub async fn start_execution(channel: &Channel, pipeline_id: &str) -> anyhow::Result<String> {
+    let request = pb::StartExecutionRequest {
+        pipeline_id: pipeline_id.into(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let execution = ExecutionServiceClient::new(channel.clone())
+        .start_execution(request)
+        .await?
+        .into_inner()
+        .execution
+        .context("no execution in the response")?;
+    Ok(execution.id)
 }
 
 pub fn is_final(status: pb::ExecutionStatus) -> bool {
