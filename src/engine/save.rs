@@ -2,12 +2,9 @@
 //! the set-wise cancellation the domain asked for, and the workflows it
 //! queued — leased right away to workers parked on this replica.
 
-use std::sync::Arc;
-
 use super::{
     Engine, Result, new_id,
     tasks::ClaimedTask,
-    views::Inputs,
     work::{Observed, Unit},
 };
 use crate::{
@@ -94,8 +91,7 @@ impl Engine {
             return Ok(queued);
         }
         let e = &state.execution;
-        let inputs = Arc::new(Inputs::of(e, state.definition.clone(), self.settings().secrets.as_deref()));
-        self.remember_inputs(&e.id, inputs.clone());
+        let inputs = self.inputs_of(e, &state.definition);
         let lease = self.settings().lease;
         let mut queues: Vec<&str> = queued.iter().map(|w| w.task_queue.as_str()).collect();
         queues.sort_unstable();

@@ -176,9 +176,15 @@ impl Engine {
         Ok(inputs)
     }
 
-    /// Remembers the inputs of an execution this process just created.
-    pub(super) fn remember_inputs(&self, execution_id: &str, inputs: Arc<Inputs>) {
-        self.inner.views.inputs.insert(execution_id.to_owned(), inputs);
+    /// The inputs of `e`, whose state the caller holds: cached ones (they
+    /// never change), or built from it without a read and remembered.
+    pub(super) fn inputs_of(&self, e: &Execution, definition: &Arc<Definition>) -> Arc<Inputs> {
+        if let Some(found) = self.inner.views.inputs.get(&e.id) {
+            return found;
+        }
+        let inputs = Arc::new(Inputs::of(e, definition.clone(), self.settings().secrets.as_deref()));
+        self.inner.views.inputs.insert(e.id.clone(), inputs.clone());
+        inputs
     }
 
     /// The execution as shown now: one query for what tells whether a view
