@@ -79,6 +79,38 @@ impl Default for QueueState {
     }
 }
 
+/// A poller's turn to claim from a queue (see [`Dispatcher::reserve`]).
+/// Dropped before its claim says what it found (the claim failed, or the
+/// poll was cancelled), it leaves the queue's count unknown rather than
+/// wrong: a lost count could hide a waiting task from every poller.
+pub(super) struct Reservation<'a> {
+    dispatcher: &'a Dispatcher,
+    queue: &'a str,
+    seen: Seen,
+    open: bool,
+}
+
+impl Reservation<'_> {
+    /// The claim found a task (already counted off when reserved).
+    pub fn found(mut self) {
+        self.open = false;
+    }
+
+    /// The claim found the queue empty.
+    pub fn empty(mut self) {
+        self.open = false;
+        self.dispatcher.found_empty(self.queue, self.seen);
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            self.dispatcher.unknown(self.queue);
+        }
+    }
+}
+
 /// A worker parked in PollTask.
 pub(super) struct Waiter {
     id: u64,
@@ -125,22 +157,42 @@ impl Dispatcher {
         out
     }
 
-    /// Whether a claim on `queue` may find work, and what to pass to
-    /// [`Dispatcher::found_empty`] if it finds none.
-    pub fn may_have_work(&self, queue: &str) -> (bool, Seen) {
+    /// Whether a claim on `queue` may find work.
+    pub fn may_have_work(&self, queue: &str) -> bool {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = QueueState::default();
-        let s = queues.states.get(queue).unwrap_or(&fresh);
-        (s.queued != Some(0), Seen { epoch: queues.epoch, generation: s.generation })
+        queues.states.get(queue).is_none_or(|s| s.queued != Some(0))
     }
 
-    /// A claim on `queue` found a task.
-    pub fn claimed(&self, queue: &str) {
-        self.with(queue, |s| s.queued = s.queued.map(|n| n.saturating_sub(1)));
+    /// A turn to claim from `queue` if it may hold work. One of the tasks
+    /// known to wait there is counted as this claim's, so two pollers never
+    /// claim for the same task (the second would find nothing).
+    pub fn reserve<'a>(&'a self, queue: &'a str) -> Option<Reservation<'a>> {
+        let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let epoch = queues.epoch;
+        let s = match queues.states.get_mut(queue) {
+            Some(s) => s,
+            // Nothing is known about it (after a start): it may hold work.
+            None => return Some(Reservation { dispatcher: self, queue, seen: Seen { epoch, generation: 1 }, open: true }),
+        };
+        match s.queued {
+            Some(0) => None,
+            known => {
+                s.queued = known.map(|n| n - 1);
+                Some(Reservation { dispatcher: self, queue, seen: Seen { epoch, generation: s.generation }, open: true })
+            }
+        }
+    }
+
+    /// The queue's count is no longer known: claims look until one finds it empty.
+    fn unknown(&self, queue: &str) {
+        self.with(queue, |s| {
+            s.generation += 1;
+            s.queued = None;
+        });
     }
 
     /// A claim found `queue` empty after it was seen as `seen`.
-    pub fn found_empty(&self, queue: &str, seen: Seen) {
+    fn found_empty(&self, queue: &str, seen: Seen) {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if queues.epoch != seen.epoch {
             return;
@@ -234,44 +286,50 @@ mod tests {
     #[test]
     fn a_queue_counts_what_was_queued_and_claimed() {
         let d = Dispatcher::default();
-        let (_, seen) = d.may_have_work("q");
-        d.found_empty("q", seen);
+        d.reserve("q").expect("nothing known: may hold work").empty();
+        assert!(d.reserve("q").is_none(), "found empty: no claim until something is queued");
         d.queued("q", 2);
-        assert!(d.may_have_work("q").0);
-        d.claimed("q");
-        assert!(d.may_have_work("q").0);
-        d.claimed("q");
-        assert!(!d.may_have_work("q").0, "both claimed: no claim needs to find it empty");
+        let (a, b) = (d.reserve("q").expect("two queued"), d.reserve("q").expect("two queued"));
+        assert!(d.reserve("q").is_none(), "both tasks have a claim on their way: a third would find nothing");
+        a.found();
+        b.found();
+        assert!(!d.may_have_work("q"));
         d.forget_all();
-        assert!(d.may_have_work("q").0, "after announcements were missed nothing is known");
+        assert!(d.may_have_work("q"), "after announcements were missed nothing is known");
     }
 
     #[test]
     fn a_queue_found_empty_stays_empty_until_something_is_queued() {
         let d = Dispatcher::default();
-        let (maybe, seen) = d.may_have_work("q");
-        assert!(maybe);
-        d.found_empty("q", seen);
-        assert!(!d.may_have_work("q").0);
+        d.reserve("q").expect("unknown").empty();
+        assert!(!d.may_have_work("q"));
         d.queued("q", 1);
-        let (maybe, seen) = d.may_have_work("q");
-        assert!(maybe);
+        let r = d.reserve("q").expect("one queued");
         // Queued again while the claim ran: the claim's "empty" is stale.
         d.queued("q", 1);
-        d.found_empty("q", seen);
-        assert!(d.may_have_work("q").0);
+        r.empty();
+        assert!(d.may_have_work("q"));
+    }
+
+    #[test]
+    fn a_claim_that_never_answered_leaves_the_count_unknown() {
+        let d = Dispatcher::default();
+        d.reserve("q").expect("unknown").empty();
+        d.queued("q", 1);
+        drop(d.reserve("q").expect("one queued")); // the claim failed
+        assert!(d.reserve("q").is_some(), "the task may still wait: pollers must look");
     }
 
     #[test]
     fn forgetting_idle_queues_voids_what_claims_saw_before() {
         let d = Dispatcher::default();
-        let (_, seen) = d.may_have_work("q0");
+        let r = d.reserve("q0").expect("unknown");
         for i in 0..=REMEMBERED_QUEUES {
             d.queued(&format!("q{i}"), 1);
         }
         assert!(d.len() <= 1);
-        d.found_empty("q0", seen);
-        assert!(d.may_have_work("q0").0, "a claim from before the forgetting must not mark the queue empty");
+        r.empty();
+        assert!(d.may_have_work("q0"), "a claim from before the forgetting must not mark the queue empty");
     }
 
     #[test]

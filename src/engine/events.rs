@@ -31,6 +31,11 @@ pub struct Events {
     /// PostgreSQL only: whether other replicas' announcements arrive; while
     /// they do not, waiters recheck on a timer.
     relayed: AtomicBool,
+    /// This replica's name in its own announcements. PostgreSQL delivers a
+    /// replica's NOTIFY back to its own LISTEN; what it applied at commit it
+    /// must not apply again (a queue would count its tasks twice, and pollers
+    /// would claim work that is not there).
+    origin: String,
 }
 
 impl Default for Events {
@@ -42,6 +47,7 @@ impl Default for Events {
             access: watch::channel(0).0,
             resync: watch::channel(0).0,
             relayed: AtomicBool::new(true),
+            origin: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 }
@@ -111,13 +117,28 @@ impl Events {
         self.relayed.store(relayed, Ordering::Relaxed);
     }
 
+    /// This replica's name in the announcements it makes.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Whether `payload` is an announcement this replica made itself (and
+    /// applied when it committed).
+    pub fn is_own(&self, payload: &str) -> bool {
+        payload.lines().next().and_then(|l| l.strip_prefix("r ")) == Some(self.origin.as_str())
+    }
+
     /// Applies what another replica announced (one line per fact, see
     /// [`Announcement`]); an empty payload means the channel reconnected.
+    /// This replica's own announcements are ignored.
     pub fn apply_remote(&self, payload: &str, queues: &dyn Fn(&str, usize), changed: &dyn Fn(&str)) {
         if payload.is_empty() {
             self.resync.send_modify(|g| *g += 1);
             self.deadlines.offer(0);
             self.access_changed();
+            return;
+        }
+        if self.is_own(payload) {
             return;
         }
         for line in payload.lines() {
@@ -132,6 +153,7 @@ impl Events {
                     }
                 }
                 (Some("a"), _, _) => self.access_changed(),
+                (Some("r"), _, _) => {}
                 _ => tracing::debug!(line, "ignored an announcement from another replica"),
             }
         }
@@ -164,9 +186,18 @@ impl Announcement {
         self.lines.push("a".into());
     }
 
-    /// The payload of what is left to tell, which is then told.
-    pub fn take(&mut self) -> String {
-        std::mem::take(&mut self.lines).join("\n")
+    /// The payload of what is left to tell (empty if nothing), which is
+    /// then told; its first line names the replica that tells it.
+    pub fn take(&mut self, origin: &str) -> String {
+        if self.lines.is_empty() {
+            return String::new();
+        }
+        let mut payload = format!("r {origin}");
+        for line in std::mem::take(&mut self.lines) {
+            payload.push('\n');
+            payload.push_str(&line);
+        }
+        payload
     }
 }
 
@@ -264,5 +295,22 @@ mod tests {
         assert!(*rx.borrow_and_update() > first);
         assert_eq!(seen.into_inner().unwrap(), [("default".to_string(), 3)]);
         assert_eq!(e.deadlines().next(), Some(10));
+    }
+
+    #[test]
+    fn a_replica_ignores_its_own_announcements_and_applies_others() {
+        let (mine, other) = (Events::default(), Events::default());
+        let mut told = Announcement::default();
+        told.queued("default", 2);
+        told.changed("x");
+        let payload = told.take(mine.origin());
+        assert!(told.take(mine.origin()).is_empty(), "what was told is not told again");
+        let counted = |e: &Events| {
+            let seen = std::sync::Mutex::new(0);
+            e.apply_remote(&payload, &|_, n| *seen.lock().unwrap() += n, &|_| {});
+            seen.into_inner().unwrap()
+        };
+        assert_eq!(counted(&mine), 0, "queued here and counted at commit; counting it again would double it");
+        assert_eq!(counted(&other), 2);
     }
 }

@@ -70,11 +70,12 @@ impl Engine {
         let deadline = Instant::now() + wait;
         let dispatch = &self.inner.dispatch;
         loop {
-            let (maybe, seen) = dispatch.may_have_work(queue);
-            if maybe {
+            let reserved = dispatch.reserve(queue);
+            let maybe = reserved.is_some();
+            if let Some(reservation) = reserved {
                 match self.claim(queue, worker).await? {
                     Some(task) => {
-                        dispatch.claimed(queue);
+                        reservation.found();
                         dispatch.claims_found.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         metrics::counter!(crate::metrics::CLAIMS, "found" => "true").increment(1);
                         return Ok(Some(task));
@@ -82,7 +83,7 @@ impl Engine {
                     None => {
                         dispatch.claims_empty.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         metrics::counter!(crate::metrics::CLAIMS, "found" => "false").increment(1);
-                        dispatch.found_empty(queue, seen);
+                        reservation.empty();
                     }
                 }
             }
@@ -93,7 +94,7 @@ impl Engine {
             tokio::pin!(woken);
             woken.as_mut().enable();
             // Work may have been queued between the claim and parking.
-            if dispatch.may_have_work(queue).0 && dispatch.withdraw(&parked) {
+            if dispatch.may_have_work(queue) && dispatch.withdraw(&parked) {
                 continue;
             }
             // Without the channel from other replicas, look again now and then.

@@ -122,7 +122,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        batch.notify(after.announce.take());
+        batch.notify(after.announce.take(self.events().origin()));
         if let Err(e) = batch.run(&tx).await {
             tx.rollback().await;
             return Err(e.into());

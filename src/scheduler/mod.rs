@@ -84,6 +84,10 @@ pub async fn relay(engine: Engine, shutdown: CancellationToken) {
     }
     loop {
         let on_event = |payload: &str| {
+            // What this replica announced it applied when it committed.
+            if engine.events().is_own(payload) {
+                return;
+            }
             if payload.is_empty() {
                 engine.events().set_relayed(true);
                 engine.forget_queues();
