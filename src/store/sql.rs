@@ -119,8 +119,10 @@ impl Batch {
 
     pub async fn run(self, c: &impl ConnectionTrait) -> Result<()> {
         if c.get_database_backend() != DbBackend::Postgres {
-            for part in self.parts {
-                c.execute_raw(statement(c, &part.sql, part.values)).await?;
+            // One call with every statement in it: each call is a round trip
+            // to the thread that owns the SQLite connection.
+            for (sql, values) in as_statement_lists(self.parts) {
+                c.execute_raw(statement(c, &sql, values)).await?;
             }
             return Ok(());
         }
@@ -172,6 +174,42 @@ fn as_one_statement(parts: Vec<Part>, notify: Option<String>) -> (String, Vec<Va
     (format!("WITH {} SELECT {} AS n", ctes.join(", "), counts.join(" + ")), values)
 }
 
+/// Parameters per SQLite call, under its limit of 32,766.
+const MAX_SQLITE_PARAMETERS: usize = 30_000;
+
+/// The parts as few `stmt; stmt; …` lists as SQLite's parameter limit
+/// allows, placeholders numbered through each list (SQLite binds `?N` by
+/// its number in every statement of a list).
+///
+/// sqlx binds a later statement's unused lower slots (`?1` … below its
+/// first placeholder) as if they were anonymous, from a counter that runs
+/// on through the list, and stops binding once that counter passes the end
+/// of the values: so each list ends with as many NULLs as it has such
+/// slots, and every numbered placeholder is reached.
+fn as_statement_lists(parts: Vec<Part>) -> Vec<(String, Vec<Value>)> {
+    let mut lists: Vec<(String, Vec<Value>, usize)> = Vec::new();
+    for part in parts {
+        match lists.last_mut() {
+            Some((sql, values, gaps)) if values.len() + part.values.len() <= MAX_SQLITE_PARAMETERS => {
+                sql.push_str(";\n");
+                sql.push_str(&shift_placeholders(&part.sql, values.len()));
+                if !part.values.is_empty() {
+                    *gaps += values.len();
+                }
+                values.extend(part.values);
+            }
+            _ => lists.push((part.sql, part.values, 0)),
+        }
+    }
+    lists
+        .into_iter()
+        .map(|(sql, mut values, gaps)| {
+            values.resize(values.len() + gaps, Value::String(None));
+            (sql, values)
+        })
+        .collect()
+}
+
 /// `$3` → `$(3 + by)`, outside string literals.
 pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
     if by == 0 {
@@ -219,4 +257,41 @@ mod batch_tests {
         );
         assert_eq!(values.len(), 5);
     }
+
+    #[test]
+    fn sqlite_parts_become_lists_within_the_parameter_limit() {
+        let part = |sql: &str, n: usize| Part { sql: sql.into(), values: vec![0i32.into(); n] };
+        let lists = as_statement_lists(vec![
+            part("UPDATE x SET a = $1", 1),
+            part("INSERT INTO y VALUES ($1, $2)", 2),
+            part("INSERT INTO z VALUES ($1)", MAX_SQLITE_PARAMETERS),
+            part("DELETE FROM w", 0),
+        ]);
+        let sql: Vec<&str> = lists.iter().map(|(sql, _)| sql.as_str()).collect();
+        assert_eq!(sql, ["UPDATE x SET a = $1;\nINSERT INTO y VALUES ($2, $3)", "INSERT INTO z VALUES ($1);\nDELETE FROM w"]);
+        assert_eq!(lists.iter().map(|(_, v)| v.len()).collect::<Vec<_>>(), [3 + 1, MAX_SQLITE_PARAMETERS]);
+    }
+
+    /// Every value of every statement of a list reaches its placeholder,
+    /// through the driver the store uses.
+    #[tokio::test]
+    async fn a_statement_list_binds_every_statement_on_sqlite() {
+        use sea_orm::Database;
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared("CREATE TABLE a (x INTEGER NOT NULL)").await.unwrap();
+        let part = |n: i32| Part {
+            sql: "INSERT INTO a (x) VALUES ($1), ($2), ($3)".into(),
+            values: vec![(3 * n).into(), (3 * n + 1).into(), (3 * n + 2).into()],
+        };
+        let mut batch = Batch::default();
+        batch.extend((0..5).map(part));
+        batch.run(&db).await.unwrap();
+        let row = db
+            .query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT count(*) AS n, sum(x) AS s FROM a"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((get::<i64>(&row, "n").unwrap(), get::<i64>(&row, "s").unwrap()), (15, (0..15).sum::<i64>()));
+    }
 }
+
