@@ -18,7 +18,9 @@
 //!    (carries 2 stages over, dispatches 4 tasks);
 //! 4. end to end: a 20-stage × 4-workflow pipeline whose original run fails
 //!    in its last stage (so all 20 stages ran), then resumed from stage
-//!    index 10 (carries stages 0..=9 over, runs 10..=19), scripted gRPC workers.
+//!    index 10 (carries stages 0..=9 over, runs 10..=19), scripted gRPC workers;
+//! 5. GetExecution (BASIC, FULL) of the last resumed 20×4 execution beside
+//!    the health Check, both driven by h2load (skipped if it is missing).
 //!
 //! On a second database:
 //! 3. ListHistory (first page of 50) with exactly 10,000 and then 1,000,000
@@ -309,11 +311,17 @@ struct Series {
     samples: Vec<Duration>,
     wall: Duration,
     errors: Vec<String>,
+    /// SQL statements the store ran during the series (BEGIN and COMMIT included).
+    statements: u64,
 }
 
 impl Series {
     fn throughput(&self) -> f64 {
         self.samples.len() as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    fn statements_per_call(&self) -> f64 {
+        self.statements as f64 / self.samples.len().max(1) as f64
     }
 }
 
@@ -343,6 +351,8 @@ struct BackendReport {
     four_from_2: Series,
     e2e_original: Vec<Duration>,
     e2e_resumed: Vec<Duration>,
+    /// GetExecution of a 20×4 execution and the no-op floor, by h2load.
+    reads: Option<Reads>,
     history: Vec<HistoryReport>,
     large_resume: Series,
     large_resume_rows: i64,
@@ -378,13 +388,14 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         let four_from_2 = resume_series(&server, std::mem::take(&mut failed), 1, 2).await?;
 
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, original run then resume from index {E2E_RESUME_FROM}, × {E2E_RUNS} (+1 warm-up)");
-        let (e2e_original, e2e_resumed) = e2e(&server).await?;
-        anyhow::Ok((prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed))
+        let (e2e_original, e2e_resumed, resumed) = e2e(&server).await?;
+        let reads = reads(&server, &resumed).await?;
+        anyhow::Ok((prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed, reads))
     }
     .await;
     server.stop().await;
     drop(small);
-    let (prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed) = first?;
+    let (prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed, reads) = first?;
 
     // The history database: 10k then 1M seeded executions.
     let big = BenchDb::create(&backend).await?;
@@ -433,6 +444,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         four_from_2,
         e2e_original,
         e2e_resumed,
+        reads,
         history,
         large_resume,
         large_resume_rows,
@@ -545,6 +557,7 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
             })
         })
         .collect();
+    let statements = server.engine.store().statements();
     gate.wait().await;
     let started = Instant::now();
     let mut series = Series::default();
@@ -554,6 +567,7 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
         series.errors.extend(errors);
     }
     series.wall = started.elapsed();
+    series.statements = server.engine.store().statements() - statements;
     for e in series.errors.iter().take(3) {
         eprintln!("  error: {e}");
     }
@@ -563,8 +577,9 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
 // ---- 4. end to end -------------------------------------------------------------
 
 /// Original runs of a 20×4 pipeline that fail in their last stage (so every
-/// stage ran), each then resumed from stage E2E_RESUME_FROM and run to success.
-async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// stage ran), each then resumed from stage E2E_RESUME_FROM and run to
+/// success: their times, and the last resumed execution.
+async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, String)> {
     let queue = queue_name();
     let stages = (0..E2E_STAGES).map(|s| workflow_stage(&format!("s{s:02}"), &queue, &names("w", E2E_WIDTH))).collect();
     let pipeline = server.create_pipeline(stages).await?;
@@ -579,7 +594,7 @@ async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> 
     };
     let workers = Workers::start(server, &queue, E2E_SLOTS, fail);
     let result = async {
-        let (mut original, mut resumed) = (Vec::new(), Vec::new());
+        let (mut original, mut resumed, mut last) = (Vec::new(), Vec::new(), String::new());
         for run in 0..=E2E_RUNS {
             let started = Instant::now();
             let request = pb::StartExecutionRequest {
@@ -618,12 +633,54 @@ async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> 
                 original.push(took);
                 resumed.push(took_resumed);
             }
+            last = r.id;
         }
-        Ok((original, resumed))
+        Ok((original, resumed, last))
     }
     .await;
     workers.stop().await;
     result
+}
+
+// ---- 5. GetExecution beside the no-op call, by h2load -------------------------
+
+const READ_CALLERS: usize = 16;
+const READ_REQUESTS: usize = 20_000;
+
+struct Reads {
+    noop: h2load::Load,
+    basic: h2load::Load,
+    full: h2load::Load,
+}
+
+/// GetExecution (BASIC and FULL) of `execution_id` and the health Check
+/// (the server's cheapest call), each by h2load from 16 connections; None
+/// when h2load is not installed.
+async fn reads(server: &Server, execution_id: &str) -> anyhow::Result<Option<Reads>> {
+    if !h2load::available() {
+        eprintln!("h2load not found (Debian package nghttp2-client): GetExecution vs the no-op call skipped");
+        return Ok(None);
+    }
+    let get = |view: pb::ExecutionView| pb::GetExecutionRequest {
+        execution_id: execution_id.into(),
+        view: view as i32,
+    };
+    // The calls must succeed for their rate to mean anything.
+    for view in [pb::ExecutionView::Basic, pb::ExecutionView::Full] {
+        server.executions().get_execution(get(view)).await.context("GetExecution before h2load")?;
+    }
+    let (address, method) = (&server.address, "/reprise.v1.ExecutionService/GetExecution");
+    let noop = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let run = |what: &'static str| eprintln!("  h2load: {what}, {READ_CALLERS} connections × {READ_REQUESTS} requests");
+    run("health Check (warm-up)");
+    h2load::unary(address, "/grpc.health.v1.Health/Check", &noop, READ_CALLERS, READ_REQUESTS / 4).await?;
+    run("health Check");
+    let noop = h2load::unary(address, "/grpc.health.v1.Health/Check", &noop, READ_CALLERS, READ_REQUESTS).await?;
+    run("GetExecution BASIC");
+    let basic = h2load::unary(address, method, &get(pb::ExecutionView::Basic), READ_CALLERS, READ_REQUESTS).await?;
+    run("GetExecution FULL");
+    let full = h2load::unary(address, method, &get(pb::ExecutionView::Full), READ_CALLERS, READ_REQUESTS).await?;
+    Ok(Some(Reads { noop, basic, full }))
 }
 
 // ---- 3. ListHistory over a large table -------------------------------------------
@@ -907,13 +964,14 @@ fn rows(n: i64) -> String {
 fn series_line(label: &str, s: &Series, floor: Duration) -> String {
     let errors = if s.errors.is_empty() { String::new() } else { format!("   {} ERRORS", s.errors.len()) };
     format!(
-        "  {label:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>7.0}/s  {:>5.1}×{errors}",
+        "  {label:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>7.0}/s  {:>5.1}×  {:>5.1}{errors}",
         s.samples.len(),
         ms(p50(&s.samples)),
         ms(p99(&s.samples)),
         ms(max(&s.samples)),
         s.throughput(),
         ratio(p50(&s.samples), floor),
+        s.statements_per_call(),
     )
 }
 
@@ -936,8 +994,8 @@ fn print_report(reports: &[BackendReport]) {
             r.prep.as_secs_f64()
         );
         println!(
-            "  {:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>9}  {:>6}",
-            "", "calls", "p50 ms", "p99 ms", "max ms", "resumes", "p50/floor"
+            "  {:<44} {:>5}  {:>8}  {:>8}  {:>8}  {:>9}  {:>6}  {:>5}",
+            "", "calls", "p50 ms", "p99 ms", "max ms", "resumes", "p50/floor", "SQL/call"
         );
         println!("{}", series_line("REJECTED 1-stage approval, stage 0, 1 caller", &r.one, floor));
         println!("{}", series_line(&format!("  same, {CALLERS} concurrent callers"), &r.many, floor));
@@ -1023,6 +1081,26 @@ fn print_report(reports: &[BackendReport]) {
             ms(o / E2E_STAGES as u32),
             ms(s / (E2E_STAGES - E2E_RESUME_FROM) as u32),
         );
+        println!();
+        match &r.reads {
+            None => println!("5. GetExecution vs the no-op call: skipped (h2load not installed; apt-get install nghttp2-client)"),
+            Some(reads) => {
+                println!(
+                    "5. h2load, {READ_CALLERS} connections, one call in flight each, {READ_REQUESTS} calls (target: GetExecution ≥ 25% of the no-op):"
+                );
+                let line = |label: &str, l: &h2load::Load| {
+                    println!(
+                        "  {label:<44} {:>8.0}/s  {:>6.0} bytes/answer  {:>5.1}% of the no-op",
+                        l.per_second,
+                        l.bytes_per_response,
+                        100.0 * l.per_second / reads.noop.per_second
+                    )
+                };
+                line("no-op: grpc.health.v1.Health/Check", &reads.noop);
+                line("GetExecution of the resumed 20×4, BASIC", &reads.basic);
+                line("GetExecution of the resumed 20×4, FULL", &reads.full);
+            }
+        }
     }
     if reports.len() > 1 {
         println!();
@@ -1053,6 +1131,9 @@ fn print_report(reports: &[BackendReport]) {
         }
         line("seeding 1M rows (10k + 990k)", &|r| {
             format!("{:.1} s", r.history.iter().map(|h| h.seed_time.as_secs_f64()).sum::<f64>())
+        });
+        line("GetExecution 20×4 BASIC ÷ no-op (h2load)", &|r| {
+            r.reads.as_ref().map_or("-".into(), |x| format!("{:.0}%", 100.0 * x.basic.per_second / x.noop.per_second))
         });
         line("e2e 20×4: original / resumed from 10", &|r| {
             format!("{} / {} ms", ms(p50(&r.e2e_original)), ms(p50(&r.e2e_resumed)))

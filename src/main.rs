@@ -155,7 +155,6 @@ async fn prepare(args: ServeArgs, dev: bool) -> anyhow::Result<Prepared> {
                 max_workflows: args.limits.max_workflows as usize,
                 ..Limits::default()
             },
-            ..Settings::default()
         },
     );
     if let Some(admin) = &args.auth.bootstrap_admin {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each bench uses its own subset
 
+pub mod h2load;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
