@@ -14,8 +14,7 @@ use crate::{
         resume::{self, Block, NewAttempt, Planned, ResolveError, StageRef},
     },
     store::{
-        executions::{self, Key},
-        pipelines, stages,
+        executions, stages,
     },
 };
 
@@ -92,11 +91,14 @@ impl Engine {
         let tx = &unit.tx;
         let not_found = || Error::not_found("execution", old_id);
         // Lock first: a resume racing this one has committed or not started.
-        let execution = executions::lock(tx, Key::Id(old_id)).await?.ok_or_else(not_found)?;
+        let locked =
+            executions::lock_for_resume(tx, old_id, request.request_id.as_deref()).await?.ok_or_else(not_found)?;
+        let (execution, latest) = (locked.execution, locked.latest_version);
         authorize::read_execution(&request.caller, &execution)?;
         authorize::execute_somewhere(&request.caller, &execution.application)?;
         let fingerprint = request.fingerprint();
-        if let Some(existing) = self.earlier(tx, request.request_id.as_deref(), &fingerprint, &request.caller).await? {
+        let request_id = request.request_id.as_deref().filter(|_| locked.request_taken);
+        if let Some(existing) = self.earlier(tx, request_id, &fingerprint, &request.caller).await? {
             let Some(origin) = &existing.resumed_from else {
                 return Err(Error::AlreadyExists(format!(
                     "request_id {} was used to start execution {}; use a new request id",
@@ -105,7 +107,7 @@ impl Engine {
                 )));
             };
             let old = self.state_of(unit, execution).await?;
-            let outcome = self.outcome(unit, &old, origin.stage_index).await?;
+            let outcome = self.outcome(&old, origin.stage_index, latest);
             return Ok((outcome, Some(Created::Earlier(existing.id))));
         }
         let old = self.state_of(unit, execution).await?;
@@ -125,7 +127,7 @@ impl Engine {
             ResolveError::Refused(r) => Error::Refused(r),
         })?;
         authorize::execute(&request.caller, &old.execution.application, &old.definition, from)?;
-        let outcome = self.outcome(unit, &old, from).await?;
+        let outcome = self.outcome(&old, from, latest);
         if request.validate_only {
             return Ok((outcome, None));
         }
@@ -225,22 +227,21 @@ impl Engine {
             .collect()
     }
 
-    /// What resuming `old` from `from` does, for the answer.
-    async fn outcome(&self, unit: &Unit, old: &ExecutionState, from: usize) -> Result<ResumeOutcome> {
-        let latest = pipelines::latest_version(&unit.tx, &old.execution.pipeline_id)
-            .await?
-            .unwrap_or(old.execution.pipeline_version);
+    /// What resuming `old` from `from` does, for the answer (`latest`: the
+    /// pipeline's latest version, read with the lock).
+    fn outcome(&self, old: &ExecutionState, from: usize, latest: Option<i64>) -> ResumeOutcome {
+        let latest = latest.unwrap_or(old.execution.pipeline_version);
         let plan = resume::plan(old, from)
             .into_iter()
             .zip(&old.stages)
             .map(|(planned, s)| PlannedStage { index: s.index, name: s.name.clone(), planned })
             .collect();
-        Ok(ResumeOutcome {
+        ResumeOutcome {
             execution: None,
             plan,
             pipeline_version: old.execution.pipeline_version,
             latest_pipeline_version: latest,
             not_rolled_back: resume::not_rolled_back(old),
-        })
+        }
     }
 }

@@ -90,6 +90,38 @@ pub async fn lock(c: &impl ConnectionTrait, key: Key<'_>) -> Result<Option<Execu
     row.as_ref().map(from_row).transpose()
 }
 
+/// What a resume reads right after its lock, returned with it.
+#[derive(Debug)]
+pub struct LockedForResume {
+    pub execution: Execution,
+    /// Whether the request id names an execution already (a retry, or a
+    /// reuse the caller must be told about): only then is it read.
+    pub request_taken: bool,
+    /// The pipeline's latest version, for the answer.
+    pub latest_version: Option<i64>,
+}
+
+/// [`lock`] for a resume, with what the resume reads next in the same
+/// round trip. None if the execution does not exist.
+pub async fn lock_for_resume(
+    c: &impl ConnectionTrait,
+    id: &str,
+    request_id: Option<&str>,
+) -> Result<Option<LockedForResume>> {
+    let sql = format!(
+        "UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {COLUMNS}, \
+         EXISTS (SELECT 1 FROM executions r WHERE r.request_id = $2) AS request_taken, \
+         (SELECT p.latest_version FROM pipelines p WHERE p.id = executions.pipeline_id) AS latest_version"
+    );
+    let values = vec![id.into(), request_id.map(str::to_owned).into()];
+    let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
+    Ok(Some(LockedForResume {
+        execution: from_row(&row)?,
+        request_taken: col::<bool>(&row, "request_taken")?,
+        latest_version: col::<Option<i64>>(&row, "latest_version")?,
+    }))
+}
+
 /// Writes the fields a transition may change.
 pub async fn update(c: &impl ConnectionTrait, e: &Execution) -> Result<()> {
     let part = update_part(e);
