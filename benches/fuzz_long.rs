@@ -275,7 +275,7 @@ impl std::fmt::Display for Stats {
 /// A request as caller `i` sends it: as the admin on the secured server
 /// (even callers), without a token on the open one (odd).
 fn as_caller<T>(message: T, i: usize) -> Request<T> {
-    if i % 2 == 0 { authed(message, ADMIN) } else { Request::new(message) }
+    if i.is_multiple_of(2) { authed(message, ADMIN) } else { Request::new(message) }
 }
 
 /// One caller's one-stage pipeline on a queue of its own.
