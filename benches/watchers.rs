@@ -103,6 +103,8 @@ const SETTLE_CLOSED: Duration = Duration::from_secs(6);
 const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 fn main() -> anyhow::Result<()> {
+    // The allocator's settings of the `reprise` binary (src/memory.rs).
+    reprise::memory::configure();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if std::env::var_os(CLIENT_ENV).is_some() {
         return runtime.block_on(client_main());
@@ -199,7 +201,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<Report> {
     let handle = tokio::spawn(reprise::server::serve_with(listener, engine.clone(), options, shutdown.clone()));
     let result = async {
         let channel = Channel::from_shared(address.clone())?.connect().await?;
-        let rss_start = rss_kib()?;
+        let rss_start = rss_kib(None)?;
         eprintln!("[{name}] {} executions waiting at an approval gate", WATCHED + 1);
         let pipeline = create_gated_pipeline(&channel).await?;
         let mut ids = Vec::new();
@@ -211,25 +213,25 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<Report> {
 
         eprintln!("[{name}] (a) GetExecution, no stream: {CALLERS} callers × {} calls", CALLS / CALLERS);
         let idle_calls = get_calls(&callers, &probe).await?;
-        let rss_idle = rss_kib()?;
+        let rss_idle = rss_kib(None)?;
 
         eprintln!("[{name}] (b) opening {STREAMS} watch streams ({CONNECTIONS} connections × {PER_CONNECTION})");
         let mut child = Watchers::spawn(&address, &ids).await?;
         let opened = child.opened().await?;
         tokio::time::sleep(SETTLE_OPEN).await;
-        let rss_open = rss_kib()?;
+        let rss_open = rss_kib(None)?;
         eprintln!("[{name}] (b) GetExecution with {STREAMS} streams open");
         let open_calls = get_calls(&callers, &probe).await?;
-        let rss_open_after_calls = rss_kib()?;
+        let rss_open_after_calls = rss_kib(None)?;
         let relayed = engine.events().is_relayed();
 
         eprintln!("[{name}] (c) closing the streams, waiting {} s", SETTLE_CLOSED.as_secs());
         let updates = child.close().await?;
         tokio::time::sleep(SETTLE_CLOSED).await;
-        let rss_closed = rss_kib()?;
+        let rss_closed = rss_kib(None)?;
         let after_calls = get_calls(&callers, &probe).await?;
-        let rss_closed_after_calls = rss_kib()?;
-        let rss_trimmed = trim().then(rss_kib).transpose()?;
+        let rss_closed_after_calls = rss_kib(None)?;
+        let rss_trimmed = trim().then(|| rss_kib(None)).transpose()?;
         // Every watched execution is still where it was: the streams changed nothing.
         for id in &ids {
             let stage = first_stage(&channel, id).await?;
@@ -359,29 +361,6 @@ async fn get_calls(callers: &[Channel], id: &str) -> anyhow::Result<Vec<Duration
         all.extend(joined??);
     }
     Ok(all)
-}
-
-/// Resident memory of this process, KiB.
-fn rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/self/status")
-}
-
-/// Gives the heap's free pages back to the system, where the allocator can.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn trim() -> bool {
-    // SAFETY: malloc_trim only releases free memory of glibc's heap.
-    unsafe { libc::malloc_trim(0) };
-    true
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim() -> bool {
-    false
 }
 
 // ---- the watchers' process ----------------------------------------------
@@ -535,7 +514,7 @@ async fn watch_all() -> anyhow::Result<()> {
             Err(_) => bail!("only {opened} streams opened within {} s", WAIT_LIMIT.as_secs()),
         }
     }
-    println!("opened {opened} {} {}", started.elapsed().as_millis(), rss_kib()?);
+    println!("opened {opened} {} {}", started.elapsed().as_millis(), rss_kib(None)?);
 
     // Hold until the parent says close (or goes away).
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();

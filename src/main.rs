@@ -29,6 +29,9 @@ fn main() -> anyhow::Result<()> {
         credentials::scrub_environment(&credentials::credential_variables());
         credentials::forbid_inspection()
             .map_err(|e| anyhow::anyhow!("cannot make the process non-dumpable (prctl PR_SET_DUMPABLE): {e}"))?;
+        // Before the runtime's threads make their arenas: what is freed goes
+        // back to the system (src/memory.rs).
+        reprise::memory::configure();
     }
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run_cli(cli))
 }

@@ -261,3 +261,27 @@ pub fn pair(s: &[Duration]) -> String {
 pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
 }
+
+/// Resident memory (VmRSS) in KiB of process `pid`, or of this one (None).
+pub fn rss_kib(pid: Option<u32>) -> anyhow::Result<u64> {
+    let path = pid.map_or("/proc/self/status".to_owned(), |pid| format!("/proc/{pid}/status"));
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmRSS in {path}"))
+}
+
+/// Gives this process's free heap pages back to the system, as the server
+/// does every few seconds (`reprise::memory::trim`); false where the
+/// allocator cannot (not glibc).
+pub fn trim() -> bool {
+    reprise::memory::trim();
+    cfg!(all(target_os = "linux", target_env = "gnu"))
+}
+
+/// KiB as MiB, one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}

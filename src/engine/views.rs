@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     domain::{
-        execution::{Execution, ExecutionDetail},
+        execution::{Execution, ExecutionDetail, StageRun, WorkflowRun},
         pipeline::Definition,
     },
     store::{executions, stages, tasks},
@@ -49,16 +49,87 @@ impl Default for Views {
                 .weigher(|_, c: &Cached| weight(&c.detail))
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
-            inputs: Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
+            // Weighed too: a start may bind 100 variables of 4 KiB each.
+            inputs: Cache::builder()
+                .max_capacity(16 * 1024 * 1024)
+                .weigher(|_, i: &Arc<Inputs>| i.weight())
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             tasks: Cache::builder().max_capacity(20_000).time_to_idle(Duration::from_secs(3600)).build(),
             loading: super::locks::Locks::default(),
         }
     }
 }
 
+/// The entry, its key and the cache's bookkeeping, in bytes.
+const CACHED: usize = 256;
+
+/// A string's heap block, with the allocator's 16 bytes beside it.
+fn text(s: &str) -> usize {
+    if s.is_empty() { 0 } else { s.len() + 16 }
+}
+
+fn maybe(s: &Option<String>) -> usize {
+    s.as_deref().map_or(0, text)
+}
+
+/// A map of strings: its entries, and a B-tree node (room for 11) per 6.
+fn map(m: &BTreeMap<String, String>) -> usize {
+    m.iter().map(|(k, v)| text(k) + text(v)).sum::<usize>() + m.len().div_ceil(6) * 600
+}
+
+/// What a cached view takes in memory, in bytes: its structs, and each
+/// string's heap block with the allocator's own 16 bytes beside it (the
+/// definition it points to is weighed by the definitions cache). The
+/// earlier estimate, 1 KiB and 256 bytes a stage and a workflow, was about
+/// half of what heaptrack found cached views of one-workflow executions to
+/// hold (some 3.4 KB each), so 16 MiB of weight meant twice that in memory.
 fn weight(d: &ExecutionDetail) -> u32 {
-    let workflows: usize = d.workflows.iter().map(|w| 256 + w.output.len() + w.status_message.len()).sum();
-    (1024 + d.stages.len() * 256 + workflows).min(u32::MAX as usize) as u32
+    let e = &d.execution;
+    let execution = size_of::<ExecutionDetail>()
+        + text(&e.id) * 2
+        + text(&e.pipeline_id)
+        + text(&e.application)
+        + text(&e.status_message)
+        + text(&e.request_id)
+        + text(&e.triggered_by)
+        + text(&e.chain_id)
+        + maybe(&e.resumed_by)
+        + maybe(&e.sealed_secrets)
+        + e.resumed_from.as_ref().map_or(0, |r| text(&r.execution_id) + text(&r.stage_name) + text(&r.reason))
+        + e.end_stage.as_ref().map_or(0, |m| text(&m.name))
+        + map(&e.variables)
+        + map(&e.artifacts);
+    let stages: usize = d
+        .stages
+        .iter()
+        .map(|s| {
+            size_of::<StageRun>()
+                + text(&s.name)
+                + text(&s.status_message)
+                + text(&s.decided_by)
+                + text(&s.decision_comment)
+                + maybe(&s.carried_from)
+                + s.first_failure.as_ref().map_or(0, |f| text(&f.workflow) + text(&f.message))
+        })
+        .sum();
+    let workflows: usize = d
+        .workflows
+        .iter()
+        .map(|w| {
+            size_of::<WorkflowRun>()
+                + text(&w.task_id)
+                + text(&w.execution_id)
+                + text(&w.name)
+                + text(&w.task_queue)
+                + text(&w.command)
+                + text(&w.output)
+                + text(&w.status_message)
+                + maybe(&w.lease_token)
+                + maybe(&w.lease_owner)
+        })
+        .sum();
+    (CACHED + execution + stages + workflows).min(u32::MAX as usize) as u32
 }
 
 impl Views {
@@ -125,6 +196,20 @@ impl Inputs {
             masks: secrets::masking_order(secrets.values().cloned()),
             secrets,
         }
+    }
+
+    /// What it takes in memory, in bytes, as [`weight`] counts (the
+    /// definition is the definitions cache's to weigh).
+    fn weight(&self) -> u32 {
+        let masks: usize = self.masks.iter().map(|m| size_of::<String>() + text(m)).sum();
+        let own = CACHED
+            + size_of::<Inputs>()
+            + text(&self.application)
+            + map(&self.variables)
+            + map(&self.artifacts)
+            + map(&self.secrets)
+            + masks;
+        own.min(u32::MAX as usize) as u32
     }
 
     /// `text` with this execution's secret values masked.

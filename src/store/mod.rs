@@ -237,6 +237,8 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store> {
         .sqlx_logging(false);
     if sqlite {
         pool_options.map_sqlx_sqlite_opts(connection::sqlite_options);
+    } else {
+        pool_options.map_sqlx_postgres_pool_opts(|o| o.after_release(connection::shrink_after_use));
     }
     let lock = if sqlite { Some(connection::ProcessLock::take(url).await?) } else { None };
     let pool = Database::connect(pool_options).await.map_err(StoreError::from)?;

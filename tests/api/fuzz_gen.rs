@@ -113,7 +113,8 @@ impl Endpoint {
     }
 }
 
-fn authed<T>(message: T, subject: &str) -> Request<T> {
+/// `message` with a bearer token for `subject`.
+pub fn authed<T>(message: T, subject: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {}", token(subject)).parse().unwrap());
     request
@@ -146,12 +147,18 @@ fn keep<T: PartialEq>(list: &mut Vec<T>, item: T, slot: usize) {
 /// finds real tasks.
 pub const QUEUES: [&str; 2] = ["fuzz-a", "fuzz-b"];
 
-/// Creates the identities' grants, pipelines of "shop" and "bank" (one with
-/// an approval, one with a skip condition), executions in several states
-/// and a leased task, all as the admin, through `channel` (a secured
-/// server on the engine's database).
+/// Makes [`ADMIN`] the engine's bootstrap admin, then [`seed_over`] `channel`
+/// (a secured server on the engine's database).
 pub async fn seed(engine: &Engine, channel: &Channel) -> Arc<Mutex<Targets>> {
     engine.bootstrap_admin(ADMIN).await.expect("bootstrap admin");
+    seed_over(channel).await
+}
+
+/// Creates the identities' grants, pipelines of "shop" and "bank" (one with
+/// an approval, one with a skip condition), executions in several states
+/// and a leased task, all as the admin, through `channel` (a secured server
+/// whose bootstrap admin is [`ADMIN`]).
+pub async fn seed_over(channel: &Channel) -> Arc<Mutex<Targets>> {
     let mut access = AccessServiceClient::new(channel.clone());
     let mut targets = Targets::default();
     let grants = [
@@ -1174,11 +1181,4 @@ pub async fn can_run_a_pipeline(channel: &Channel, secured: bool) -> Result<(), 
     } else {
         Err(format!("the execution ended as {last:?}"))
     }
-}
-
-/// This process's resident memory in KiB (Linux), e.g. of an in-process server.
-pub fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
