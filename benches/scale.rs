@@ -179,6 +179,46 @@ impl StageTimes {
     }
 }
 
+/// One Resume call: its latency and the statements the server sent meanwhile.
+struct Resumed {
+    took: Duration,
+    statements: u64,
+}
+
+fn resume_times(r: &[Resumed]) -> Vec<Duration> {
+    r.iter().map(|r| r.took).collect()
+}
+
+fn resume_statements(r: &[Resumed]) -> f64 {
+    r.iter().map(|r| r.statements).sum::<u64>() as f64 / r.len().max(1) as f64
+}
+
+/// One-stage executions of one width, start to last report.
+#[derive(Default)]
+struct Fan {
+    times: Vec<Duration>,
+    /// Over the measured runs: statements, claims, workflows.
+    statements: u64,
+    claims_found: u64,
+    claims_empty: u64,
+    workflows: u64,
+}
+
+impl Fan {
+    fn line(&self, width: usize) -> String {
+        let per = |n: u64| n as f64 / self.workflows.max(1) as f64;
+        format!(
+            "{width} workflows p50 {} ms ({}..{}); per workflow {:.1} statements, {:.2} claims found, {:.2} empty",
+            ms(p50(&self.times)),
+            ms(self.times.iter().copied().min().unwrap_or_default()),
+            ms(max(&self.times)),
+            per(self.statements),
+            per(self.claims_found),
+            per(self.claims_empty),
+        )
+    }
+}
+
 struct Idle {
     executions: i64,
     table_bytes: Option<i64>,
@@ -191,20 +231,20 @@ struct BackendReport {
     name: &'static str,
     wide: StageTimes,
     long: StageTimes,
-    fan_small: Vec<Duration>,
-    fan_large: Vec<Duration>,
-    resume_small: Vec<Duration>,
-    resume_wide: Vec<Duration>,
+    fan_small: Fan,
+    fan_large: Fan,
+    resume_small: Vec<Resumed>,
+    resume_wide: Vec<Resumed>,
     idle: Vec<Idle>,
 }
 
 impl BackendReport {
     fn fan_ratio(&self) -> f64 {
-        ratio(p50(&self.fan_large), p50(&self.fan_small) * (FAN_LARGE / FAN_SMALL) as u32)
+        ratio(p50(&self.fan_large.times), p50(&self.fan_small.times) * (FAN_LARGE / FAN_SMALL) as u32)
     }
 
     fn resume_ratio(&self) -> f64 {
-        ratio(p50(&self.resume_wide), p50(&self.resume_small))
+        ratio(p50(&resume_times(&self.resume_wide)), p50(&resume_times(&self.resume_small)))
     }
 
     fn idle_ratio(&self) -> f64 {
@@ -357,7 +397,7 @@ async fn run_then_resume(
     sizes: Sizes,
     shape: (usize, usize),
     resumes: usize,
-) -> anyhow::Result<(StageTimes, Vec<Duration>)> {
+) -> anyhow::Result<(StageTimes, Vec<Resumed>)> {
     let (stages, _) = shape;
     let last = stages - 1;
     let queue = queue_name();
@@ -388,9 +428,11 @@ async fn run_then_resume(
             validate_only: false,
             ..Default::default()
         };
+        let statements = server.engine.store().statements();
         let asked = Instant::now();
         let answer = client.resume(request).await.context("Resume")?;
         let took = asked.elapsed();
+        let statements = server.engine.store().statements() - statements;
         let resumed = answer.into_inner().execution.context("no execution in the answer")?;
         let carried = resumed.stages.iter().filter(|s| s.carried_over).count();
         ensure!(carried == last, "{carried} stages carried over, expected {last}");
@@ -400,7 +442,7 @@ async fn run_then_resume(
         let status = status?;
         ensure!(status == ExecutionStatus::Failed, "resumed execution ended {}", status.as_str());
         if repeat > 0 {
-            samples.push(took);
+            samples.push(Resumed { took, statements });
         }
         latest = resumed.id;
     }
@@ -412,25 +454,31 @@ async fn run_then_resume(
 /// One-stage executions of `width` workflows, `runs` + 1 (the first not
 /// recorded): from StartExecution sent (which dispatches the stage) to the
 /// answer to the report that ended it.
-async fn fan_out(server: &Server, sizes: Sizes, width: usize, runs: usize) -> anyhow::Result<Vec<Duration>> {
+async fn fan_out(server: &Server, sizes: Sizes, width: usize, runs: usize) -> anyhow::Result<Fan> {
     let queue = queue_name();
     let pipeline = pipeline(server, &queue, (1, width)).await?;
     let clock = Clock::new(server.engine.clone(), None);
     let workers = Workers::start(server, &queue, POLLERS, clock.clone());
     let result = async {
-        let mut samples = Vec::with_capacity(runs);
+        let mut fan = Fan::default();
         for run in 0..=runs {
             tokio::time::sleep(Duration::from_millis(200)).await; // the pollers park again
+            let (statements, claims) = (server.engine.store().statements(), server.engine.claim_counts());
             let started = Instant::now();
             let id = start_execution(&server.channel, &pipeline).await?;
             let status = wait_final(server, &id, sizes.wait_limit()).await?;
             ensure!(status == ExecutionStatus::Succeeded, "fan-out execution ended {}", status.as_str());
             let ended = clock.last_report(&id).context("no report")?;
             if run > 0 {
-                samples.push(ended - started);
+                let after = server.engine.claim_counts();
+                fan.times.push(ended - started);
+                fan.statements += server.engine.store().statements() - statements;
+                fan.claims_found += after.found - claims.found;
+                fan.claims_empty += after.empty - claims.empty;
+                fan.workflows += width as u64;
             }
         }
-        anyhow::Ok(samples)
+        anyhow::Ok(fan)
     }
     .await;
     workers.stop().await;
@@ -532,21 +580,17 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
         println!("--- {} ---", r.name);
         stage_lines(&format!("{stages} × {width}"), &r.wide);
         stage_lines(&format!("{} × 1", sizes.long), &r.long);
+        println!("  one stage, start to last report: {}", r.fan_small.line(FAN_SMALL));
+        println!("  one stage, start to last report: {}", r.fan_large.line(FAN_LARGE));
         println!(
-            "  one stage, start to last report: {FAN_SMALL} workflows p50 {} ms ({}..{}), {FAN_LARGE} p50 {} ms ({}..{})",
-            ms(p50(&r.fan_small)),
-            ms(r.fan_small.iter().copied().min().unwrap_or_default()),
-            ms(max(&r.fan_small)),
-            ms(p50(&r.fan_large)),
-            ms(r.fan_large.iter().copied().min().unwrap_or_default()),
-            ms(max(&r.fan_large)),
-        );
-        println!(
-            "  Resume from the last stage, median of {RESUME_REPEATS}: {} × {} {} ms, {stages} × {width} {} ms",
+            "  Resume from the last stage, median of {RESUME_REPEATS}: {} × {} {} ms ({:.0} statements), \
+             {stages} × {width} {} ms ({:.0} statements)",
             RESUME_SMALL.0,
             RESUME_SMALL.1,
-            ms(p50(&r.resume_small)),
-            ms(p50(&r.resume_wide)),
+            ms(p50(&resume_times(&r.resume_small))),
+            resume_statements(&r.resume_small),
+            ms(p50(&resume_times(&r.resume_wide))),
+            resume_statements(&r.resume_wide),
         );
         for i in &r.idle {
             println!(
