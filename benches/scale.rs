@@ -334,7 +334,9 @@ impl Clock {
     fn stage_times(&self, execution_id: &str, stages: usize) -> anyhow::Result<StageTimes> {
         let seen = self.seen.lock().unwrap();
         let first = (0..stages)
-            .map(|i| seen.first.get(&(execution_id.to_owned(), i)).copied().with_context(|| format!("stage {i} never ran")))
+            .map(|i| {
+                seen.first.get(&(execution_id.to_owned(), i)).copied().with_context(|| format!("stage {i} never ran"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let end = *seen.last_report.get(execution_id).context("no report")?;
         let end_statements = self.engine.store().statements();
@@ -610,17 +612,22 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
     println!("  {:<62}{header}", "");
     let line = |label: String, target: f64, f: &dyn Fn(&BackendReport) -> f64| {
         let cells: String =
-            reports.iter().map(|r| f(r)).map(|v| format!("{:>18}", format!("{v:.2} {}", verdict(v, target)))).collect();
+            reports.iter().map(f).map(|v| format!("{:>18}", format!("{v:.2} {}", verdict(v, target)))).collect();
         println!("  {:<62}{cells}", format!("{label} (≤ {target})"));
     };
     line(format!("per-stage time, last ÷ first tenth, {stages} × {width}"), TARGET_STAGES, &|r| r.wide.ratio());
     line(format!("per-stage time, last ÷ first tenth, {} × 1", sizes.long), TARGET_STAGES, &|r| r.long.ratio());
     line(format!("{FAN_LARGE}-workflow stage ÷ 10 × {FAN_SMALL}-workflow stage"), TARGET_FAN, &|r| r.fan_ratio());
     line(
-        format!("Resume {stages}×{width} from {} ÷ {}×{} from {}", stages - 1, RESUME_SMALL.0, RESUME_SMALL.1, RESUME_SMALL.0 - 1),
+        format!(
+            "Resume {stages}×{width} from {} ÷ {}×{} from {}",
+            stages - 1,
+            RESUME_SMALL.0,
+            RESUME_SMALL.1,
+            RESUME_SMALL.0 - 1
+        ),
         TARGET_RESUME,
         &|r| r.resume_ratio(),
     );
     line(format!("idle CPU, {} ÷ {} executions", rows(large), rows(small)), TARGET_IDLE, &|r| r.idle_ratio());
 }
-

@@ -129,7 +129,6 @@ pub async fn table_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
     Ok(row.try_get::<i64>("", "n")?)
 }
 
-
 /// A row count as the reports print it: 10k, 1M.
 pub fn rows(n: i64) -> String {
     if n >= 1_000_000 && n % 1_000_000 == 0 {

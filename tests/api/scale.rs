@@ -60,9 +60,9 @@ async fn the_largest_allowed_pipeline_resumes_from_its_last_stage(app: TestApp) 
     let done = app.get(&resumed.id).await;
     assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "{:?}", done.status_message);
     assert!(done.encoded_len() < 4 * 1024 * 1024, "a default client reads it: {} bytes", done.encoded_len());
-    let counts = done.stages.last().unwrap().workflow_counts.clone().unwrap();
+    let counts = done.stages.last().unwrap().workflow_counts.unwrap();
     assert_eq!((counts.total, counts.succeeded), (width as i32, width as i32));
-    let carried = done.stages[0].workflow_counts.clone().unwrap();
+    let carried = done.stages[0].workflow_counts.unwrap();
     assert_eq!(carried.succeeded, width as i32, "carried stages show the workflows of the run they come from");
 }
 
