@@ -45,12 +45,14 @@ use reprise::{
     store,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
-use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use common::*;
+use common::{
+    seed::{chain_len, count_executions, rows, seed, seeded_id, table_bytes},
+    workers::{Script, Workers},
+    *,
+};
 
 /// Resumes before the measured series (connections, caches), not recorded.
 const RESUME_WARMUP: usize = 20;
@@ -74,8 +76,6 @@ const E2E_SLOTS: usize = 4;
 
 const HISTORY_SMALL: i64 = 10_000;
 const HISTORY_LARGE: i64 = 1_000_000;
-/// Rows per seeding statement (one transaction each).
-const SEED_CHUNK: i64 = 100_000;
 const HISTORY_PAGE: i32 = 50;
 const HISTORY_WARMUP: usize = 50;
 const HISTORY_RANDOM: usize = 500;
@@ -164,48 +164,6 @@ impl Server {
     }
 }
 
-fn environment() -> Option<pb::Environment> {
-    Some(pb::Environment { name: "bench".into(), r#type: pb::EnvironmentType::NonProd as i32 })
-}
-
-fn workflow_stage(name: &str, queue: &str, workflows: &[String]) -> pb::Stage {
-    pb::Stage {
-        name: name.into(),
-        environment: environment(),
-        skip_condition: None,
-        kind: Some(pb::stage::Kind::Workflows(pb::WorkflowStage {
-            workflows: workflows
-                .iter()
-                .map(|w| pb::Workflow {
-                    name: w.clone(),
-                    task_queue: queue.into(),
-                    command: "true".into(),
-                    timeout: None,
-                    max_attempts: 0,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn approval_stage(name: &str) -> pb::Stage {
-    pb::Stage {
-        name: name.into(),
-        environment: environment(),
-        skip_condition: None,
-        kind: Some(pb::stage::Kind::Approval(pb::ApprovalStage {
-            timeout: Some(prost_types::Duration { seconds: 24 * 3600, nanos: 0 }),
-            instructions: "bench".into(),
-        })),
-    }
-}
-
-fn names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
 async fn within<T>(what: &str, f: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     match tokio::time::timeout(WAIT_LIMIT, f).await {
         Ok(r) => r,
@@ -237,71 +195,6 @@ where
         t.await??;
     }
     Ok(())
-}
-
-// ---- scripted workers --------------------------------------------------------
-
-/// Workers that poll a queue over gRPC and complete every task at once,
-/// failing those `fail` picks.
-struct Workers {
-    stop: CancellationToken,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-}
-
-type FailRule = Arc<dyn Fn(&pb::Task) -> bool + Send + Sync>;
-
-impl Workers {
-    fn start(server: &Server, queue: &str, slots: usize, fail: FailRule) -> Workers {
-        let stop = CancellationToken::new();
-        let tasks = (0..slots)
-            .map(|i| {
-                let (mut client, queue, stop, fail) = (server.workers(), queue.to_owned(), stop.clone(), fail.clone());
-                let id = format!("bench-worker-{i}");
-                tokio::spawn(async move {
-                    loop {
-                        let request = pb::PollTaskRequest {
-                            task_queue: queue.clone(),
-                            worker_id: id.clone(),
-                            wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
-                        };
-                        let polled = tokio::select! {
-                            r = client.poll_task(request) => r,
-                            _ = stop.cancelled() => return anyhow::Ok(()),
-                        };
-                        let Some(task) = polled.context("PollTask failed")?.into_inner().task else { continue };
-                        let outcome = if fail(&task) { pb::TaskOutcome::Failed } else { pb::TaskOutcome::Succeeded };
-                        let request = pb::CompleteTaskRequest {
-                            task_id: task.task_id.clone(),
-                            lease_token: task.lease_token.clone(),
-                            outcome: outcome as i32,
-                            exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
-                            output: String::new(),
-                            message: String::new(),
-                        };
-                        // A stage that failed may refuse its other workflows' late reports.
-                        if let Err(status) = client.complete_task(request).await
-                            && !matches!(
-                                status.code(),
-                                tonic::Code::FailedPrecondition | tonic::Code::NotFound | tonic::Code::Aborted
-                            )
-                        {
-                            return Err(status).context("CompleteTask failed");
-                        }
-                    }
-                })
-            })
-            .collect();
-        Workers { stop, tasks }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            if let Ok(Err(e)) = t.await {
-                eprintln!("warning: scripted worker: {e:#}");
-            }
-        }
-    }
 }
 
 // ---- one backend ---------------------------------------------------------
@@ -584,7 +477,7 @@ async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, S
     let stages = (0..E2E_STAGES).map(|s| workflow_stage(&format!("s{s:02}"), &queue, &names("w", E2E_WIDTH))).collect();
     let pipeline = server.create_pipeline(stages).await?;
     let originals: Arc<Mutex<HashSet<String>>> = Arc::default();
-    let fail: FailRule = {
+    let fail: Arc<dyn Script> = {
         let originals = originals.clone();
         let last = format!("s{:02}", E2E_STAGES - 1);
         let victim = format!("w{}", E2E_WIDTH - 1);
@@ -684,124 +577,6 @@ async fn reads(server: &Server, execution_id: &str) -> anyhow::Result<Option<Rea
 }
 
 // ---- 3. ListHistory over a large table -------------------------------------------
-
-/// The id of seeded execution `g`, shaped like a UUIDv7 of its creation time
-/// (so ids sort by time like real ones) and unique by `g`.
-fn seeded_id(base: i64, g: i64) -> String {
-    let ts = base + g * 10;
-    format!("{:08x}-{:04x}-7000-8000-{:012x}", ts >> 16, ts & 0xffff, g)
-}
-
-/// SQL computing `seeded_id` of the integer expression `g`.
-fn id_sql(backend: DbBackend, base: i64, g: &str) -> String {
-    let ts = format!("({base} + ({g}) * 10)");
-    match backend {
-        DbBackend::Postgres => format!(
-            "lpad(to_hex({ts} >> 16), 8, '0') || '-' || lpad(to_hex({ts} & 65535), 4, '0') || '-7000-8000-' || lpad(to_hex({g}), 12, '0')"
-        ),
-        _ => format!("printf('%08x-%04x-7000-8000-%012x', {ts} >> 16, {ts} & 65535, {g})"),
-    }
-}
-
-/// Chain layout of seeded execution g, in blocks of 1,000 rows: block b
-/// with b % 100 == 0 is one chain of 1,000 attempts; in the other blocks the
-/// first 500 rows are single executions and the last 500 are chains of
-/// 2, 3, 5, 10, 50, 100, 250 or 500 attempts (by b % 8).
-fn chain_len(g: i64) -> i64 {
-    let (b, r) = (g / 1000, g % 1000);
-    if b % 100 == 0 {
-        1000
-    } else if r < 500 {
-        1
-    } else {
-        [2, 3, 5, 10, 50, 100, 250, 500][(b % 8) as usize]
-    }
-}
-
-/// Inserts seeded executions [from, to) in bulk, SEED_CHUNK rows per
-/// statement and transaction: PostgreSQL `INSERT ... SELECT FROM
-/// generate_series`, SQLite the same over a recursive CTE.
-async fn seed(db: &DatabaseConnection, pipeline_id: &str, base: i64, from: i64, to: i64) -> anyhow::Result<()> {
-    let backend = db.get_database_backend();
-    let id = |g: &str| id_sql(backend, base, g);
-    let request_id = match backend {
-        DbBackend::Postgres => "'seed-' || lpad(g::text, 9, '0')",
-        _ => "printf('seed-%09d', g)",
-    };
-    let mut lo = from;
-    while lo < to {
-        let hi = (lo + SEED_CHUNK).min(to) - 1;
-        let (with, source) = match backend {
-            DbBackend::Postgres => (String::new(), format!("generate_series({lo}::bigint, {hi}::bigint) AS src(g)")),
-            _ => (
-                format!("WITH RECURSIVE src(g) AS (SELECT {lo} UNION ALL SELECT g + 1 FROM src WHERE g < {hi}) "),
-                "src".to_owned(),
-            ),
-        };
-        // len: attempts of the chain; pos: position in the block's chain region.
-        let layout = format!(
-            "SELECT g, \
-               CASE WHEN (g / 1000) % 100 = 0 THEN 1000 WHEN g % 1000 < 500 THEN 1 \
-                    ELSE CASE (g / 1000) % 8 WHEN 0 THEN 2 WHEN 1 THEN 3 WHEN 2 THEN 5 WHEN 3 THEN 10 \
-                         WHEN 4 THEN 50 WHEN 5 THEN 100 WHEN 6 THEN 250 ELSE 500 END END AS len, \
-               CASE WHEN (g / 1000) % 100 = 0 THEN g % 1000 WHEN g % 1000 < 500 THEN 0 ELSE g % 1000 - 500 END AS pos \
-             FROM {source}"
-        );
-        let chains = format!(
-            "SELECT g, pos % len + 1 AS attempt, \
-               CASE WHEN pos % len = len - 1 OR g % 1000 = 999 THEN 1 ELSE 0 END AS last \
-             FROM ({layout}) l"
-        );
-        let sql = format!(
-            "{with}INSERT INTO executions (id, pipeline_id, pipeline_version, application, status, status_message, \
-               variables, artifacts, request_id, request_fingerprint, triggered_by, chain_id, attempt, revision, \
-               created_at, started_at, ended_at, resumed_from_execution_id, resume_stage_index, resume_stage_name, \
-               resumed_by_execution_id) \
-             SELECT {id_g}, '{pipeline_id}', 1, 'bench', \
-               CASE WHEN last = 1 AND g % 3 <> 0 THEN 'SUCCEEDED' ELSE 'REJECTED' END, '', '{{}}', '{{}}', \
-               {request_id}, 'seed', 'bench', {id_first}, attempt, 0, \
-               {base} + g * 10, {base} + g * 10, {base} + g * 10 + 5, \
-               CASE WHEN attempt > 1 THEN {id_prev} END, CASE WHEN attempt > 1 THEN 0 END, \
-               CASE WHEN attempt > 1 THEN 'gate' END, CASE WHEN last = 0 THEN {id_next} END \
-             FROM ({chains}) c",
-            id_g = id("g"),
-            id_first = id("g - attempt + 1"),
-            id_prev = id("g - 1"),
-            id_next = id("g + 1"),
-        );
-        let r = db.execute_unprepared(&sql).await.with_context(|| format!("seeding rows {lo}..={hi}"))?;
-        ensure!(r.rows_affected() as i64 == hi - lo + 1, "seeded {} rows, expected {}", r.rows_affected(), hi - lo + 1);
-        lo = hi + 1;
-    }
-    // Settle before measuring, as a table that grew over months would be:
-    // PostgreSQL's autovacuum would vacuum and analyze the new rows (and
-    // would otherwise do it in the middle of the measurement); SQLite's
-    // WAL is checkpointed into the database file.
-    match backend {
-        DbBackend::Postgres => db.execute_unprepared("VACUUM ANALYZE executions").await?,
-        _ => db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)").await?,
-    };
-    Ok(())
-}
-
-async fn count_executions(db: &DatabaseConnection) -> anyhow::Result<i64> {
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(Statement::from_string(backend, "SELECT COUNT(*) AS n FROM executions"))
-        .await?
-        .context("no count")?;
-    Ok(row.try_get::<i64>("", "n")?)
-}
-
-async fn table_bytes(db: &DatabaseConnection) -> anyhow::Result<i64> {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => "SELECT pg_total_relation_size('executions')::bigint AS n",
-        _ => "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()",
-    };
-    let row = db.query_one_raw(Statement::from_string(backend, sql)).await?.context("no size")?;
-    Ok(row.try_get::<i64>("", "n")?)
-}
 
 /// The plans of ListHistory's two queries (the execution by id, then the
 /// page of its chain), as the store issues them.
@@ -950,16 +725,6 @@ async fn history_series(server: &Server, base: i64, seeded: i64) -> anyhow::Resu
 }
 
 // ---- the report ------------------------------------------------------------------
-
-fn rows(n: i64) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
-        format!("{}M", n / 1_000_000)
-    } else if n >= 1_000 && n % 1_000 == 0 {
-        format!("{}k", n / 1_000)
-    } else {
-        n.to_string()
-    }
-}
 
 fn series_line(label: &str, s: &Series, floor: Duration) -> String {
     let errors = if s.errors.is_empty() { String::new() } else { format!("   {} ERRORS", s.errors.len()) };

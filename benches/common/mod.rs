@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each bench uses its own subset
 
 pub mod h2load;
+pub mod seed;
+pub mod workers;
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use reprise::{
         self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
         worker_service_client::WorkerServiceClient,
     },
+    server::ServeOptions,
     store::Store,
 };
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
@@ -139,6 +142,11 @@ pub async fn floor(store: &Store) -> anyhow::Result<Vec<Duration>> {
     Ok(samples)
 }
 
+/// The settings bench servers run with unless a bench says otherwise.
+pub fn bench_settings() -> Settings {
+    Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() }
+}
+
 pub struct Server {
     pub engine: Engine,
     pub address: String,
@@ -149,13 +157,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(db: Store) -> anyhow::Result<Server> {
-        let settings =
-            Settings { lease: Duration::from_secs(30), recheck: Duration::from_secs(1), ..Settings::default() };
+        Self::start_with(db, bench_settings(), ServeOptions::default()).await
+    }
+
+    /// A server with its own settings and serving options (limits, metrics).
+    pub async fn start_with(db: Store, settings: Settings, options: ServeOptions) -> anyhow::Result<Server> {
         let engine = Engine::new(db, settings);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let address = format!("http://{}", listener.local_addr()?);
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(reprise::server::serve(listener, engine.clone(), shutdown.clone()));
+        let handle = tokio::spawn(reprise::server::serve_with(listener, engine.clone(), options, shutdown.clone()));
         let channel = Channel::from_shared(address.clone())?.connect().await?;
         Ok(Server { engine, address, channel, shutdown, handle })
     }
@@ -175,6 +186,52 @@ impl Server {
     pub fn workers(&self) -> WorkerServiceClient<Channel> {
         WorkerServiceClient::new(self.channel.clone())
     }
+}
+
+/// The environment every bench stage targets (NON_PROD).
+pub fn environment() -> Option<pb::Environment> {
+    Some(pb::Environment { name: "bench".into(), r#type: pb::EnvironmentType::NonProd as i32 })
+}
+
+/// A stage of no-op workflows (`true`) named `workflows`, all on `queue`.
+pub fn workflow_stage(name: &str, queue: &str, workflows: &[String]) -> pb::Stage {
+    pb::Stage {
+        name: name.into(),
+        environment: environment(),
+        skip_condition: None,
+        kind: Some(pb::stage::Kind::Workflows(pb::WorkflowStage {
+            workflows: workflows
+                .iter()
+                .map(|w| pb::Workflow {
+                    name: w.clone(),
+                    task_queue: queue.into(),
+                    command: "true".into(),
+                    timeout: None,
+                    max_attempts: 0,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// An approval stage that waits a day.
+pub fn approval_stage(name: &str) -> pb::Stage {
+    pb::Stage {
+        name: name.into(),
+        environment: environment(),
+        skip_condition: None,
+        kind: Some(pb::stage::Kind::Approval(pb::ApprovalStage {
+            timeout: Some(prost_types::Duration { seconds: 24 * 3600, nanos: 0 }),
+            instructions: "bench".into(),
+        })),
+    }
+}
+
+/// `prefix0`, `prefix1`, … `prefix{n-1}`.
+pub fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
 /// Creates a pipeline (application "bench", a fresh name) over gRPC; its id.

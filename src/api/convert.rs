@@ -283,11 +283,15 @@ pub fn execution_detail(d: &ExecutionDetail) -> pb::Execution {
 pub fn execution_view(d: &ExecutionDetail, view: OutputView) -> pb::Execution {
     let mut e = execution(&d.execution);
     let mut budget = Budget { left: RESPONSE_BUDGET };
+    let by_stage = d.workflows_by_stage();
     e.stages = d
         .stages
         .iter()
         .zip(&d.definition.stages)
-        .map(|(run, def)| stage_run(run, def, d.workflows_of(run.index), view, &mut budget))
+        .map(|(run, def)| {
+            let workflows = by_stage.get(run.index).into_iter().flatten().copied();
+            stage_run(run, def, workflows, view, &mut budget)
+        })
         .collect();
     e
 }

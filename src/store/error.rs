@@ -173,4 +173,27 @@ mod tests {
         assert!(matches!(classify_code("1", "too many SQL variables", t()), StoreError::Rejected(_)));
         assert!(matches!(classify_code("787", "", t()), StoreError::Rejected(_)));
     }
+
+    /// The driver's own errors (tests/api/retry.rs drives the ones a test
+    /// can provoke on a real database: refusals, a busy pool, no database).
+    #[test]
+    fn driver_errors_say_whether_a_retry_can_succeed() {
+        let sqlx = |e: sqlx::Error| classify(&DbErr::Query(RuntimeErr::SqlxError(e.into())));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(sqlx(sqlx::Error::Io(refused)).cause(), Some(Cause::Unreachable));
+        assert_eq!(sqlx(sqlx::Error::PoolTimedOut).cause(), Some(Cause::Busy));
+        assert_eq!(sqlx(sqlx::Error::PoolClosed).cause(), Some(Cause::Unreachable));
+        assert_eq!(sqlx(sqlx::Error::Protocol("unexpected message".into())).cause(), Some(Cause::Unreachable));
+        let too_many = sqlx::Error::Protocol("PgConnection::run(): too many arguments for query: 70000".into());
+        assert!(matches!(sqlx(too_many), StoreError::Rejected(_)));
+        assert!(matches!(sqlx(sqlx::Error::ColumnNotFound("x".into())), StoreError::Corrupt(_)));
+        assert!(matches!(sqlx(sqlx::Error::RowNotFound), StoreError::Rejected(_)));
+
+        assert_eq!(classify(&DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)).cause(), Some(Cause::Busy));
+        let closed = classify(&DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed));
+        assert_eq!(closed.cause(), Some(Cause::Unreachable));
+        assert_eq!(classify(&DbErr::Custom(KNOWN_DOWN.into())).cause(), Some(Cause::Unreachable));
+        assert!(matches!(classify(&DbErr::Custom("anything else".into())), StoreError::Rejected(_)));
+        assert!(matches!(classify(&DbErr::RecordNotInserted), StoreError::Rejected(_)));
+    }
 }

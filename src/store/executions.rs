@@ -131,10 +131,11 @@ pub async fn update(c: &impl ConnectionTrait, e: &Execution) -> Result<()> {
 
 /// The statement of [`update`], for a batch.
 pub fn update_part(e: &Execution) -> Part {
-    let sql = "UPDATE executions SET status = $2, status_message = $3, started_at = $4, ended_at = $5, \
-        resumed_by_execution_id = $6, end_stage_index = $7, end_stage_name = $8 WHERE id = $1";
+    // Placeholders in order: SQLite binds them as anonymous ones, which is
+    // cheaper (see `sql::statement`), also in a batch's statement list.
+    let sql = "UPDATE executions SET status = $1, status_message = $2, started_at = $3, ended_at = $4, \
+        resumed_by_execution_id = $5, end_stage_index = $6, end_stage_name = $7 WHERE id = $8";
     let values = vec![
-        e.id.clone().into(),
         e.status.as_str().into(),
         e.status_message.clone().into(),
         e.started_at.into(),
@@ -142,6 +143,7 @@ pub fn update_part(e: &Execution) -> Part {
         e.resumed_by.clone().into(),
         e.end_stage.as_ref().map(|m| m.index as i32).into(),
         e.end_stage.as_ref().map(|m| m.name.clone()).into(),
+        e.id.clone().into(),
     ];
     Part { sql: sql.to_owned(), values }
 }

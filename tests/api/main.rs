@@ -28,6 +28,7 @@ mod requests;
 mod resume;
 mod resume_story;
 mod retention;
+mod retry;
 mod scale;
 mod scale_out;
 mod secrets;
