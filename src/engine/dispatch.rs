@@ -169,18 +169,18 @@ impl Dispatcher {
     pub fn reserve<'a>(&'a self, queue: &'a str) -> Option<Reservation<'a>> {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let epoch = queues.epoch;
-        let s = match queues.states.get_mut(queue) {
-            Some(s) => s,
+        let generation = match queues.states.get_mut(queue) {
             // Nothing is known about it (after a start): it may hold work.
-            None => return Some(Reservation { dispatcher: self, queue, seen: Seen { epoch, generation: 1 }, open: true }),
+            None => 1,
+            Some(s) => match s.queued {
+                Some(0) => return None,
+                known => {
+                    s.queued = known.map(|n| n - 1);
+                    s.generation
+                }
+            },
         };
-        match s.queued {
-            Some(0) => None,
-            known => {
-                s.queued = known.map(|n| n - 1);
-                Some(Reservation { dispatcher: self, queue, seen: Seen { epoch, generation: s.generation }, open: true })
-            }
-        }
+        Some(Reservation { dispatcher: self, queue, seen: Seen { epoch, generation }, open: true })
     }
 
     /// The queue's count is no longer known: claims look until one finds it empty.

@@ -13,9 +13,7 @@ use crate::{
         progress::{self, Changes},
         resume::{self, Block, NewAttempt, Planned, ResolveError, StageRef},
     },
-    store::{
-        executions, stages,
-    },
+    store::{executions, stages},
 };
 
 #[derive(Debug, Clone)]

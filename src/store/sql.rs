@@ -295,7 +295,10 @@ mod batch_tests {
             part("DELETE FROM w", 0),
         ]);
         let sql: Vec<&str> = lists.iter().map(|(sql, _)| sql.as_str()).collect();
-        assert_eq!(sql, ["UPDATE x SET a = $1;\nINSERT INTO y VALUES ($2, $3)", "INSERT INTO z VALUES ($1);\nDELETE FROM w"]);
+        assert_eq!(
+            sql,
+            ["UPDATE x SET a = $1;\nINSERT INTO y VALUES ($2, $3)", "INSERT INTO z VALUES ($1);\nDELETE FROM w"]
+        );
         assert_eq!(lists.iter().map(|(_, v)| v.len()).collect::<Vec<_>>(), [3 + 1, MAX_SQLITE_PARAMETERS]);
     }
 
@@ -330,4 +333,3 @@ mod batch_tests {
         }
     }
 }
-
