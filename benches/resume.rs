@@ -39,9 +39,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use reprise::{
-    proto::{
-        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
-    },
+    proto::{self as pb, execution_service_client::ExecutionServiceClient},
     store,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
@@ -123,18 +121,7 @@ impl Server {
     }
 
     async fn create_pipeline(&self, stages: Vec<pb::Stage>) -> anyhow::Result<String> {
-        let request = pb::CreatePipelineRequest {
-            application: "bench".into(),
-            name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-            definition: Some(pb::PipelineDefinition { description: String::new(), variables: vec![], stages }),
-        };
-        let pipeline = PipelineServiceClient::new(self.channel.clone())
-            .create_pipeline(request)
-            .await?
-            .into_inner()
-            .pipeline
-            .context("no pipeline in the response")?;
-        Ok(pipeline.id)
+        create_pipeline(&self.channel, stages).await
     }
 
     async fn start_execution(&self, pipeline_id: &str) -> anyhow::Result<pb::Execution> {
@@ -554,10 +541,8 @@ async fn reads(server: &Server, execution_id: &str) -> anyhow::Result<Option<Rea
         eprintln!("h2load not found (Debian package nghttp2-client): GetExecution vs the no-op call skipped");
         return Ok(None);
     }
-    let get = |view: pb::ExecutionView| pb::GetExecutionRequest {
-        execution_id: execution_id.into(),
-        view: view as i32,
-    };
+    let get =
+        |view: pb::ExecutionView| pb::GetExecutionRequest { execution_id: execution_id.into(), view: view as i32 };
     // The calls must succeed for their rate to mean anything.
     for view in [pb::ExecutionView::Basic, pb::ExecutionView::Full] {
         server.executions().get_execution(get(view)).await.context("GetExecution before h2load")?;
@@ -848,7 +833,9 @@ fn print_report(reports: &[BackendReport]) {
         );
         println!();
         match &r.reads {
-            None => println!("5. GetExecution vs the no-op call: skipped (h2load not installed; apt-get install nghttp2-client)"),
+            None => println!(
+                "5. GetExecution vs the no-op call: skipped (h2load not installed; apt-get install nghttp2-client)"
+            ),
             Some(reads) => {
                 println!(
                     "5. h2load, {READ_CALLERS} connections, one call in flight each, {READ_REQUESTS} calls (target: GetExecution ≥ 25% of the no-op):"

@@ -36,10 +36,7 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use reprise::{
-    proto::{
-        self as pb, execution_service_client::ExecutionServiceClient, pipeline_service_client::PipelineServiceClient,
-        worker_service_client::WorkerServiceClient,
-    },
+    proto::{self as pb, execution_service_client::ExecutionServiceClient, worker_service_client::WorkerServiceClient},
     store,
     worker::{self, WorkerConfig},
 };
@@ -194,56 +191,13 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
 
 impl Server {
     async fn create_pipeline(&self, stages: usize, width: usize, queue: &str) -> anyhow::Result<String> {
-        let stages = (0..stages)
-            .map(|s| pb::Stage {
-                name: stage_name(s),
-                environment: Some(pb::Environment {
-                    name: "bench".into(),
-                    r#type: pb::EnvironmentType::NonProd as i32,
-                }),
-                skip_condition: None,
-                kind: Some(pb::stage::Kind::Workflows(pb::WorkflowStage {
-                    workflows: (0..width)
-                        .map(|w| pb::Workflow {
-                            name: format!("w{w}"),
-                            task_queue: queue.into(),
-                            command: "true".into(),
-                            timeout: None,
-                            max_attempts: 0,
-                            ..Default::default()
-                        })
-                        .collect(),
-                    ..Default::default()
-                })),
-            })
-            .collect();
-        let request = pb::CreatePipelineRequest {
-            application: "bench".into(),
-            name: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-            definition: Some(pb::PipelineDefinition { description: String::new(), variables: vec![], stages }),
-        };
-        let pipeline = PipelineServiceClient::new(self.channel.clone())
-            .create_pipeline(request)
-            .await?
-            .into_inner()
-            .pipeline
-            .context("no pipeline in the response")?;
-        Ok(pipeline.id)
+        let workflows = names("w", width);
+        let stages = (0..stages).map(|s| workflow_stage(&stage_name(s), queue, &workflows)).collect();
+        create_pipeline(&self.channel, stages).await
     }
 
     async fn start_execution(&self, pipeline_id: &str) -> anyhow::Result<String> {
-        let request = pb::StartExecutionRequest {
-            pipeline_id: pipeline_id.into(),
-            request_id: uuid::Uuid::new_v4().to_string(),
-            ..Default::default()
-        };
-        let execution = ExecutionServiceClient::new(self.channel.clone())
-            .start_execution(request)
-            .await?
-            .into_inner()
-            .execution
-            .context("no execution in the response")?;
-        Ok(execution.id)
+        start_execution(&self.channel, pipeline_id).await
     }
 
     /// Follows WatchExecution until the execution is final; returns its status.
