@@ -94,11 +94,7 @@ async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     eprintln!("reprise resume bench: server, clients and workers in one process, {cores} cores");
-    let mut reports = vec![bench_backend(Backend::Sqlite).await?];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) => reports.push(bench_backend(Backend::Postgres(url)).await?),
-        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
-    }
+    let reports = on_each_backend(bench_backend).await?;
     print_report(&reports);
     println!("\n(bench ran in {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())

@@ -118,14 +118,7 @@ async fn run() -> anyhow::Result<()> {
         eprintln!("REPRISE_BENCH_QUICK is set: smaller sizes than the issue's (see the report)");
     }
     install_metrics();
-    let mut reports = vec![bench_backend(Backend::Sqlite, sizes).await?];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) => match bench_backend(Backend::Postgres(url), sizes).await {
-            Ok(report) => reports.push(report),
-            Err(e) => eprintln!("PostgreSQL bench failed: {e:#}"),
-        },
-        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
-    }
+    let reports = on_each_backend(|backend| bench_backend(backend, sizes)).await?;
     print_report(&reports, sizes);
     println!("\n(bench ran in {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())

@@ -124,11 +124,7 @@ async fn run() -> anyhow::Result<()> {
     if quick() {
         eprintln!("REPRISE_BENCH_QUICK: a tenth of every count; do not quote these figures");
     }
-    let mut reports = vec![bench_backend(Backend::Sqlite).await?];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) => reports.push(bench_backend(Backend::Postgres(url)).await?),
-        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
-    }
+    let reports = on_each_backend(bench_backend).await?;
     print_report(&reports);
     println!("\n(bench ran in {:.1} s on {cores} cores)", started.elapsed().as_secs_f64());
     Ok(())

@@ -78,14 +78,7 @@ async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     eprintln!("reprise transitions bench: server, clients and workers in one process, {cores} cores");
-    let mut reports = vec![bench_backend(Backend::Sqlite).await?];
-    match std::env::var(POSTGRES_ENV) {
-        Ok(url) => match bench_backend(Backend::Postgres(url)).await {
-            Ok(report) => reports.push(report),
-            Err(e) => eprintln!("PostgreSQL bench failed: {e:#}"),
-        },
-        Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
-    }
+    let reports = on_each_backend(bench_backend).await?;
     print_report(&reports);
     println!("\n(bench ran in {:.1} s)", started.elapsed().as_secs_f64());
     Ok(())
@@ -136,6 +129,8 @@ struct BackendReport {
     claims: reprise::engine::ClaimCounts,
     floor: Vec<Duration>,
     ping: Vec<Duration>,
+    /// Statements sent while idle over [`IDLE_WINDOW`], pollers parked.
+    idle: u64,
     one: Transitions,
     four: Transitions,
     e2e_scripted_1: EndToEnd,
@@ -156,6 +151,8 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
     let result = async {
         eprintln!("[{name}] gRPC round trip (health check) × {PING_ITERATIONS}");
         let ping = grpc_ping(&server).await?;
+        eprintln!("[{name}] idle, {IDLE_POLLERS} pollers parked: {} s", IDLE_WINDOW.as_secs());
+        let idle = idle_statements(&server).await?;
         eprintln!("[{name}] transitions, 1 workflow per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
         let one = transitions(&server, 1).await?;
         eprintln!("[{name}] transitions, 4 workflows per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
@@ -173,6 +170,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
             claims: server.engine.claim_counts(),
             floor,
             ping,
+            idle,
             one,
             four,
             e2e_scripted_1: scripted_1,
@@ -264,6 +262,29 @@ async fn grpc_ping(server: &Server) -> anyhow::Result<Vec<Duration>> {
 }
 
 // ---- 2. transitions ----------------------------------------------------------
+
+const IDLE_POLLERS: usize = 4;
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Statements the server sends while nothing is due: workers parked in
+/// PollTask, no execution running (the target: none).
+async fn idle_statements(server: &Server) -> anyhow::Result<u64> {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let stop = CancellationToken::new();
+    let client = WorkerServiceClient::new(server.channel.clone());
+    let pollers: Vec<_> = (0..IDLE_POLLERS)
+        .map(|i| spawn_poller(client.clone(), "bench-idle".into(), format!("idle-{i}"), tx.clone(), stop.clone()))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = server.engine.store().statements();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let sent = server.engine.store().statements() - before;
+    stop.cancel();
+    for p in pollers {
+        p.await??;
+    }
+    Ok(sent)
+}
 
 /// A task as a poller received it, stamped on arrival.
 struct Polled {
@@ -519,6 +540,11 @@ fn print_report(reports: &[BackendReport]) {
             c.found,
             c.empty,
             100.0 * c.empty as f64 / all as f64
+        );
+        println!(
+            "  idle, {IDLE_POLLERS} pollers parked:               {} statements in {} s (target: none)",
+            r.idle,
+            IDLE_WINDOW.as_secs()
         );
         println!("  (below: p50 / p99 / max)");
         println!("  floor insert+commit:                   {}", trio(&r.floor));

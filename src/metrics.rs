@@ -68,9 +68,23 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// Samples executions by status and waiting tasks per queue until shutdown.
+/// Only commits change them: a sample is skipped (no statement) when this
+/// replica has learnt of no change since the last one, unless other
+/// replicas' announcements are not arriving.
 pub async fn sample(engine: Engine, every: Duration, shutdown: CancellationToken) {
     let mut seen_queues: Vec<String> = Vec::new();
+    let mut sampled_at = None;
     loop {
+        let stamp = engine.events().stamp();
+        let unchanged = sampled_at == Some(stamp) && engine.events().is_relayed();
+        if unchanged {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        sampled_at = Some(stamp);
         match store::executions::count_active(&engine.store().reader()).await {
             Ok(counts) => {
                 for status in [ExecutionStatus::Queued, ExecutionStatus::Running, ExecutionStatus::Paused] {

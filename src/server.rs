@@ -167,6 +167,15 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 /// reached or cannot commit (a full disk), SERVING again as soon as a probe
 /// commits. While it is down the probe runs every second, and calls fail at
 /// once instead of waiting for a connection.
+///
+/// While the store is ready the probe runs only when there is cause to
+/// doubt it, so that an idle server sends no statement: a call found the
+/// database unreachable or full (the probe then runs until one commits), or
+/// on PostgreSQL the listening connection that carries other replicas'
+/// announcements broke, as it does when the server goes away or drops this
+/// process.
+/// SQLite is a file in this process: it fails only when written, and a
+/// write that fails marks it.
 async fn watch_database(engine: Engine, health: HealthReporter, shutdown: CancellationToken) {
     let store = engine.store().clone();
     let mut serving = true;
@@ -175,10 +184,13 @@ async fn watch_database(engine: Engine, health: HealthReporter, shutdown: Cancel
     // down after two slow probes in a row, not one.
     let mut slow = 0;
     loop {
-        let every = if store.is_ready() { Duration::from_secs(2) } else { Duration::from_secs(1) };
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,
+        }
+        let channel_lost = store.is_postgres() && !engine.events().is_relayed();
+        if store.is_ready() && !store.is_doubted() && !channel_lost && slow == 0 {
+            continue;
         }
         let probed = tokio::time::timeout(Duration::from_secs(5), store.probe()).await;
         // On SQLite a probe that waited behind a writer still at work was

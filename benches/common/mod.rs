@@ -36,12 +36,51 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backends a run measures: SQLite, and PostgreSQL when
+    /// `REPRISE_TEST_POSTGRES_URL` is set (saying so when it is not).
+    /// `REPRISE_BENCH_ONLY=sqlite|postgres` narrows it, for trying a change.
+    pub fn all() -> Vec<Backend> {
+        let only = std::env::var("REPRISE_BENCH_ONLY").unwrap_or_default();
+        let mut backends = Vec::new();
+        if only != "postgres" {
+            backends.push(Backend::Sqlite);
+        }
+        match std::env::var(POSTGRES_ENV) {
+            Ok(url) if only != "sqlite" => backends.push(Backend::Postgres(url)),
+            Ok(_) => {}
+            Err(_) => eprintln!("PostgreSQL skipped: set {POSTGRES_ENV}=postgres://user@host:port/db to include it"),
+        }
+        if !only.is_empty() {
+            eprintln!("REPRISE_BENCH_ONLY={only}: the other backend is not measured");
+        }
+        backends
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
             Backend::Postgres(_) => "postgres",
         }
     }
+}
+
+/// Runs `bench` on each of [`Backend::all`]: a failure on SQLite ends the
+/// run; one on PostgreSQL is reported and its figures left out.
+pub async fn on_each_backend<R, Fut>(mut bench: impl FnMut(Backend) -> Fut) -> anyhow::Result<Vec<R>>
+where
+    Fut: std::future::Future<Output = anyhow::Result<R>>,
+{
+    let mut reports = Vec::new();
+    for backend in Backend::all() {
+        match backend {
+            Backend::Sqlite => reports.push(bench(backend).await?),
+            Backend::Postgres(_) => match bench(backend).await {
+                Ok(report) => reports.push(report),
+                Err(e) => eprintln!("PostgreSQL bench failed: {e:#}"),
+            },
+        }
+    }
+    Ok(reports)
 }
 
 /// A database that exists for the bench only.

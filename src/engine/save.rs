@@ -57,7 +57,16 @@ impl Engine {
             return Ok(None);
         }
         let id = state.execution.id.clone();
-        unit.batch.extend(stages::insert_parts(&id, &state.stages));
+        // A resume's carried stages are copied from its origin in the database.
+        let carried = match &state.execution.resumed_from {
+            Some(origin) => {
+                unit.batch.push(stages::carry_part(&id, &origin.execution_id, origin.stage_index));
+                origin.stage_index
+            }
+            None => 0,
+        };
+        debug_assert!(state.stages[..carried].iter().all(|s| s.carried_from.is_some()), "carried as planned");
+        unit.batch.extend(stages::insert_parts(&id, &state.stages[carried..]));
         let workflows = self.dispatch(unit, &state, changes.queued, now).await?;
         let pending: Vec<StageRun> = state.stages.iter().map(|s| StageRun::pending(s.index, &s.name)).collect();
         let before = ExecutionState { stages: pending, ..state.clone() };

@@ -13,6 +13,7 @@ mod entity;
 mod error;
 pub mod executions;
 mod migration;
+mod nodelay;
 pub mod pipelines;
 pub mod retention;
 mod sql;
@@ -75,6 +76,10 @@ struct Inner {
     up: AtomicBool,
     /// False after a commit failed for want of space, until one succeeds.
     writable: AtomicBool,
+    /// Set when a call found the database unreachable or full, cleared when
+    /// a health probe commits: until then the probe runs (an ordinary small
+    /// commit may slip into a full file's last free page).
+    doubted: AtomicBool,
     /// Statements sent, BEGIN and COMMIT included (the benches read it).
     statements: AtomicU64,
     url: String,
@@ -105,6 +110,12 @@ impl Store {
         self.inner.up.load(Ordering::Relaxed)
     }
 
+    /// Whether a call found the database down or full since the last health
+    /// probe committed: the probe is due.
+    pub fn is_doubted(&self) -> bool {
+        self.inner.doubted.load(Ordering::Relaxed)
+    }
+
     /// Whether the store is reachable and its last commit succeeded: what
     /// readiness reports.
     pub fn is_ready(&self) -> bool {
@@ -113,6 +124,9 @@ impl Store {
 
     /// Records what the last attempt to use the database showed.
     pub fn set_up(&self, up: bool) {
+        if !up {
+            self.inner.doubted.store(true, Ordering::Relaxed);
+        }
         let was = self.inner.up.swap(up, Ordering::Relaxed);
         if was && !up {
             tracing::error!("the database is not accepting work; calls answer UNAVAILABLE until it does");
@@ -180,6 +194,7 @@ impl Store {
                 let committed = tx.commit().await;
                 if committed.is_ok() {
                     self.set_up(true);
+                    self.inner.doubted.store(false, Ordering::Relaxed);
                 }
                 committed
             }
@@ -238,7 +253,13 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store> {
     if sqlite {
         pool_options.map_sqlx_sqlite_opts(connection::sqlite_options);
     } else {
-        pool_options.map_sqlx_postgres_pool_opts(|o| o.after_release(connection::shrink_after_use));
+        let port = url.parse::<sea_orm::sqlx::postgres::PgConnectOptions>().map_or(5432, |o| o.get_port());
+        pool_options.map_sqlx_postgres_pool_opts(move |o| {
+            o.after_release(connection::shrink_after_use).after_connect(move |_, _| {
+                nodelay::set_for_peer_port(port);
+                Box::pin(std::future::ready(Ok(())))
+            })
+        });
     }
     let lock = if sqlite { Some(connection::ProcessLock::take(url).await?) } else { None };
     let pool = Database::connect(pool_options).await.map_err(StoreError::from)?;
@@ -252,6 +273,7 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store> {
             writer,
             up: AtomicBool::new(true),
             writable: AtomicBool::new(true),
+            doubted: AtomicBool::new(false),
             statements: AtomicU64::new(0),
             url: url.to_owned(),
             lock: std::sync::Mutex::new(lock),
@@ -295,6 +317,9 @@ pub async fn listen(store: &Store, channel: &str, on_event: impl Fn(&str)) -> Re
 
 impl Inner {
     fn set_writable(&self, writable: bool) {
+        if !writable {
+            self.doubted.store(true, Ordering::Relaxed);
+        }
         let was = self.writable.swap(writable, Ordering::Relaxed);
         if was && !writable {
             tracing::error!(

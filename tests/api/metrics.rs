@@ -10,7 +10,7 @@ use tokio::{
 
 use crate::helpers::*;
 
-crate::on_both_backends!(the_metrics_endpoint_counts_rpcs_transitions_and_resumes);
+crate::on_both_backends!(the_metrics_endpoint_counts_rpcs_transitions_and_resumes, an_idle_server_sends_no_statement);
 
 /// The recorder is global to the process: install it once, on a runtime of
 /// its own that outlives each test's runtime.
@@ -96,4 +96,28 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
+}
+
+/// Nothing due, nothing sent: with workers parked in PollTask, the metrics
+/// sampler on and the health watcher running, an idle server does not
+/// touch the database (no timer polls, no health probe, no sample of an
+/// unchanged store).
+async fn an_idle_server_sends_no_statement(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("idle", vec![workflows("one", &q, &["a", "b"])]).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let options =
+        reprise::server::ServeOptions { metrics_sampling: Some(Duration::from_millis(100)), ..Default::default() };
+    let (_address, _engine, stop) = app.secured(options).await;
+    let e = app.start(&p.id).await;
+    app.wait_final(&e.id).await;
+    // The last lease granted ends within the lease (1.5 s here): the timer
+    // may look once when it would have expired.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let store = app.engine.store();
+    let before = store.statements();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = store.statements() - before;
+    stop.cancel();
+    assert_eq!(sent, 0, "an idle server sent {sent} statements in 3 s");
 }
