@@ -68,7 +68,11 @@ impl Engine {
         debug_assert!(state.stages[..carried].iter().all(|s| s.carried_from.is_some()), "carried as planned");
         unit.batch.extend(stages::insert_parts(&id, &state.stages[carried..]));
         let workflows = self.dispatch(unit, &state, changes.queued, now).await?;
-        let pending: Vec<StageRun> = state.stages.iter().map(|s| StageRun::pending(s.index, &s.name)).collect();
+        // What the new execution did: carried stages were not done by it
+        // (no "stage changed" line for each of a resume's 199 carried stages).
+        let pending: Vec<StageRun> = (state.stages.iter().enumerate())
+            .map(|(i, s)| if i < carried { s.clone() } else { StageRun::pending(s.index, &s.name) })
+            .collect();
         let before = ExecutionState { stages: pending, ..state.clone() };
         self.note_deadlines(unit, &before, &state);
         observe(unit, &before, &state);

@@ -6,7 +6,7 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{Part, get as col, statement},
+    sql::{Columns, Part, get as col, statement},
 };
 use crate::domain::{
     execution::{Execution, Millis, ResumeOrigin, StageMark},
@@ -265,49 +265,47 @@ pub(crate) fn from_row(r: &QueryResult) -> Result<Execution> {
 
 /// A row whose columns carry `p` before their names (a join of several tables).
 pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<Execution> {
+    let c = Columns::new(r, p);
     let resumed_from = match (
-        col::<Option<String>>(r, &format!("{p}resumed_from_execution_id"))?,
-        col::<Option<i32>>(r, &format!("{p}resume_stage_index"))?,
-        col::<Option<String>>(r, &format!("{p}resume_stage_name"))?,
+        c.get::<Option<String>>("resumed_from_execution_id")?,
+        c.get::<Option<i32>>("resume_stage_index")?,
+        c.get::<Option<String>>("resume_stage_name")?,
     ) {
         (Some(execution_id), Some(index), Some(stage_name)) => Some(ResumeOrigin {
             execution_id,
             stage_index: index as usize,
             stage_name,
-            reason: col(r, &format!("{p}resume_reason"))?,
+            reason: c.get("resume_reason")?,
         }),
         _ => None,
     };
-    let end_stage = match (
-        col::<Option<i32>>(r, &format!("{p}end_stage_index"))?,
-        col::<Option<String>>(r, &format!("{p}end_stage_name"))?,
-    ) {
+    let end_stage = match (c.get::<Option<i32>>("end_stage_index")?, c.get::<Option<String>>("end_stage_name")?) {
         (Some(index), Some(name)) => Some(StageMark { index: index as usize, name }),
         _ => None,
     };
-    let status: String = col(r, &format!("{p}status"))?;
-    let variables: String = col(r, &format!("{p}variables"))?;
-    let artifacts: String = col(r, &format!("{p}artifacts"))?;
+    let status: String = c.get("status")?;
+    let variables: String = c.get("variables")?;
+    let artifacts: String = c.get("artifacts")?;
     Ok(Execution {
         resumed_from,
         end_stage,
-        resumed_by: col(r, &format!("{p}resumed_by_execution_id"))?,
+        resumed_by: c.get("resumed_by_execution_id")?,
         status: ExecutionStatus::parse(&status).ok_or_else(|| corrupt(format!("execution status {status:?}")))?,
         variables: serde_json::from_str(&variables).map_err(corrupt)?,
         artifacts: serde_json::from_str(&artifacts).map_err(corrupt)?,
-        id: col(r, &format!("{p}id"))?,
-        pipeline_id: col(r, &format!("{p}pipeline_id"))?,
-        pipeline_version: col(r, &format!("{p}pipeline_version"))?,
-        application: col(r, &format!("{p}application"))?,
-        status_message: col(r, &format!("{p}status_message"))?,
-        request_id: col(r, &format!("{p}request_id"))?,
-        triggered_by: col(r, &format!("{p}triggered_by"))?,
-        chain_id: col(r, &format!("{p}chain_id"))?,
-        attempt: col(r, &format!("{p}attempt"))?,
-        chain_created_at: col::<Millis>(r, &format!("{p}chain_created_at"))?,
-        created_at: col(r, &format!("{p}created_at"))?,
-        started_at: col(r, &format!("{p}started_at"))?,
-        ended_at: col(r, &format!("{p}ended_at"))?,
-        sealed_secrets: col(r, &format!("{p}secrets"))?,
+        id: c.get("id")?,
+        pipeline_id: c.get("pipeline_id")?,
+        pipeline_version: c.get("pipeline_version")?,
+        application: c.get("application")?,
+        status_message: c.get("status_message")?,
+        request_id: c.get("request_id")?,
+        triggered_by: c.get("triggered_by")?,
+        chain_id: c.get("chain_id")?,
+        attempt: c.get("attempt")?,
+        chain_created_at: c.get::<Millis>("chain_created_at")?,
+        created_at: c.get("created_at")?,
+        started_at: c.get("started_at")?,
+        ended_at: c.get("ended_at")?,
+        sealed_secrets: c.get("secrets")?,
     })
 }

@@ -62,6 +62,32 @@ pub(crate) fn get<T: TryGetable>(row: &QueryResult, column: &str) -> Result<T> {
     row.try_get::<T>("", column).map_err(|e| corrupt(format!("column {column}: {e}")))
 }
 
+/// A row read by column name, the names carrying a prefix when the row is
+/// a join of several tables (`e_id`, `t_id`): the prefixed name is built in
+/// one reused buffer, not allocated per column.
+pub(crate) struct Columns<'r> {
+    row: &'r QueryResult,
+    prefix: &'r str,
+    name: std::cell::RefCell<String>,
+}
+
+impl<'r> Columns<'r> {
+    pub(crate) fn new(row: &'r QueryResult, prefix: &'r str) -> Self {
+        Columns { row, prefix, name: std::cell::RefCell::new(String::with_capacity(prefix.len() + 32)) }
+    }
+
+    pub(crate) fn get<T: TryGetable>(&self, column: &str) -> Result<T> {
+        if self.prefix.is_empty() {
+            return get(self.row, column);
+        }
+        let mut name = self.name.borrow_mut();
+        name.clear();
+        name.push_str(self.prefix);
+        name.push_str(column);
+        get(self.row, &name)
+    }
+}
+
 /// `($1, $2, …), ($n+1, …)` for `rows` rows of `width` values, numbered from `first`.
 pub(crate) fn value_rows(rows: usize, width: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * width * 5);

@@ -4,7 +4,7 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{Part, chunk_rows, get, statement, value_rows},
+    sql::{Columns, Part, chunk_rows, get, statement, value_rows},
 };
 use crate::domain::{
     execution::{CountsDelta, FailureNote, Millis, StageRun, WorkflowCounts},
@@ -159,19 +159,20 @@ fn from_row(r: &QueryResult) -> Result<StageRun> {
 
 /// A row whose columns carry `p` before their names (a join of several tables).
 pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<StageRun> {
-    let status: String = get(r, &format!("{p}status"))?;
-    let n = |column: &str| get::<i32>(r, &format!("{p}{column}")).map(|v| v.max(0) as u32);
+    let c = Columns::new(r, p);
+    let status: String = c.get("status")?;
+    let n = |column: &str| c.get::<i32>(column).map(|v| v.max(0) as u32);
     Ok(StageRun {
-        index: get::<i32>(r, &format!("{p}stage_index"))? as usize,
+        index: c.get::<i32>("stage_index")? as usize,
         status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
-        name: get(r, &format!("{p}name"))?,
-        status_message: get(r, &format!("{p}status_message"))?,
-        started_at: get(r, &format!("{p}started_at"))?,
-        ended_at: get(r, &format!("{p}ended_at"))?,
-        deadline_at: get(r, &format!("{p}deadline_at"))?,
-        decided_by: get(r, &format!("{p}decided_by"))?,
-        decision_comment: get(r, &format!("{p}decision_comment"))?,
-        carried_from: get(r, &format!("{p}carried_from_execution_id"))?,
+        name: c.get("name")?,
+        status_message: c.get("status_message")?,
+        started_at: c.get("started_at")?,
+        ended_at: c.get("ended_at")?,
+        deadline_at: c.get("deadline_at")?,
+        decided_by: c.get("decided_by")?,
+        decision_comment: c.get("decision_comment")?,
+        carried_from: c.get("carried_from_execution_id")?,
         counts: WorkflowCounts {
             total: n("wf_total")?,
             open: n("wf_open")?,
@@ -179,10 +180,9 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<StageRun> {
             expired: n("wf_expired")?,
             cancelled: n("wf_cancelled")?,
         },
-        first_failure: get::<Option<String>>(r, &format!("{p}failure_workflow"))?
-            .map(|workflow| {
-                Ok::<_, super::StoreError>(FailureNote { workflow, message: get(r, &format!("{p}failure_message"))? })
-            })
+        first_failure: c
+            .get::<Option<String>>("failure_workflow")?
+            .map(|workflow| Ok::<_, super::StoreError>(FailureNote { workflow, message: c.get("failure_message")? }))
             .transpose()?,
     })
 }

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, QueryResult, Value};
 
 use super::{
     Result, corrupt,
-    sql::{Part, chunk_rows, get, statement, value_rows},
+    sql::{Columns, Part, chunk_rows, get, statement, value_rows},
 };
 use crate::domain::{
     execution::{Millis, StageRun, WorkflowRun},
@@ -322,30 +322,31 @@ fn from_row(r: &QueryResult) -> Result<WorkflowRun> {
 
 /// A row whose columns carry `p` before their names (a join of several tables).
 pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<WorkflowRun> {
-    let status: String = get(r, &format!("{p}status"))?;
+    let c = Columns::new(r, p);
+    let status: String = c.get("status")?;
     Ok(WorkflowRun {
         status: WorkflowStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
-        task_id: get(r, &format!("{p}id"))?,
-        execution_id: get(r, &format!("{p}execution_id"))?,
-        stage_index: get::<i32>(r, &format!("{p}stage_index"))? as usize,
-        workflow_index: get::<i32>(r, &format!("{p}workflow_index"))? as usize,
-        name: get(r, &format!("{p}name"))?,
-        task_queue: get(r, &format!("{p}task_queue"))?,
-        command: get(r, &format!("{p}command"))?,
-        timeout_ms: get(r, &format!("{p}timeout_ms"))?,
-        attempt: get(r, &format!("{p}attempt"))?,
-        max_attempts: get(r, &format!("{p}max_attempts"))?,
-        exit_code: get(r, &format!("{p}exit_code"))?,
-        output: get(r, &format!("{p}output"))?,
-        status_message: get(r, &format!("{p}status_message"))?,
-        created_at: get(r, &format!("{p}created_at"))?,
-        started_at: get(r, &format!("{p}started_at"))?,
-        ended_at: get(r, &format!("{p}ended_at"))?,
-        lease_token: get(r, &format!("{p}lease_token"))?,
-        lease_owner: get(r, &format!("{p}lease_owner"))?,
-        lease_expires_at: get(r, &format!("{p}lease_expires_at"))?,
-        deadline_at: get(r, &format!("{p}deadline_at"))?,
-        output_chars: get(r, &format!("{p}output_chars"))?,
+        task_id: c.get("id")?,
+        execution_id: c.get("execution_id")?,
+        stage_index: c.get::<i32>("stage_index")? as usize,
+        workflow_index: c.get::<i32>("workflow_index")? as usize,
+        name: c.get("name")?,
+        task_queue: c.get("task_queue")?,
+        command: c.get("command")?,
+        timeout_ms: c.get("timeout_ms")?,
+        attempt: c.get("attempt")?,
+        max_attempts: c.get("max_attempts")?,
+        exit_code: c.get("exit_code")?,
+        output: c.get("output")?,
+        status_message: c.get("status_message")?,
+        created_at: c.get("created_at")?,
+        started_at: c.get("started_at")?,
+        ended_at: c.get("ended_at")?,
+        lease_token: c.get("lease_token")?,
+        lease_owner: c.get("lease_owner")?,
+        lease_expires_at: c.get("lease_expires_at")?,
+        deadline_at: c.get("deadline_at")?,
+        output_chars: c.get("output_chars")?,
     })
 }
 
