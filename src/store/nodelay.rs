@@ -34,3 +34,18 @@ pub(super) fn set_for_peer_port(port: u16) {
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn set_for_peer_port(_port: u16) {}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn sockets_to_the_port_get_no_delay_and_others_are_left_alone() {
+        let database = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let to_database = std::net::TcpStream::connect(database.local_addr().unwrap()).unwrap();
+        let to_other = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
+        assert!(!to_database.nodelay().unwrap() && !to_other.nodelay().unwrap(), "Nagle is the default");
+        super::set_for_peer_port(database.local_addr().unwrap().port());
+        assert!(to_database.nodelay().unwrap());
+        assert!(!to_other.nodelay().unwrap());
+    }
+}
