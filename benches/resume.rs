@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench resume`. Always measures SQLite (temp file
 //! databases); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a
-//! server (fresh `reprise_bench_<uuid>` databases are created there and
+//! server (fresh `reprise_bench_<time>_<uuid>` databases are created there and
 //! dropped at the end).
 //!
 //! Per backend, on a first (small) database:

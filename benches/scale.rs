@@ -4,7 +4,7 @@
 //!
 //! Run with `cargo bench --bench scale`. Always measures SQLite (a temp file
 //! database); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a server
-//! (a fresh `reprise_bench_<uuid>` database is created there and dropped at
+//! (a fresh `reprise_bench_<time>_<uuid>` database is created there and dropped at
 //! the end). `REPRISE_BENCH_QUICK=1` runs smaller sizes (for trying changes;
 //! the output says so). Every figure is a ratio of two measurements taken in
 //! the same run on the same database, so the machine's speed cancels out:

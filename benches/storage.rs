@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench storage`. Always measures SQLite (a temp
 //! file database); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a
-//! server (a fresh `reprise_bench_<uuid>` database is created there and
+//! server (a fresh `reprise_bench_<time>_<uuid>` database is created there and
 //! dropped at the end). `REPRISE_BENCH_QUICK=1` runs a tenth of every count,
 //! for trying the bench out; its figures are not the ones to quote.
 //!

@@ -3,7 +3,7 @@
 //!
 //! Run with `cargo bench --bench transitions`. Always measures SQLite (a temp
 //! file database); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a
-//! server (a fresh `reprise_bench_<uuid>` database is created there and
+//! server (a fresh `reprise_bench_<time>_<uuid>` database is created there and
 //! dropped at the end).
 //!
 //! Per backend:

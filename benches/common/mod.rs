@@ -98,10 +98,11 @@ impl BenchDb {
                 BenchDb::Sqlite { _dir: dir, url }
             }
             Backend::Postgres(admin_url) => {
-                let name = format!("reprise_bench_{}", uuid::Uuid::new_v4().simple());
+                let name = format!("reprise_bench_{}_{}", unix_seconds(), uuid::Uuid::new_v4().simple());
                 let admin = Database::connect(admin_url.as_str())
                     .await
                     .with_context(|| format!("connecting to PostgreSQL at {POSTGRES_ENV}"))?;
+                drop_leftovers(&admin).await;
                 admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.context("create bench database")?;
                 admin.close().await.ok();
                 let url = replace_database(admin_url, &name);
@@ -113,6 +114,30 @@ impl BenchDb {
     pub fn url(&self) -> &str {
         match self {
             BenchDb::Sqlite { url, .. } | BenchDb::Postgres { url, .. } => url,
+        }
+    }
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Drops the databases of bench runs that were killed before they could
+/// (no session on them, created over an hour ago, or named before names
+/// carried the time). A running bench always holds a session on its own.
+async fn drop_leftovers(admin: &sea_orm::DatabaseConnection) {
+    let sql = "SELECT d.datname AS name FROM pg_database d WHERE d.datname LIKE 'reprise\\_bench\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)";
+    let Ok(rows) = admin.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await else { return };
+    let hour_ago = unix_seconds().saturating_sub(3600);
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "name") else { continue };
+        let created = name.strip_prefix("reprise_bench_").and_then(|r| r.split('_').next()?.parse::<u64>().ok());
+        if created.is_some_and(|at| at > hour_ago) {
+            continue;
+        }
+        if admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}")).await.is_ok() {
+            eprintln!("dropped {name}, left behind by a bench run that was stopped");
         }
     }
 }
