@@ -127,6 +127,8 @@ struct BackendReport {
     name: &'static str,
     /// How tasks reached workers over the whole run of this backend.
     claims: reprise::engine::ClaimCounts,
+    /// Task reports committed together with another (group commit).
+    grouped: u64,
     floor: Vec<Duration>,
     ping: Vec<Duration>,
     /// Statements sent while idle over [`IDLE_WINDOW`], pollers parked.
@@ -168,6 +170,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         anyhow::Ok(BackendReport {
             name,
             claims: server.engine.claim_counts(),
+            grouped: server.engine.grouped_reports(),
             floor,
             ping,
             idle,
@@ -541,6 +544,7 @@ fn print_report(reports: &[BackendReport]) {
             c.empty,
             100.0 * c.empty as f64 / all as f64
         );
+        println!("  reports committed in a group of two or more: {}", r.grouped);
         println!(
             "  idle, {IDLE_POLLERS} pollers parked:               {} statements in {} s (target: none)",
             r.idle,

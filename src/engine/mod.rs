@@ -17,6 +17,7 @@ mod locks;
 mod outputs;
 mod pipelines;
 mod query;
+mod reports;
 mod resume;
 pub mod retention;
 mod save;
@@ -97,6 +98,7 @@ struct Inner {
     definitions: DefinitionCache,
     views: views::Views,
     locks: locks::Locks,
+    reports: reports::Reports,
     callers: access::Callers,
 }
 
@@ -111,6 +113,7 @@ impl Engine {
                 definitions: DefinitionCache::default(),
                 views: views::Views::default(),
                 locks: locks::Locks::default(),
+                reports: reports::Reports::default(),
                 callers: access::Callers::default(),
             }),
         }

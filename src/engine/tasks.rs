@@ -186,9 +186,7 @@ impl Engine {
     pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
         authorize::run_tasks(caller)?;
         let execution_id = self.execution_of_task(&c.task_id).await?;
-        let mut unit = self.unit(Some(&execution_id)).await?;
-        let result = self.complete_in(&mut unit, &execution_id, &c).await;
-        let run = self.finish(unit, result).await?;
+        let run = self.report(&execution_id, c).await?;
         self.events().output_changed(&run.task_id);
         // An exit code only when the worker reported one: `exit_code=0` for none would mislead.
         match run.exit_code {
@@ -200,7 +198,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
+    pub(super) async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
         let output = inputs.mask(tail(&c.output, MAX_OUTPUT));

@@ -104,9 +104,14 @@ impl Engine {
             Some(id) => Some(self.inner.locks.turn(id).await),
             None => None,
         };
-        tracing::trace!(?execution, "unit: turn taken, waiting for a connection");
+        self.unit_in(turn, started).await
+    }
+
+    /// Opens a unit of work in a turn already taken (at `started`).
+    pub(super) async fn unit_in(&self, turn: Option<Turn>, started: std::time::Instant) -> Result<Unit> {
+        tracing::trace!("unit: turn taken, waiting for a connection");
         let tx = self.store().write().await?;
-        tracing::trace!(?execution, "unit: transaction begun");
+        tracing::trace!("unit: transaction begun");
         Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), started })
     }
 

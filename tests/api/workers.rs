@@ -16,6 +16,7 @@ crate::on_both_backends!(
     a_short_poll_on_an_empty_queue_returns_an_empty_response,
     a_waiting_poll_receives_a_task_queued_after_it_started_waiting,
     bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found,
+    reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone,
 );
 
 async fn a_task_is_handed_to_exactly_one_of_two_concurrent_pollers(app: TestApp) {
@@ -229,4 +230,47 @@ async fn bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found(app:
     assert!(s.message().contains(&missing), "{s:?}");
     let s = assert_code(complete_task(&w, &missing, &token, pb::TaskOutcome::Succeeded, "").await, Code::NotFound);
     assert!(s.message().contains(&missing), "{s:?}");
+}
+
+/// The reports of a stage's workflows arrive together and are committed
+/// together (group commit); a stale report among them (a lease that is not
+/// the task's) is refused on its own and costs the others nothing.
+async fn reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone(app: TestApp) {
+    let q = queue();
+    let names: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = app.create_pipeline("together", vec![workflows("wide", &q, &names), workflows("next", &q, &["n"])]).await;
+    let e = app.start(&p.id).await;
+    let mut tasks = Vec::new();
+    while tasks.len() < names.len() {
+        tasks.push(poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("a task"));
+    }
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(tasks.len() + 1));
+    let send = |task_id: String, token: String, output: String| {
+        let (client, start) = (app.workers.clone(), start.clone());
+        tokio::spawn(async move {
+            start.wait().await;
+            complete_task(&client, &task_id, &token, pb::TaskOutcome::Succeeded, &output).await
+        })
+    };
+    let good: Vec<_> = tasks
+        .iter()
+        .map(|t| send(t.task_id.clone(), t.lease_token.clone(), format!("{} done", t.workflow_name)))
+        .collect();
+    let stale = send(tasks[3].task_id.clone(), uuid::Uuid::new_v4().to_string(), "not mine".into());
+    for report in good {
+        report.await.unwrap().expect("every report with its lease is accepted");
+    }
+    let refused = stale.await.unwrap().expect_err("a lease that is not the task's is refused");
+    assert!(matches!(refused.code(), Code::FailedPrecondition | Code::NotFound), "{refused:?}");
+
+    let seen = app.get(&e.id).await;
+    for t in &tasks {
+        let w = workflow_of(&seen, "wide", &t.workflow_name);
+        assert_eq!(w.status, pb::WorkflowStatus::Succeeded as i32, "{}", t.workflow_name);
+        assert_eq!(w.output, format!("{} done", t.workflow_name), "the stale report wrote nothing");
+    }
+    assert_eq!(stage_status(&seen, "wide"), pb::StageStatus::Succeeded);
+    let next = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("the next stage's task");
+    assert_eq!(next.stage_name, "next");
 }

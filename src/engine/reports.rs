@@ -1,0 +1,141 @@
+//! Group commit of task reports. The workflows of one stage tend to report
+//! together, and reports of one execution take turns on it: instead of
+//! each waiting for the one before to commit, whoever gets the turn takes
+//! every report queued for the execution meanwhile and commits them as one
+//! transaction. Should any of them fail, the group is rolled back and each
+//! report runs again on its own, so every caller gets its own answer and
+//! nothing is acknowledged that was not committed.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use tokio::sync::oneshot;
+
+use super::{Engine, Error, Result, tasks::Completion};
+use crate::{
+    domain::execution::WorkflowRun,
+    store::{Cause, StoreError},
+};
+
+/// A report waiting for its execution's turn, and where its answer goes.
+struct Queued {
+    completion: Completion,
+    answer: oneshot::Sender<Result<WorkflowRun>>,
+}
+
+/// Reports queued per execution.
+#[derive(Default)]
+pub(super) struct Reports {
+    queued: Mutex<HashMap<String, Vec<Queued>>>,
+    /// Reports committed with at least one other (for the benches).
+    grouped: std::sync::atomic::AtomicU64,
+}
+
+impl Reports {
+    fn push(&self, execution_id: &str, queued: Queued) {
+        let mut map = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(execution_id.to_owned()).or_default().push(queued);
+    }
+
+    fn take(&self, execution_id: &str) -> Vec<Queued> {
+        let mut map = self.queued.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(execution_id).unwrap_or_default()
+    }
+}
+
+impl Engine {
+    /// Task reports committed together with at least one other, since start.
+    pub fn grouped_reports(&self) -> u64 {
+        self.inner.reports.grouped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Commits `c` for the task's execution, with whatever other reports of
+    /// that execution are waiting when its turn comes.
+    pub(super) async fn report(&self, execution_id: &str, c: Completion) -> Result<WorkflowRun> {
+        let (answer, answered) = oneshot::channel();
+        self.inner.reports.push(execution_id, Queued { completion: c, answer });
+        let started = std::time::Instant::now();
+        let turn = self.inner.locks.turn(execution_id).await;
+        let group = self.inner.reports.take(execution_id);
+        if group.is_empty() {
+            // Taken by an earlier turn, which may need this one back to run
+            // it alone: never wait for the answer holding the turn.
+            drop(turn);
+        } else {
+            self.commit_group(turn, started, execution_id, group).await;
+        }
+        // Ours went with this group or an earlier one; its committer is a
+        // detached task that answers every report it took.
+        answered.await.map_err(|_| {
+            Error::Store(StoreError::unavailable(Cause::Busy, "the report was not committed; send it again"))
+        })?
+    }
+
+    async fn commit_group(&self, turn: super::locks::Turn, started: std::time::Instant, id: &str, group: Vec<Queued>) {
+        if group.len() == 1 {
+            let q = group.into_iter().next().expect("one report");
+            let result = self.report_alone(Some(turn), started, id, &q.completion).await;
+            let _ = q.answer.send(result);
+            return;
+        }
+        if let Some(runs) = self.try_group(turn, started, id, &group).await {
+            self.inner.reports.grouped.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for (q, run) in group.into_iter().zip(runs) {
+                let _ = q.answer.send(Ok(run));
+            }
+            return;
+        }
+        for q in group {
+            let result = self.report_alone(None, std::time::Instant::now(), id, &q.completion).await;
+            let _ = q.answer.send(result);
+        }
+    }
+
+    /// All of `group` in one transaction, or None (rolled back) if any of
+    /// them failed. Each report's writes reach the database before the next
+    /// one reads the execution.
+    async fn try_group(
+        &self,
+        turn: super::locks::Turn,
+        started: std::time::Instant,
+        id: &str,
+        group: &[Queued],
+    ) -> Option<Vec<WorkflowRun>> {
+        let mut unit = self.unit_in(Some(turn), started).await.ok()?;
+        let mut runs = Vec::with_capacity(group.len());
+        let mut failed = None;
+        for q in group {
+            let done = match self.complete_in(&mut unit, id, &q.completion).await {
+                Ok(run) => std::mem::take(&mut unit.batch).run(&unit.tx).await.map(|()| run).map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = match failed {
+            Some(e) => Err(e),
+            None => Ok(runs),
+        };
+        self.finish(unit, result).await.ok()
+    }
+
+    async fn report_alone(
+        &self,
+        turn: Option<super::locks::Turn>,
+        started: std::time::Instant,
+        id: &str,
+        c: &Completion,
+    ) -> Result<WorkflowRun> {
+        let mut unit = match turn {
+            Some(turn) => self.unit_in(Some(turn), started).await?,
+            None => self.unit(Some(id)).await?,
+        };
+        let result = self.complete_in(&mut unit, id, c).await;
+        self.finish(unit, result).await
+    }
+}
