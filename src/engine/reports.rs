@@ -6,11 +6,11 @@
 //! report runs again on its own, so every caller gets its own answer and
 //! nothing is acknowledged that was not committed.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Engine, Error, Result, tasks::Completion};
+use super::{Engine, Error, Result, locks::Turn, tasks::Completion};
 use crate::{
     domain::execution::WorkflowRun,
     store::{Cause, StoreError},
@@ -53,7 +53,7 @@ impl Engine {
     pub(super) async fn report(&self, execution_id: &str, c: Completion) -> Result<WorkflowRun> {
         let (answer, answered) = oneshot::channel();
         self.inner.reports.push(execution_id, Queued { completion: c, answer });
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let turn = self.inner.locks.turn(execution_id).await;
         let group = self.inner.reports.take(execution_id);
         if group.is_empty() {
@@ -70,11 +70,10 @@ impl Engine {
         })?
     }
 
-    async fn commit_group(&self, turn: super::locks::Turn, started: std::time::Instant, id: &str, group: Vec<Queued>) {
+    async fn commit_group(&self, turn: Turn, started: Instant, id: &str, group: Vec<Queued>) {
         if group.len() == 1 {
             let q = group.into_iter().next().expect("one report");
-            let result = self.report_alone(Some(turn), started, id, &q.completion).await;
-            let _ = q.answer.send(result);
+            let _ = q.answer.send(self.report_alone(Some((turn, started)), id, &q.completion).await);
             return;
         }
         if let Some(runs) = self.try_group(turn, started, id, &group).await {
@@ -85,54 +84,35 @@ impl Engine {
             return;
         }
         for q in group {
-            let result = self.report_alone(None, std::time::Instant::now(), id, &q.completion).await;
-            let _ = q.answer.send(result);
+            let _ = q.answer.send(self.report_alone(None, id, &q.completion).await);
         }
     }
 
     /// All of `group` in one transaction, or None (rolled back) if any of
     /// them failed. Each report's writes reach the database before the next
     /// one reads the execution.
-    async fn try_group(
-        &self,
-        turn: super::locks::Turn,
-        started: std::time::Instant,
-        id: &str,
-        group: &[Queued],
-    ) -> Option<Vec<WorkflowRun>> {
+    async fn try_group(&self, turn: Turn, started: Instant, id: &str, group: &[Queued]) -> Option<Vec<WorkflowRun>> {
         let mut unit = self.unit_in(Some(turn), started).await.ok()?;
-        let mut runs = Vec::with_capacity(group.len());
-        let mut failed = None;
-        for q in group {
-            let done = match self.complete_in(&mut unit, id, &q.completion).await {
-                Ok(run) => std::mem::take(&mut unit.batch).run(&unit.tx).await.map(|()| run).map_err(Error::from),
-                Err(e) => Err(e),
-            };
-            match done {
-                Ok(run) => runs.push(run),
-                Err(e) => {
-                    tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
-                    failed = Some(e);
-                    break;
-                }
+        let result = async {
+            let mut runs = Vec::with_capacity(group.len());
+            for q in group {
+                runs.push(self.complete_in(&mut unit, id, &q.completion).await?);
+                std::mem::take(&mut unit.batch).run(&unit.tx).await?;
             }
+            Ok(runs)
         }
-        let result = match failed {
-            Some(e) => Err(e),
-            None => Ok(runs),
-        };
+        .await;
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
+        }
         self.finish(unit, result).await.ok()
     }
 
-    async fn report_alone(
-        &self,
-        turn: Option<super::locks::Turn>,
-        started: std::time::Instant,
-        id: &str,
-        c: &Completion,
-    ) -> Result<WorkflowRun> {
+    /// One report in a unit of its own: in the turn given (taken at the
+    /// time given), or after waiting for one.
+    async fn report_alone(&self, turn: Option<(Turn, Instant)>, id: &str, c: &Completion) -> Result<WorkflowRun> {
         let mut unit = match turn {
-            Some(turn) => self.unit_in(Some(turn), started).await?,
+            Some((turn, started)) => self.unit_in(Some(turn), started).await?,
             None => self.unit(Some(id)).await?,
         };
         let result = self.complete_in(&mut unit, id, c).await;

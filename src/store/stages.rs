@@ -72,15 +72,16 @@ pub fn insert_parts(execution_id: &str, stages: &[StageRun]) -> Vec<Part> {
 /// Each keeps the execution that ran it (`from` itself unless `from`
 /// carried it over too).
 pub fn carry_part(to: &str, from: &str, before: usize) -> Part {
-    let sql = "INSERT INTO stages (execution_id, stage_index, name, status, status_message, started_at, ended_at, \
-        deadline_at, decided_by, decision_comment, carried_from_execution_id, wf_total, wf_open, wf_failed, wf_expired, \
-        wf_cancelled, failure_workflow, failure_message) \
-        SELECT $1, stage_index, name, status, status_message, started_at, ended_at, deadline_at, decided_by, \
-        decision_comment, COALESCE(carried_from_execution_id, $2), wf_total, wf_open, wf_failed, wf_expired, \
-        wf_cancelled, failure_workflow, failure_message FROM stages WHERE execution_id = $3 AND stage_index < $4";
+    // The selected values follow COLUMNS, column for column.
+    let sql = format!(
+        "INSERT INTO stages ({COLUMNS}) \
+         SELECT $1, stage_index, name, status, status_message, started_at, ended_at, deadline_at, decided_by, \
+         decision_comment, COALESCE(carried_from_execution_id, $2), wf_total, wf_open, wf_failed, wf_expired, \
+         wf_cancelled, failure_workflow, failure_message FROM stages WHERE execution_id = $3 AND stage_index < $4"
+    );
     // Placeholders in order ($2 and $3 both name `from`): SQLite binds a
     // statement list anonymously only when every statement's run in order.
-    Part { sql: sql.to_owned(), values: vec![to.into(), from.into(), from.into(), (before as i32).into()] }
+    Part { sql, values: vec![to.into(), from.into(), from.into(), (before as i32).into()] }
 }
 
 /// The statements that write the stages of `after` that differ from
