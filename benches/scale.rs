@@ -6,7 +6,8 @@
 //! database); also PostgreSQL when `REPRISE_TEST_POSTGRES_URL` names a server
 //! (a fresh `reprise_bench_<time>_<uuid>` database is created there and dropped at
 //! the end). `REPRISE_BENCH_QUICK=1` runs smaller sizes (for trying changes;
-//! the output says so). Every figure is a ratio of two measurements taken in
+//! the output says so); `REPRISE_BENCH_RESUME_ONLY=1` runs only the resume
+//! figure (3). Every figure is a ratio of two measurements taken in
 //! the same run on the same database, so the machine's speed cancels out:
 //!
 //! 1. per-stage time, last tenth ÷ first tenth of the stages, of a
@@ -81,6 +82,8 @@ const TARGET_IDLE: f64 = 2.0;
 #[derive(Clone, Copy)]
 struct Sizes {
     quick: bool,
+    /// Only the resume figure (`REPRISE_BENCH_RESUME_ONLY`).
+    resume_only: bool,
     /// The wide execution (stages, workflows per stage).
     wide: (usize, usize),
     /// Stages of the 1-workflow execution.
@@ -91,10 +94,12 @@ struct Sizes {
 
 impl Sizes {
     fn from_env() -> Sizes {
-        if std::env::var("REPRISE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0") {
-            Sizes { quick: true, wide: (50, 40), long: 100, stored: (10_000, 100_000) }
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+        let resume_only = set("REPRISE_BENCH_RESUME_ONLY");
+        if set("REPRISE_BENCH_QUICK") {
+            Sizes { quick: true, resume_only, wide: (50, 40), long: 100, stored: (10_000, 100_000) }
         } else {
-            Sizes { quick: false, wide: (200, 100), long: 500, stored: (10_000, 1_000_000) }
+            Sizes { quick: false, resume_only, wide: (200, 100), long: 500, stored: (10_000, 1_000_000) }
         }
     }
 
@@ -139,6 +144,7 @@ fn install_metrics() {
 // ---- one backend ---------------------------------------------------------
 
 /// Stage times of one execution, as the workers saw them.
+#[derive(Default)]
 struct StageTimes {
     times: Vec<Duration>,
     /// SQL statements the server sent during each stage.
@@ -149,12 +155,12 @@ struct StageTimes {
 impl StageTimes {
     /// The first and the last tenth of the stages.
     fn tenths(&self) -> (&[Duration], &[Duration]) {
-        let tenth = (self.times.len() / 10).max(1);
+        let tenth = (self.times.len() / 10).max(1).min(self.times.len());
         (&self.times[..tenth], &self.times[self.times.len() - tenth..])
     }
 
     fn statement_tenths(&self) -> (f64, f64) {
-        let tenth = (self.statements.len() / 10).max(1);
+        let tenth = (self.statements.len() / 10).max(1).min(self.statements.len());
         let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len().max(1) as f64;
         (mean(&self.statements[..tenth]), mean(&self.statements[self.statements.len() - tenth..]))
     }
@@ -273,6 +279,10 @@ async fn bench_backend(backend: Backend, sizes: Sizes) -> anyhow::Result<Backend
         let (wide, resume_wide) = run_then_resume(&server, sizes, sizes.wide, RESUME_REPEATS).await?;
         eprintln!("[{name}] {} × {} failing in its last stage, resumed from it", RESUME_SMALL.0, RESUME_SMALL.1);
         let (_, resume_small) = run_then_resume(&server, sizes, RESUME_SMALL, RESUME_REPEATS).await?;
+        if sizes.resume_only {
+            let (long, fan_small, fan_large, idle) = (StageTimes::default(), Fan::default(), Fan::default(), vec![]);
+            return anyhow::Ok(BackendReport { name, wide, long, fan_small, fan_large, resume_small, resume_wide, idle });
+        }
         eprintln!("[{name}] {} stages × 1 workflow", sizes.long);
         let (long, _) = run_then_resume(&server, sizes, (sizes.long, 1), 0).await?;
         eprintln!("[{name}] one stage of {FAN_SMALL} workflows × {FAN_SMALL_RUNS}, of {FAN_LARGE} × {FAN_LARGE_RUNS}");
@@ -574,9 +584,11 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
         println!();
         println!("--- {} ---", r.name);
         stage_lines(&format!("{stages} × {width}"), &r.wide);
-        stage_lines(&format!("{} × 1", sizes.long), &r.long);
-        println!("  one stage, start to last report: {}", r.fan_small.line(FAN_SMALL));
-        println!("  one stage, start to last report: {}", r.fan_large.line(FAN_LARGE));
+        if !sizes.resume_only {
+            stage_lines(&format!("{} × 1", sizes.long), &r.long);
+            println!("  one stage, start to last report: {}", r.fan_small.line(FAN_SMALL));
+            println!("  one stage, start to last report: {}", r.fan_large.line(FAN_LARGE));
+        }
         println!(
             "  Resume from the last stage, median of {RESUME_REPEATS}: {} × {} {} ms ({:.0} statements), \
              {stages} × {width} {} ms ({:.0} statements)",
@@ -609,8 +621,10 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
         println!("  {:<62}{cells}", format!("{label} (≤ {target})"));
     };
     line(format!("per-stage time, last ÷ first tenth, {stages} × {width}"), TARGET_STAGES, &|r| r.wide.ratio());
-    line(format!("per-stage time, last ÷ first tenth, {} × 1", sizes.long), TARGET_STAGES, &|r| r.long.ratio());
-    line(format!("{FAN_LARGE}-workflow stage ÷ 10 × {FAN_SMALL}-workflow stage"), TARGET_FAN, &|r| r.fan_ratio());
+    if !sizes.resume_only {
+        line(format!("per-stage time, last ÷ first tenth, {} × 1", sizes.long), TARGET_STAGES, &|r| r.long.ratio());
+        line(format!("{FAN_LARGE}-workflow stage ÷ 10 × {FAN_SMALL}-workflow stage"), TARGET_FAN, &|r| r.fan_ratio());
+    }
     line(
         format!(
             "Resume {stages}×{width} from {} ÷ {}×{} from {}",
@@ -622,5 +636,7 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
         TARGET_RESUME,
         &|r| r.resume_ratio(),
     );
-    line(format!("idle CPU, {} ÷ {} executions", rows(large), rows(small)), TARGET_IDLE, &|r| r.idle_ratio());
+    if !sizes.resume_only {
+        line(format!("idle CPU, {} ÷ {} executions", rows(large), rows(small)), TARGET_IDLE, &|r| r.idle_ratio());
+    }
 }

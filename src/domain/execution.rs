@@ -230,14 +230,27 @@ impl ExecutionState {
 }
 
 /// An execution with everything needed to show it: its state and the
-/// workflows of every started stage (carried-over ones read from where they ran).
+/// workflows of every started stage (carried-over ones read from where they
+/// ran). It derefs to its state, so the rules read a shown execution
+/// without copying it (GetExecution asks them which controls apply).
 #[derive(Debug, Clone)]
 pub struct ExecutionDetail {
-    pub execution: Execution,
-    /// The pinned version, shared: it never changes once written.
-    pub definition: Arc<Definition>,
-    pub stages: Vec<StageRun>,
+    pub state: ExecutionState,
     pub workflows: Vec<WorkflowRun>,
+}
+
+impl std::ops::Deref for ExecutionDetail {
+    type Target = ExecutionState;
+
+    fn deref(&self) -> &ExecutionState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for ExecutionDetail {
+    fn deref_mut(&mut self) -> &mut ExecutionState {
+        &mut self.state
+    }
 }
 
 impl ExecutionDetail {
@@ -254,19 +267,6 @@ impl ExecutionDetail {
         by_stage
     }
 
-    /// The approval stage waiting for a decision, if any.
-    pub fn waiting_approval(&self) -> Option<&StageRun> {
-        self.stages.iter().find(|s| s.status == StageStatus::WaitingApproval)
-    }
-
-    /// The decision-making part of this view.
-    pub fn state(&self) -> ExecutionState {
-        ExecutionState {
-            execution: self.execution.clone(),
-            definition: self.definition.clone(),
-            stages: self.stages.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ impl Engine {
     /// For each control, whether `caller` may use it on `d` now. A state
     /// that blocks it wins over a missing grant: no grant would help.
     pub fn allowed_controls(&self, caller: &Caller, d: &ExecutionDetail) -> Vec<(Control, Result<(), NotAllowed>)> {
-        let state = d.state();
+        let state = &d.state;
         let refused = |r: crate::domain::Refusal| NotAllowed { reason: r.reason.as_str(), message: r.message };
         let denied = |e: Error| NotAllowed { reason: "PERMISSION_DENIED", message: format!("permission denied: {e}") };
         Control::ALL

@@ -8,6 +8,7 @@ mod access;
 mod actions;
 mod audit;
 mod authorize;
+mod coalesce;
 mod control;
 mod dispatch;
 mod error;

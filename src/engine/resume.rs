@@ -210,7 +210,7 @@ impl Engine {
     /// For each stage of `d`: None if it is a valid resume point now, else
     /// why not, with the reason in words.
     pub fn resume_points(&self, d: &ExecutionDetail) -> Vec<Option<(Block, String)>> {
-        let state = d.state();
+        let state = &d.state;
         let execution_block = resume::check_execution(&d.execution, self.settings().chain_limits, now()).err();
         resume::resume_points(&state, execution_block.as_ref().map(|(b, _)| *b))
             .into_iter()

@@ -77,8 +77,7 @@ impl Engine {
         self.note_deadlines(unit, &before, &state);
         observe(unit, &before, &state);
         unit.after.changed(&id);
-        let ExecutionState { execution, definition, stages } = state;
-        Ok(Some(ExecutionDetail { execution, definition, stages, workflows }))
+        Ok(Some(ExecutionDetail { state, workflows }))
     }
 
     /// Approval deadlines a decision set: the timer must look by then.

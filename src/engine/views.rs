@@ -10,12 +10,13 @@ use moka::sync::Cache;
 
 use super::{
     Engine, Error, Result,
+    coalesce::Coalesced,
     secrets::{self, Sealer},
     tasks::env_name,
 };
 use crate::{
     domain::{
-        execution::{Execution, ExecutionDetail, StageRun, WorkflowRun},
+        execution::{Execution, ExecutionDetail, ExecutionState, StageRun, WorkflowRun},
         pipeline::Definition,
     },
     store::{executions, stages, tasks},
@@ -38,6 +39,8 @@ pub(super) struct Views {
     /// One load of an execution at a time: readers woken by the same change
     /// share it instead of each reading the execution again.
     loading: super::locks::Locks,
+    /// Callers asking at once whether a view is current share one query.
+    keys: Coalesced<crate::store::Result<Option<(i64, i64)>>>,
 }
 
 impl Default for Views {
@@ -57,6 +60,7 @@ impl Default for Views {
                 .build(),
             tasks: Cache::builder().max_capacity(20_000).time_to_idle(Duration::from_secs(3600)).build(),
             loading: super::locks::Locks::default(),
+            keys: Coalesced::default(),
         }
     }
 }
@@ -273,11 +277,21 @@ impl Engine {
     }
 
     /// The execution as shown now: one query for what tells whether a view
-    /// is current, and the cached view when it is; otherwise one consistent
-    /// snapshot, shared with every reader asking at the same time.
+    /// is current (shared by the callers asking meanwhile), and the cached
+    /// view when it is; otherwise one consistent snapshot, shared with every
+    /// reader asking at the same time.
     pub(super) async fn view(&self, id: &str) -> Result<Cached> {
-        let key =
-            executions::view_key(&self.store().reader(), id).await?.ok_or_else(|| Error::not_found("execution", id))?;
+        let engine = self.clone();
+        let owned = id.to_owned();
+        let read = move || {
+            let (engine, id) = (engine.clone(), owned.clone());
+            async move { executions::view_key(&engine.store().reader(), &id).await }
+        };
+        let key = match self.inner.views.keys.read(id, read).await {
+            Some(answer) => answer?,
+            None => executions::view_key(&self.store().reader(), id).await?,
+        };
+        let key = key.ok_or_else(|| Error::not_found("execution", id))?;
         let current = |c: &Cached| c.key == key;
         if let Some(found) = self.inner.views.get(id).filter(current) {
             return Ok(found);
@@ -321,7 +335,7 @@ impl Engine {
                 .iter()
                 .filter(|w| w.execution_id == id && w.status == crate::domain::status::WorkflowStatus::Running)
                 .count() as i64;
-            let detail = Arc::new(ExecutionDetail { execution, definition, stages, workflows });
+            let detail = Arc::new(ExecutionDetail { state: ExecutionState { execution, definition, stages }, workflows });
             Ok::<_, Error>(Cached { key: (revision, running), stamp, detail })
         }
         .await;
