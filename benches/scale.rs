@@ -281,7 +281,16 @@ async fn bench_backend(backend: Backend, sizes: Sizes) -> anyhow::Result<Backend
         let (_, resume_small) = run_then_resume(&server, sizes, RESUME_SMALL, RESUME_REPEATS).await?;
         if sizes.resume_only {
             let (long, fan_small, fan_large, idle) = (StageTimes::default(), Fan::default(), Fan::default(), vec![]);
-            return anyhow::Ok(BackendReport { name, wide, long, fan_small, fan_large, resume_small, resume_wide, idle });
+            return anyhow::Ok(BackendReport {
+                name,
+                wide,
+                long,
+                fan_small,
+                fan_large,
+                resume_small,
+                resume_wide,
+                idle,
+            });
         }
         eprintln!("[{name}] {} stages × 1 workflow", sizes.long);
         let (long, _) = run_then_resume(&server, sizes, (sizes.long, 1), 0).await?;

@@ -7,7 +7,7 @@ use super::{
     error::{invalid, to_status},
 };
 use crate::{
-    domain::limits::{tail, truncate_marked, without_nul},
+    domain::limits::{truncate_marked, without_nul},
     engine::{Completion, Outcome},
     proto::{self as pb, worker_service_server::WorkerService},
 };
@@ -55,7 +55,8 @@ impl WorkerService for WorkerApi {
                 format!("at most {} bytes per heartbeat, got {}", limits.max_output_bytes, r.output.len()),
             ));
         }
-        let output = tail(&without_nul(r.output), limits.kept_output_bytes).to_owned();
+        // Cut to what is kept by the engine, once the secrets in it are masked.
+        let output = without_nul(r.output);
         let beat = self.0.engine.heartbeat(&caller, &task_id, &token, &output).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
@@ -95,8 +96,11 @@ impl WorkerService for WorkerApi {
             lease_token: convert::id("lease_token", &r.lease_token)?,
             outcome,
             exit_code: Some(r.exit_code),
-            output: tail(&without_nul(r.output), limits.kept_output_bytes).to_owned(),
-            message: truncate_marked(&without_nul(r.message), limits.max_message_bytes),
+            // Cut by the engine once the secrets in them are masked (a cut
+            // must not leave a part of one); the message only to a size
+            // that bounds the masking's work.
+            output: without_nul(r.output),
+            message: without_nul(truncate_marked(&r.message, limits.max_output_bytes)),
         };
         let engine = self.0.engine.clone();
         detached(async move { engine.complete(&caller, completion).await }).await?;

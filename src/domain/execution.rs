@@ -266,7 +266,6 @@ impl ExecutionDetail {
         }
         by_stage
     }
-
 }
 
 #[cfg(test)]

@@ -51,9 +51,9 @@ impl Engine {
                             Control::Approve => Command::Approve,
                             _ => Command::Reject,
                         };
-                        control::would_act(&state, command)
+                        control::would_act(state, command)
                             .map_err(refused)
-                            .and_then(|()| authorize::steer(caller, &state).map_err(denied))
+                            .and_then(|()| authorize::steer(caller, state).map_err(denied))
                     }
                 };
                 (control, allowed)

@@ -212,13 +212,13 @@ impl Engine {
     pub fn resume_points(&self, d: &ExecutionDetail) -> Vec<Option<(Block, String)>> {
         let state = &d.state;
         let execution_block = resume::check_execution(&d.execution, self.settings().chain_limits, now()).err();
-        resume::resume_points(&state, execution_block.as_ref().map(|(b, _)| *b))
+        resume::resume_points(state, execution_block.as_ref().map(|(b, _)| *b))
             .into_iter()
             .enumerate()
             .map(|(index, block)| {
                 block.map(|b| match (&execution_block, b) {
                     (Some((_, refusal)), _) => (b, refusal.message.clone()),
-                    (None, Block::NeverReached) => (b, resume::never_reached_message(&state, index)),
+                    (None, Block::NeverReached) => (b, resume::never_reached_message(state, index)),
                     (None, _) => (b, String::new()),
                 })
             })

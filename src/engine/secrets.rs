@@ -5,6 +5,7 @@
 //! another execution does not open. A resume copies it with its chain, and
 //! so seals again for the new execution.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -110,14 +111,11 @@ impl Sealer {
 /// `text` with every secret value of at least [`MIN_MASKED_CHARS`]
 /// characters replaced by [`MASK`], longest first (so a secret that
 /// contains another is masked whole).
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    if secrets.is_empty() {
-        return text.to_owned();
-    }
-    let mut out = text.to_owned();
+pub fn mask<'a>(text: &'a str, secrets: &[String]) -> Cow<'a, str> {
+    let mut out = Cow::Borrowed(text);
     for secret in secrets {
         if secret.chars().count() >= MIN_MASKED_CHARS && out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), MASK);
+            out = Cow::Owned(out.replace(secret.as_str(), MASK));
         }
     }
     out

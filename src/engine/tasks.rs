@@ -9,6 +9,7 @@ use crate::{
     domain::{
         access::Caller,
         execution::{ExecutionState, FailureNote, Millis, WorkflowCounts, WorkflowRun},
+        limits::{tail, truncate_marked},
         progress::{self, Changes},
         status::WorkflowStatus,
     },
@@ -18,11 +19,6 @@ use crate::{
         tasks::{self, Report},
     },
 };
-
-/// The server keeps at most this much of a task's output (the tail).
-pub const MAX_OUTPUT: usize = 64 * 1024;
-/// A workflow's failure message is kept up to this many bytes (the start).
-pub const MAX_MESSAGE: usize = 4 * 1024;
 
 /// A task leased to a worker, with what it needs to run.
 #[derive(Debug, Clone)]
@@ -154,15 +150,16 @@ impl Engine {
     pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str, output: &str) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
-        let output = if output.is_empty() {
-            String::new()
-        } else {
-            let execution_id = self.execution_of_task(task_id).await?;
-            self.inputs(&execution_id).await?.mask(output)
-        };
         let extended = {
             let single = self.store().single().await?;
-            tasks::extend_lease(&single, task_id, lease_token, until, &output).await?
+            let piece = if output.is_empty() {
+                Masked::default()
+            } else {
+                let execution_id = self.execution_of_task(task_id).await?;
+                let kept = self.settings().limits.kept_output_bytes;
+                masked_piece(&single, task_id, &*self.inputs(&execution_id).await?, output, kept).await?
+            };
+            tasks::extend_lease(&single, task_id, lease_token, until, piece.piece()).await?
         };
         if extended {
             if !output.is_empty() {
@@ -201,15 +198,16 @@ impl Engine {
     pub(super) async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
-        let output = inputs.mask(tail(&c.output, MAX_OUTPUT));
+        let limits = &self.settings().limits;
+        let output = masked_piece(&unit.tx, &c.task_id, &inputs, &c.output, limits.kept_output_bytes).await?;
         let report = Report {
             status: match c.outcome {
                 Outcome::Succeeded => WorkflowStatus::Succeeded,
                 Outcome::Failed => WorkflowStatus::Failed,
             },
             exit_code: c.exit_code,
-            output: &output,
-            message: &inputs.mask(&head(&c.message, MAX_MESSAGE)),
+            output: output.piece(),
+            message: &truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes),
             now,
         };
         let reported = tasks::report_counted(&unit.tx, execution_id, &c.task_id, &c.lease_token, &report)
@@ -368,28 +366,45 @@ pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
     )
 }
 
-/// The last `max` bytes of `text`, on a character boundary.
-pub(super) fn tail(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
+/// A piece of a task's output as it is kept: its secrets masked, cut to
+/// the last `kept` bytes (after masking, so no cut leaves a part of
+/// a secret), and masked again over the seam with what is kept already, so
+/// a secret that a worker's writes cut in two is masked whole. Only
+/// executions with secrets read the kept output's end for that. What shows
+/// before the rest of a cut secret arrives is its beginning, as in the logs
+/// of CI systems that mask line by line.
+#[derive(Default)]
+pub(super) struct Masked {
+    text: String,
+    replaces: i64,
 }
 
-/// The first `max` bytes of `text`, on a character boundary, marked when cut.
-pub(super) fn head(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+impl Masked {
+    pub fn piece(&self) -> tasks::Piece<'_> {
+        tasks::Piece { text: &self.text, replaces: self.replaces }
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
+}
+
+pub(super) async fn masked_piece(
+    c: &impl sea_orm::ConnectionTrait,
+    task_id: &str,
+    inputs: &super::views::Inputs,
+    piece: &str,
+    kept: usize,
+) -> Result<Masked> {
+    let masked = inputs.mask(piece);
+    let masked = tail(&masked, kept);
+    let reach = inputs.mask_reach();
+    if reach == 0 || masked.is_empty() {
+        return Ok(Masked { text: masked.to_owned(), replaces: 0 });
     }
-    format!("{}… [truncated from {} bytes]", &text[..end], text.len())
+    let before = tasks::output_tail(c, task_id, reach as i64).await?;
+    let joined = format!("{before}{masked}");
+    let seamless = inputs.mask(&joined);
+    Ok(match seamless.strip_prefix(before.as_str()) {
+        Some(rest) => Masked { text: rest.to_owned(), replaces: 0 },
+        None => Masked { text: seamless.into_owned(), replaces: before.chars().count() as i64 },
+    })
 }
 
 /// An artifact name as an environment variable suffix.

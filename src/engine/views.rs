@@ -217,8 +217,14 @@ impl Inputs {
     }
 
     /// `text` with this execution's secret values masked.
-    pub fn mask(&self, text: &str) -> String {
+    pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         secrets::mask(text, &self.masks)
+    }
+
+    /// How far back before a new piece of output a secret may have begun:
+    /// one character less than the longest secret (0 without secrets).
+    pub fn mask_reach(&self) -> usize {
+        self.masks.iter().map(|m| m.chars().count()).max().unwrap_or(0).saturating_sub(1)
     }
 
     /// The environment a task of this execution runs with.
@@ -335,7 +341,8 @@ impl Engine {
                 .iter()
                 .filter(|w| w.execution_id == id && w.status == crate::domain::status::WorkflowStatus::Running)
                 .count() as i64;
-            let detail = Arc::new(ExecutionDetail { state: ExecutionState { execution, definition, stages }, workflows });
+            let detail =
+                Arc::new(ExecutionDetail { state: ExecutionState { execution, definition, stages }, workflows });
             Ok::<_, Error>(Cached { key: (revision, running), stamp, detail })
         }
         .await;

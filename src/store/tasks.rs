@@ -23,12 +23,41 @@ const WIDTH: usize = 22;
 pub const KEPT_OUTPUT_CHARS: i64 = 65_536;
 
 /// SQL for `output` with `$n` appended, cut to the kept tail.
-fn appended_output(c: &impl ConnectionTrait, n: usize) -> String {
+fn appended_output(c: &impl ConnectionTrait, text: usize, replaces: usize) -> String {
     if super::is_pg(c) {
-        format!("right(output || ${n}, {KEPT_OUTPUT_CHARS})")
+        format!(
+            "right(left(output, char_length(output) - CAST(${replaces} AS INTEGER)) || ${text}, {KEPT_OUTPUT_CHARS})"
+        )
     } else {
-        format!("substr(output || ${n}, -{KEPT_OUTPUT_CHARS})")
+        format!("substr(substr(output, 1, length(output) - ${replaces}) || ${text}, -{KEPT_OUTPUT_CHARS})")
     }
+}
+
+/// Output to add to what a task keeps: `text` goes in place of the last
+/// `replaces` characters kept (a secret cut between two pieces of output is
+/// masked over the seam, see `engine::tasks`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Piece<'a> {
+    pub text: &'a str,
+    pub replaces: i64,
+}
+
+impl Piece<'_> {
+    /// By how many characters the attempt's output grows.
+    fn added(&self) -> i64 {
+        self.text.chars().count() as i64 - self.replaces
+    }
+}
+
+/// The last `chars` characters a task keeps of its output ("" if none).
+pub async fn output_tail(c: &impl ConnectionTrait, id: &str, chars: i64) -> Result<String> {
+    let sql = if super::is_pg(c) {
+        "SELECT right(output, CAST($2 AS INTEGER)) AS tail FROM tasks WHERE id = $1"
+    } else {
+        "SELECT substr(output, -$2) AS tail FROM tasks WHERE id = $1"
+    };
+    let row = c.query_one_raw(statement(c, sql, vec![id.into(), chars.into()])).await?;
+    Ok(row.map(|r| get::<String>(&r, "tail")).transpose()?.unwrap_or_default())
 }
 
 pub async fn get_one(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRun>> {
@@ -57,7 +86,7 @@ pub fn insert_parts(tasks: &[WorkflowRun]) -> Vec<Part> {
 pub struct Report<'a> {
     pub status: WorkflowStatus,
     pub exit_code: Option<i32>,
-    pub output: &'a str,
+    pub output: Piece<'a>,
     pub message: &'a str,
     pub now: Millis,
 }
@@ -80,17 +109,18 @@ pub async fn report(
            THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $6 END, \
          ended_at = $7, lease_expires_at = NULL \
          WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING' RETURNING {COLUMNS}",
-        output = appended_output(c, 5),
+        output = appended_output(c, 5, 9),
     );
     let values = vec![
         id.into(),
         lease_token.into(),
         r.status.as_str().into(),
         r.exit_code.into(),
-        r.output.to_owned().into(),
+        r.output.text.to_owned().into(),
         r.message.to_owned().into(),
         r.now.into(),
-        (r.output.chars().count() as i64).into(),
+        r.output.added().into(),
+        r.output.replaces.into(),
     ];
     let row = c.query_one_raw(statement(c, &sql, values)).await?;
     row.as_ref().map(from_row).transpose()
@@ -217,9 +247,9 @@ pub async fn extend_lease(
     id: &str,
     lease_token: &str,
     until: Millis,
-    output: &str,
+    output: Piece<'_>,
 ) -> Result<bool> {
-    if output.is_empty() {
+    if output.text.is_empty() {
         let sql = "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
         let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into(), until.into()])).await?;
         return Ok(r.rows_affected() == 1);
@@ -227,14 +257,20 @@ pub async fn extend_lease(
     let update = format!(
         "UPDATE tasks SET lease_expires_at = $3, output = {}, output_chars = output_chars + $5 \
          WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'",
-        appended_output(c, 4)
+        appended_output(c, 4, 6)
     );
-    let mut values: Vec<Value> =
-        vec![id.into(), lease_token.into(), until.into(), output.into(), (output.chars().count() as i64).into()];
+    let mut values: Vec<Value> = vec![
+        id.into(),
+        lease_token.into(),
+        until.into(),
+        output.text.into(),
+        output.added().into(),
+        output.replaces.into(),
+    ];
     if super::is_pg(c) {
         values.push(super::EVENTS_CHANNEL.into());
         let sql = format!(
-            "WITH u AS ({update} RETURNING id), n AS (SELECT 1 AS one FROM u, pg_notify($6, 'o ' || u.id)) \
+            "WITH u AS ({update} RETURNING id), n AS (SELECT 1 AS one FROM u, pg_notify($7, 'o ' || u.id)) \
              SELECT count(*) AS n FROM u LEFT JOIN n ON true"
         );
         let row = c.query_one_raw(statement(c, &sql, values)).await?;
@@ -399,7 +435,8 @@ pub async fn report_counted(
         "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
          t AS (UPDATE tasks SET \
            status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, \
-           output = right(output || $6, {KEPT_OUTPUT_CHARS}), output_chars = output_chars + $10, \
+           output = right(left(output, char_length(output) - CAST($11 AS INTEGER)) || $6, {KEPT_OUTPUT_CHARS}), \
+           output_chars = output_chars + $10, \
            status_message = CASE WHEN deadline_at <= $7 \
              THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $8 END, \
            ended_at = $7, lease_expires_at = NULL \
@@ -430,11 +467,12 @@ pub async fn report_counted(
         lease_token.into(),
         r.status.as_str().into(),
         r.exit_code.into(),
-        r.output.to_owned().into(),
+        r.output.text.to_owned().into(),
         r.now.into(),
         r.message.to_owned().into(),
         super::EVENTS_CHANNEL.into(),
-        (r.output.chars().count() as i64).into(),
+        r.output.added().into(),
+        r.output.replaces.into(),
     ];
     let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
     let execution = executions::from_prefixed(&row, "e_")?;

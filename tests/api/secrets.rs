@@ -13,6 +13,7 @@ use crate::helpers::*;
 
 crate::on_both_backends!(
     a_secret_reaches_only_its_workflow_and_no_read_shows_it,
+    a_secret_split_across_reports_is_masked_where_the_pieces_meet,
     a_resume_keeps_the_frozen_secret,
     secrets_are_refused_where_they_would_leak,
     without_a_secrets_key_a_pipeline_with_secrets_cannot_start,
@@ -142,6 +143,60 @@ async fn a_secret_reaches_only_its_workflow_and_no_read_shows_it(app: TestApp) {
     assert_eq!(start(&app, &p.id, "start-1").await.id, e.id);
     let other_secret = start_request(&p.id, "start-1", "another-secret");
     assert_code(app.executions.clone().start_execution(other_secret).await, Code::AlreadyExists);
+}
+
+/// Output arrives in pieces that cut the secret anywhere: across two
+/// heartbeats, across a heartbeat and the report, and at the cut a report
+/// longer than the kept output makes. The stored output shows none of it.
+async fn a_secret_split_across_reports_is_masked_where_the_pieces_meet(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline_with("secretive", variables(), vec![deploy(&q)]).await;
+    let e = start(&app, &p.id, "split-1").await;
+    let (uses, other) = take_both(&app, &q).await;
+    let beat = |output: String| pb::HeartbeatRequest {
+        task_id: uses.task_id.clone(),
+        lease_token: uses.lease_token.clone(),
+        output,
+    };
+    let (a, b) = SECRET.split_at(7);
+    let (c, d) = SECRET.split_at(12);
+    app.workers.clone().heartbeat(beat(format!("one {a}"))).await.unwrap();
+    app.workers.clone().heartbeat(beat(format!("{b} two {c}"))).await.unwrap();
+    // Pieces shorter than the secret: it is spread over three calls.
+    app.workers.clone().heartbeat(beat(d[..2].to_owned())).await.unwrap();
+    app.workers.clone().heartbeat(beat(format!("{} three {a}", &d[2..]))).await.unwrap();
+    let report = pb::CompleteTaskRequest {
+        task_id: uses.task_id.clone(),
+        lease_token: uses.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: format!("{b} four\n"),
+        ..Default::default()
+    };
+    app.workers.clone().complete_task(report).await.unwrap();
+    complete_task(&app.workers, &other.task_id, &other.lease_token, pb::TaskOutcome::Succeeded, "ok").await.unwrap();
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(workflow_of(&done, "deploy", "uses").output, "one *** two *** three *** four\n");
+    assert_not_stored(&app).await;
+
+    // A report longer than what is kept is cut to its end: a secret the cut
+    // falls in is masked before the cut, so no piece of it is left.
+    let e = start(&app, &p.id, "split-2").await;
+    let (uses, other) = take_both(&app, &q).await;
+    let kept = 64 * 1024;
+    let cut_in_secret = format!("{}{SECRET}{}", "x".repeat(100), "y".repeat(kept - SECRET.len() / 2));
+    let report = pb::CompleteTaskRequest {
+        task_id: uses.task_id.clone(),
+        lease_token: uses.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: cut_in_secret,
+        ..Default::default()
+    };
+    app.workers.clone().complete_task(report).await.unwrap();
+    complete_task(&app.workers, &other.task_id, &other.lease_token, pb::TaskOutcome::Succeeded, "ok").await.unwrap();
+    let done = app.wait_final(&e.id).await;
+    let output = &workflow_of(&done, "deploy", "uses").output;
+    assert!(!output.contains(&SECRET[SECRET.len() / 2..]), "a piece of the secret is kept: {:?}", &output[..20]);
+    assert!(output.starts_with("xxxxxx***yyy"), "masked, then cut: {:?}", &output[..20]);
 }
 
 async fn a_resume_keeps_the_frozen_secret(app: TestApp) {
