@@ -28,9 +28,26 @@ pub(super) struct Callers {
 }
 
 impl Default for Callers {
+    /// Weighed by size, not counted: one subject may hold thousands of grants.
     fn default() -> Self {
-        Callers { grants: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build() }
+        Callers {
+            grants: Cache::builder()
+                .max_capacity(8 * 1024 * 1024)
+                .weigher(|subject: &String, grants: &Vec<Grant>| weight(subject, grants))
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+        }
     }
+}
+
+/// What a subject's cached grants take in memory, in bytes, roughly: the
+/// entry and each grant's struct and strings.
+fn weight(subject: &str, grants: &[Grant]) -> u32 {
+    let grant = |g: &Grant| {
+        size_of::<Grant>() + g.id.len() + g.group_id.len() + g.application.as_ref().map_or(0, String::len) + 48
+    };
+    let bytes = 256 + subject.len() + grants.iter().map(grant).sum::<usize>();
+    bytes.min(u32::MAX as usize) as u32
 }
 
 impl Callers {
@@ -244,5 +261,26 @@ impl Engine {
 
     async fn group(&self, id: &str) -> Result<UserGroup> {
         access::group(&self.store().reader(), id).await?.ok_or_else(|| Error::not_found("user group", id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_with_many_grants_weighs_what_they_hold() {
+        let grant = |i: usize| Grant {
+            id: format!("grant-{i:05}"),
+            group_id: "deployers".into(),
+            permission: Permission::View,
+            application: Some("payments".into()),
+            environment: None,
+        };
+        let one = weight("alice", &[grant(0)]);
+        let many: Vec<Grant> = (0..10_000).map(grant).collect();
+        let heavy = weight("alice", &many);
+        assert!(heavy > 100 * 10_000, "{heavy}");
+        assert!(heavy > 1000 * one, "{heavy} vs {one}");
     }
 }
