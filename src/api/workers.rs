@@ -57,7 +57,16 @@ impl WorkerService for WorkerApi {
         }
         // Cut to what is kept by the engine, once the secrets in it are masked.
         let output = without_nul(r.output);
-        let beat = self.0.engine.heartbeat(&caller, &task_id, &token, &output).await.map_err(to_status)?;
+        let offset = match r.output_offset {
+            Some(offset) if offset < 0 => {
+                return Err(invalid(
+                    "output_offset",
+                    format!("characters already sent cannot be negative, got {offset}; leave it unset or count from 0"),
+                ));
+            }
+            offset => offset,
+        };
+        let beat = self.0.engine.heartbeat(&caller, &task_id, &token, &output, offset).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
             lease_expire_time: Some(convert::timestamp(beat.lease_expires_at)),

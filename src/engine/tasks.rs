@@ -16,7 +16,7 @@ use crate::{
     store::{
         executions::{self, Key},
         stages,
-        tasks::{self, Report},
+        tasks::{self, Received, Report},
     },
 };
 
@@ -147,19 +147,50 @@ impl Engine {
 
     /// Extends the lease; says `cancelled` when the task was cancelled or
     /// expired under this lease, refuses when the lease is no longer held.
-    pub async fn heartbeat(&self, caller: &Caller, task_id: &str, lease_token: &str, output: &str) -> Result<Beat> {
+    ///
+    /// With `offset` (characters of output the worker sent before this
+    /// piece), what the server already received is skipped: a heartbeat
+    /// sent again after its answer was lost adds nothing twice.
+    pub async fn heartbeat(
+        &self,
+        caller: &Caller,
+        task_id: &str,
+        lease_token: &str,
+        output: &str,
+        offset: Option<i64>,
+    ) -> Result<Beat> {
         authorize::run_tasks(caller)?;
         let until = now() + self.settings().lease.as_millis() as i64;
-        let extended = {
-            let single = self.store().single().await?;
-            let piece = if output.is_empty() {
-                Masked::default()
-            } else {
-                let execution_id = self.execution_of_task(task_id).await?;
-                let kept = self.settings().limits.kept_output_bytes;
-                masked_piece(&single, task_id, &*self.inputs(&execution_id).await?, output, kept).await?
-            };
-            tasks::extend_lease(&single, task_id, lease_token, until, piece.piece()).await?
+        let extended = match offset {
+            None => {
+                let single = self.store().single().await?;
+                let piece = self.masked_output(&single, task_id, output).await?;
+                let received = Received::Add(output.chars().count() as i64);
+                tasks::extend_lease(&single, task_id, lease_token, until, piece.piece(), received).await?
+            }
+            Some(offset) => {
+                let tx = self.store().write().await?;
+                let result = async {
+                    let Some(received) = tasks::output_received(&tx, task_id, lease_token).await? else {
+                        return Ok::<_, Error>(false);
+                    };
+                    let (fresh, total) = unseen(output, offset, received);
+                    let piece = self.masked_output(&tx, task_id, fresh).await?;
+                    let received = Received::Now(total);
+                    Ok(tasks::extend_lease(&tx, task_id, lease_token, until, piece.piece(), received).await?)
+                }
+                .await;
+                match result {
+                    Ok(extended) => {
+                        tx.commit().await?;
+                        extended
+                    }
+                    Err(e) => {
+                        tx.rollback().await;
+                        return Err(e);
+                    }
+                }
+            }
         };
         if extended {
             if !output.is_empty() {
@@ -366,6 +397,17 @@ pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
     )
 }
 
+/// Of a piece of output that begins `offset` characters into what the
+/// worker sent, the part the server has not received (it has `received`),
+/// and how many it has received once this is kept. A gap (a piece that was
+/// lost) is not waited for: what arrives is kept after what is there.
+fn unseen(piece: &str, offset: i64, received: i64) -> (&str, i64) {
+    let chars = piece.chars().count() as i64;
+    let skip = (received - offset).clamp(0, chars);
+    let start = piece.char_indices().nth(skip as usize).map_or(piece.len(), |(i, _)| i);
+    (&piece[start..], received.max(offset.saturating_add(chars)))
+}
+
 /// A piece of a task's output as it is kept: its secrets masked, cut to
 /// the last `kept` bytes (after masking, so no cut leaves a part of
 /// a secret), and masked again over the seam with what is kept already, so
@@ -382,6 +424,18 @@ pub(super) struct Masked {
 impl Masked {
     pub fn piece(&self) -> tasks::Piece<'_> {
         tasks::Piece { text: &self.text, replaces: self.replaces }
+    }
+}
+
+impl Engine {
+    /// `piece` as it is kept, for a heartbeat (nothing for an empty one).
+    async fn masked_output(&self, c: &impl sea_orm::ConnectionTrait, task_id: &str, piece: &str) -> Result<Masked> {
+        if piece.is_empty() {
+            return Ok(Masked::default());
+        }
+        let execution_id = self.execution_of_task(task_id).await?;
+        let kept = self.settings().limits.kept_output_bytes;
+        masked_piece(c, task_id, &*self.inputs(&execution_id).await?, piece, kept).await
     }
 }
 
@@ -410,4 +464,26 @@ pub(super) async fn masked_piece(
 /// An artifact name as an environment variable suffix.
 pub fn env_name(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unseen;
+
+    #[test]
+    fn a_piece_sent_again_adds_only_what_the_server_has_not() {
+        // (piece, offset, received) → (kept, received after)
+        let cases = [
+            ("abc", 0, 0, "abc", 3),   // the first piece
+            ("abc", 0, 3, "", 3),      // the same, sent again
+            ("cdef", 2, 3, "def", 6),  // overlapping what is there
+            ("def", 3, 3, "def", 6),   // the next piece
+            ("xyz", 10, 6, "xyz", 13), // after a lost piece: kept, not waited for
+            ("ab", 0, 13, "", 13),     // long behind
+            ("éü✓z", 1, 3, "✓z", 5),   // characters, not bytes
+        ];
+        for (piece, offset, received, kept, after) in cases {
+            assert_eq!(unseen(piece, offset, received), (kept, after), "{piece:?} at {offset}, {received} received");
+        }
+    }
 }

@@ -49,6 +49,27 @@ impl Piece<'_> {
     }
 }
 
+/// What a heartbeat tells of the output the server has received for the
+/// attempt, in the worker's characters (before masking and cutting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// This many more.
+    Add(i64),
+    /// This many in all.
+    Now(i64),
+}
+
+/// How many characters of output the attempt holding `lease_token` has
+/// sent (see [`Received`]), its row locked until the transaction ends; None
+/// if the lease is not held.
+pub async fn output_received(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> Result<Option<i64>> {
+    let lock = if super::is_pg(c) { " FOR UPDATE" } else { "" };
+    let sql =
+        format!("SELECT output_received FROM tasks WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'{lock}");
+    let row = c.query_one_raw(statement(c, &sql, vec![id.into(), lease_token.into()])).await?;
+    row.map(|r| get::<i64>(&r, "output_received")).transpose()
+}
+
 /// The last `chars` characters a task keeps of its output ("" if none).
 pub async fn output_tail(c: &impl ConnectionTrait, id: &str, chars: i64) -> Result<String> {
     let sql = if super::is_pg(c) {
@@ -156,8 +177,8 @@ pub async fn requeue(c: &impl ConnectionTrait, id: &str, message: &str) -> Resul
 /// (its poll ended first): the task is queued again as if never handed out.
 pub async fn release(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> Result<bool> {
     let sql = "UPDATE tasks SET status = 'QUEUED', attempt = attempt - 1, lease_token = NULL, lease_owner = NULL, \
-        lease_expires_at = NULL, deadline_at = NULL, started_at = NULL, output = '', output_chars = 0 \
-        WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
+        lease_expires_at = NULL, deadline_at = NULL, started_at = NULL, output = '', output_chars = 0, \
+        output_received = 0 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
     let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into()])).await?;
     Ok(r.rows_affected() == 1)
 }
@@ -217,7 +238,7 @@ pub async fn claim(
 ) -> Result<Option<WorkflowRun>> {
     let update = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
          lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4), \
-         output = '', output_chars = 0 \
+         output = '', output_chars = 0, output_received = 0 \
          WHERE id = (SELECT id FROM tasks WHERE task_queue = $5 AND status = 'QUEUED' ORDER BY id LIMIT 1";
     let mut values: Vec<Value> =
         vec![lease_token.into(), worker.into(), (now + lease_ms).into(), now.into(), queue.into()];
@@ -248,17 +269,23 @@ pub async fn extend_lease(
     lease_token: &str,
     until: Millis,
     output: Piece<'_>,
+    received: Received,
 ) -> Result<bool> {
-    if output.text.is_empty() {
+    if output.text.is_empty() && received == Received::Add(0) {
         let sql = "UPDATE tasks SET lease_expires_at = $3 WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'";
         let r = c.execute_raw(statement(c, sql, vec![id.into(), lease_token.into(), until.into()])).await?;
         return Ok(r.rows_affected() == 1);
     }
     let update = format!(
-        "UPDATE tasks SET lease_expires_at = $3, output = {}, output_chars = output_chars + $5 \
+        "UPDATE tasks SET lease_expires_at = $3, output = {}, output_chars = output_chars + $5, \
+         output_received = CASE WHEN $7 = 1 THEN $8 ELSE output_received + $8 END \
          WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'",
         appended_output(c, 4, 6)
     );
+    let (set, n): (i32, i64) = match received {
+        Received::Add(n) => (0, n),
+        Received::Now(n) => (1, n),
+    };
     let mut values: Vec<Value> = vec![
         id.into(),
         lease_token.into(),
@@ -266,11 +293,13 @@ pub async fn extend_lease(
         output.text.into(),
         output.added().into(),
         output.replaces.into(),
+        set.into(),
+        n.into(),
     ];
     if super::is_pg(c) {
         values.push(super::EVENTS_CHANNEL.into());
         let sql = format!(
-            "WITH u AS ({update} RETURNING id), n AS (SELECT 1 AS one FROM u, pg_notify($7, 'o ' || u.id)) \
+            "WITH u AS ({update} RETURNING id), n AS (SELECT 1 AS one FROM u, pg_notify($9, 'o ' || u.id)) \
              SELECT count(*) AS n FROM u LEFT JOIN n ON true"
         );
         let row = c.query_one_raw(statement(c, &sql, values)).await?;

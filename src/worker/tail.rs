@@ -27,6 +27,16 @@ impl TailBuffer {
         self.bytes.extend(chunk);
     }
 
+    /// Puts `text` back before what is buffered (a heartbeat that carried
+    /// it failed), keeping the last `limit` bytes of the whole.
+    pub(crate) fn unshift(&mut self, text: &str) {
+        let mut bytes: VecDeque<u8> = text.bytes().collect();
+        bytes.append(&mut self.bytes);
+        let overflow = bytes.len().saturating_sub(self.limit);
+        bytes.drain(..overflow);
+        self.bytes = bytes;
+    }
+
     /// The tail as text. Cutting may have split a UTF-8 character at the
     /// front; we drop its remnant rather than show a replacement character.
     pub(crate) fn into_string(self) -> String {
@@ -62,6 +72,11 @@ impl OutputSink {
     /// Output not yet taken, in whole characters.
     pub(crate) fn take(&self) -> String {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).take_text()
+    }
+
+    /// Puts back a piece whose heartbeat failed, to go with the next one.
+    pub(crate) fn put_back(&self, piece: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).unshift(piece);
     }
 
     /// Everything not yet taken, at the end of the run.
@@ -114,6 +129,17 @@ mod tests {
         tail.push(b"hello ");
         tail.push(b"world");
         assert_eq!(tail.into_string(), "lo world");
+    }
+
+    #[test]
+    fn a_piece_put_back_goes_first_and_the_whole_stays_bounded() {
+        let mut tail = TailBuffer::new(8);
+        tail.push(b"new");
+        tail.unshift("old ");
+        assert_eq!(tail.take_text(), "old new");
+        tail.push(b"later");
+        tail.unshift("sent again");
+        assert_eq!(tail.take_text(), "ainlater", "the oldest bytes go first");
     }
 
     #[test]

@@ -97,22 +97,28 @@ enum Abandon {
 /// Heartbeats until the server wants the task stopped, each one carrying the
 /// output written since the one before, so people can follow the task live.
 /// Transient failures are only logged: the lease outlives a few missed
-/// heartbeats (the output they carried is missing from the server's copy;
-/// sending it again could show it twice when the server did store it).
+/// heartbeats, and the output a failed one carried goes again with the next,
+/// from the same offset, so the server keeps it once whether or not it had
+/// stored it (the report at the end carries it if no heartbeat got through).
 async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &OutputSink) -> Abandon {
     let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Characters of output the server acknowledged.
+    let mut sent: i64 = 0;
     loop {
         ticks.tick().await;
+        let piece = output.take();
         let request = HeartbeatRequest {
             task_id: task.task_id.clone(),
             lease_token: task.lease_token.clone(),
-            output: output.take(),
+            output: piece.clone(),
+            output_offset: Some(sent),
         };
         // A heartbeat may take up to two periods (the lease is three): cut
         // sooner, a loaded server dropped the output it carried for nothing.
         match tokio::time::timeout(period * 2, client.heartbeat(request)).await {
             Ok(Ok(response)) => {
+                sent += piece.chars().count() as i64;
                 if response.into_inner().cancelled {
                     return Abandon::Cancelled;
                 }
@@ -121,12 +127,14 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &
             Ok(Err(status)) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 return Abandon::LeaseLost(status);
             }
-            Ok(Err(status)) => warn!(
-                code = ?status.code(),
-                error = %describe(&status),
-                "heartbeat failed"
-            ),
-            Err(_) => warn!(timeout_ms = (period * 2).as_millis() as u64, "heartbeat timed out"),
+            Ok(Err(status)) => {
+                output.put_back(&piece);
+                warn!(code = ?status.code(), error = %describe(&status), "heartbeat failed")
+            }
+            Err(_) => {
+                output.put_back(&piece);
+                warn!(timeout_ms = (period * 2).as_millis() as u64, "heartbeat timed out")
+            }
         }
     }
 }

@@ -493,6 +493,7 @@ async fn logs_follow_streams_output_as_it_arrives(app: TestApp) {
             task_id: task.task_id.clone(),
             lease_token: task.lease_token.clone(),
             output: output.into(),
+            output_offset: None,
         };
         let mut client = app.workers.clone();
         async move { client.heartbeat(request).await.expect("heartbeat") }

@@ -784,7 +784,7 @@ impl Fuzzer {
                 let (task_id, lease_token) = self.task();
                 let output =
                     if self.chance(30) { "x".repeat(self.rng().random_range(0..200_000)) } else { String::new() };
-                pb::HeartbeatRequest { task_id, lease_token, output }.encode_to_vec()
+                pb::HeartbeatRequest { task_id, lease_token, output, output_offset: None }.encode_to_vec()
             }
             "CompleteTask" => {
                 let (task_id, lease_token) = self.task();

@@ -245,7 +245,8 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "WorkerService/Heartbeat",
-            pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid(), output: "o".into() }.encode_to_vec(),
+            pb::HeartbeatRequest { task_id: uuid(), lease_token: uuid(), output: "o".into(), output_offset: None }
+                .encode_to_vec(),
         ),
         (
             "WorkerService/CompleteTask",

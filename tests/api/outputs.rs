@@ -16,6 +16,7 @@ crate::on_both_backends!(
     an_execution_of_a_hundred_workflows_at_the_output_cap_reads_with_a_default_client,
     a_stage_too_big_for_one_response_leaves_its_workflows_to_list_workflows,
     task_output_pages_while_running_and_follows_to_the_end,
+    a_heartbeat_sent_again_keeps_its_output_once,
 );
 
 /// What a default gRPC client accepts.
@@ -281,6 +282,7 @@ async fn task_output_pages_while_running_and_follows_to_the_end(app: TestApp) {
         task_id: task.task_id.clone(),
         lease_token: task.lease_token.clone(),
         output: output.into(),
+        output_offset: None,
     };
     app.workers.clone().heartbeat(beat("one\n")).await.expect("heartbeat with output");
 
@@ -315,4 +317,43 @@ async fn task_output_pages_while_running_and_follows_to_the_end(app: TestApp) {
     assert_eq!((tail.output.as_str(), tail.first_offset, tail.next_offset), ("three\n", 8, 14));
     let done = app.wait_final(&e.id).await;
     assert_eq!(workflow_of(&done, "build", "w").output, "one\ntwo\nthree\n");
+}
+
+/// A worker that says where each piece of output begins can send a
+/// heartbeat again when its answer was lost: the server keeps each
+/// character once, keeps what follows a lost piece, and refuses a negative
+/// offset.
+async fn a_heartbeat_sent_again_keeps_its_output_once(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("retrying", vec![workflows("build", &q, &["w"])]).await;
+    let e = app.start(&p.id).await;
+    let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(10)).await.expect("task");
+    let beat = |output: &str, offset: i64| pb::HeartbeatRequest {
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token.clone(),
+        output: output.into(),
+        output_offset: Some(offset),
+    };
+    let mut workers = app.workers.clone();
+    workers.heartbeat(beat("one\n", 0)).await.unwrap();
+    workers.heartbeat(beat("one\n", 0)).await.unwrap(); // its answer was lost
+    workers.heartbeat(beat("e\ntwo\n", 2)).await.unwrap(); // overlaps what is there
+    workers.heartbeat(beat("é✓\n", 8)).await.unwrap();
+    workers.heartbeat(beat("✓\n", 9)).await.unwrap(); // characters, not bytes
+    workers.heartbeat(beat("five\n", 20)).await.unwrap(); // the piece before it was lost
+    workers.heartbeat(beat("", 25)).await.unwrap();
+    let refused = workers.heartbeat(beat("x", -1)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("output_offset"), "{}", refused.message());
+    // Without an offset the piece is appended as it is.
+    let plain = pb::HeartbeatRequest { output: "six\n".into(), ..beat("", 0) };
+    let plain = pb::HeartbeatRequest { output_offset: None, ..plain };
+    workers.heartbeat(plain).await.unwrap();
+
+    let page = pb::GetTaskOutputRequest { task_id: task.task_id.clone(), offset: 0, max_chars: 0 };
+    let kept = app.executions.clone().get_task_output(page).await.unwrap().into_inner();
+    assert_eq!(kept.output, "one\ntwo\né✓\nfive\nsix\n");
+    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "end\n").await.unwrap();
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(workflow_of(&done, "build", "w").output, "one\ntwo\né✓\nfive\nsix\nend\n");
 }

@@ -94,6 +94,7 @@ async fn a_secret_reaches_only_its_workflow_and_no_read_shows_it(app: TestApp) {
         task_id: uses.task_id.clone(),
         lease_token: uses.lease_token.clone(),
         output: format!("login {SECRET}\n"),
+        output_offset: None,
     };
     app.workers.clone().heartbeat(beat).await.unwrap();
     let report = pb::CompleteTaskRequest {
@@ -157,6 +158,7 @@ async fn a_secret_split_across_reports_is_masked_where_the_pieces_meet(app: Test
         task_id: uses.task_id.clone(),
         lease_token: uses.lease_token.clone(),
         output,
+        output_offset: None,
     };
     let (a, b) = SECRET.split_at(7);
     let (c, d) = SECRET.split_at(12);

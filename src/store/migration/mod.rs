@@ -7,6 +7,7 @@ mod m20261126_000001_initial;
 mod m20261126_000002_access;
 mod m20261203_000003_units_of_work;
 mod m20261203_000004_outputs_and_retention;
+mod m20261204_000005_output_received;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_access::Migration),
             Box::new(m20261203_000003_units_of_work::Migration),
             Box::new(m20261203_000004_outputs_and_retention::Migration),
+            Box::new(m20261204_000005_output_received::Migration),
         ]
     }
 }
