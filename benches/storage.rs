@@ -620,6 +620,7 @@ async fn complete(client: &mut WorkerServiceClient<Channel>, task: &pb::Task, ou
         exit_code: 0,
         output,
         message: String::new(),
+        output_offset: None,
     };
     client.complete_task(request).await.context("CompleteTask")?;
     Ok(())

@@ -235,6 +235,7 @@ async fn complete(client: &mut WorkerServiceClient<Channel>, task: &pb::Task) ->
         exit_code: 0,
         output: String::new(),
         message: String::new(),
+        output_offset: None,
     };
     client.complete_task(request).await?;
     Ok(())

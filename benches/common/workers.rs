@@ -65,6 +65,7 @@ impl Workers {
                             exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
                             output: String::new(),
                             message: String::new(),
+                            output_offset: None,
                         };
                         let answer = client.complete_task(request).await;
                         script.reported(&task, Instant::now());

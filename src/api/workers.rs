@@ -57,15 +57,7 @@ impl WorkerService for WorkerApi {
         }
         // Cut to what is kept by the engine, once the secrets in it are masked.
         let output = without_nul(r.output);
-        let offset = match r.output_offset {
-            Some(offset) if offset < 0 => {
-                return Err(invalid(
-                    "output_offset",
-                    format!("characters already sent cannot be negative, got {offset}; leave it unset or count from 0"),
-                ));
-            }
-            offset => offset,
-        };
+        let offset = output_offset(r.output_offset)?;
         let beat = self.0.engine.heartbeat(&caller, &task_id, &token, &output, offset).await.map_err(to_status)?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled: beat.cancelled,
@@ -100,6 +92,7 @@ impl WorkerService for WorkerApi {
                 ),
             ));
         }
+        let output_offset = output_offset(r.output_offset)?;
         let completion = Completion {
             task_id: convert::id("task_id", &r.task_id)?,
             lease_token: convert::id("lease_token", &r.lease_token)?,
@@ -110,9 +103,21 @@ impl WorkerService for WorkerApi {
             // that bounds the masking's work.
             output: without_nul(r.output),
             message: without_nul(truncate_marked(&r.message, limits.max_output_bytes)),
+            output_offset,
         };
         let engine = self.0.engine.clone();
         detached(async move { engine.complete(&caller, completion).await }).await?;
         Ok(Response::new(pb::CompleteTaskResponse {}))
+    }
+}
+
+/// Where a piece of output begins, as the worker counts: not negative.
+fn output_offset(offset: Option<i64>) -> Result<Option<i64>, Status> {
+    match offset {
+        Some(offset) if offset < 0 => Err(invalid(
+            "output_offset",
+            format!("characters already sent cannot be negative, got {offset}; leave it unset or count from 0"),
+        )),
+        offset => Ok(offset),
     }
 }

@@ -49,6 +49,9 @@ pub struct Completion {
     pub exit_code: Option<i32>,
     pub output: String,
     pub message: String,
+    /// Characters of output the attempt sent before `output` (see
+    /// [`Engine::heartbeat`]); None appends it as it is.
+    pub output_offset: Option<i64>,
 }
 
 impl Engine {
@@ -230,7 +233,15 @@ impl Engine {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
         let limits = &self.settings().limits;
-        let output = masked_piece(&unit.tx, &c.task_id, &inputs, &c.output, limits.kept_output_bytes).await?;
+        let fresh = match c.output_offset {
+            Some(offset) => match tasks::output_received(&unit.tx, &c.task_id, &c.lease_token).await? {
+                Some(received) => unseen(&c.output, offset, received).0,
+                // Not held: the report below is refused as stale.
+                None => &c.output,
+            },
+            None => &c.output,
+        };
+        let output = masked_piece(&unit.tx, &c.task_id, &inputs, fresh, limits.kept_output_bytes).await?;
         let report = Report {
             status: match c.outcome {
                 Outcome::Succeeded => WorkflowStatus::Succeeded,

@@ -27,16 +27,6 @@ impl TailBuffer {
         self.bytes.extend(chunk);
     }
 
-    /// Puts `text` back before what is buffered (a heartbeat that carried
-    /// it failed), keeping the last `limit` bytes of the whole.
-    pub(crate) fn unshift(&mut self, text: &str) {
-        let mut bytes: VecDeque<u8> = text.bytes().collect();
-        bytes.append(&mut self.bytes);
-        let overflow = bytes.len().saturating_sub(self.limit);
-        bytes.drain(..overflow);
-        self.bytes = bytes;
-    }
-
     /// The tail as text. Cutting may have split a UTF-8 character at the
     /// front; we drop its remnant rather than show a replacement character.
     pub(crate) fn into_string(self) -> String {
@@ -57,32 +47,84 @@ impl TailBuffer {
 /// heartbeats, which send what has accumulated since the last one. Bounded
 /// like [`TailBuffer`]: if the server cannot be reached for a while, the
 /// oldest unsent output is dropped rather than the worker's memory.
+///
+/// What a heartbeat carried stays here until the server acknowledged it: a
+/// heartbeat that failed (or was cut short by the end of the run) sends it
+/// again, and the report carries it, each with the offset the server counts
+/// from, so the server keeps every character once.
 #[derive(Debug, Clone)]
-pub(crate) struct OutputSink(Arc<Mutex<TailBuffer>>);
+pub(crate) struct OutputSink(Arc<Mutex<Sink>>);
+
+#[derive(Debug)]
+struct Sink {
+    tail: TailBuffer,
+    /// Sent with a heartbeat whose answer has not come.
+    in_flight: String,
+    /// Characters the server acknowledged (or that were given up).
+    sent: i64,
+    /// Where the output `take_rest` returned begins; None if no heartbeat
+    /// carried output (then the server has none, and the report need not
+    /// say where its output begins: that costs the server a read).
+    rest_offset: Option<i64>,
+    carried: bool,
+}
 
 impl OutputSink {
     pub(crate) fn new() -> Self {
-        Self(Arc::new(Mutex::new(TailBuffer::new(OUTPUT_TAIL_LIMIT))))
+        let tail = TailBuffer::new(OUTPUT_TAIL_LIMIT);
+        Self(Arc::new(Mutex::new(Sink { tail, in_flight: String::new(), sent: 0, rest_offset: None, carried: false })))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sink> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn push(&self, chunk: &[u8]) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(chunk);
+        self.lock().tail.push(chunk);
     }
 
-    /// Output not yet taken, in whole characters.
-    pub(crate) fn take(&self) -> String {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take_text()
+    /// Output for the next heartbeat, in whole characters, and the offset it
+    /// begins at: what the last one carried if it was not acknowledged, then
+    /// what is new. At most [`OUTPUT_TAIL_LIMIT`] bytes: what is cut from the
+    /// front is given up (the server sees a gap and keeps what follows).
+    pub(crate) fn take(&self) -> (String, i64) {
+        let mut sink = self.lock();
+        let new = sink.tail.take_text();
+        sink.in_flight.push_str(&new);
+        if sink.in_flight.len() > OUTPUT_TAIL_LIMIT {
+            let mut cut = sink.in_flight.len() - OUTPUT_TAIL_LIMIT;
+            while !sink.in_flight.is_char_boundary(cut) {
+                cut += 1;
+            }
+            sink.sent += sink.in_flight[..cut].chars().count() as i64;
+            sink.in_flight.drain(..cut);
+        }
+        sink.carried |= !sink.in_flight.is_empty();
+        (sink.in_flight.clone(), sink.sent)
     }
 
-    /// Puts back a piece whose heartbeat failed, to go with the next one.
-    pub(crate) fn put_back(&self, piece: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).unshift(piece);
+    /// The server has what the last heartbeat carried.
+    pub(crate) fn acknowledge(&self) {
+        let mut sink = self.lock();
+        sink.sent += sink.in_flight.chars().count() as i64;
+        sink.in_flight.clear();
     }
 
-    /// Everything not yet taken, at the end of the run.
+    /// Everything not yet acknowledged, at the end of the run (see
+    /// [`OutputSink::rest_offset`] for where it begins).
     pub(crate) fn take_rest(&self) -> String {
-        let mut tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *tail, TailBuffer::new(OUTPUT_TAIL_LIMIT)).into_string()
+        let mut sink = self.lock();
+        let tail = std::mem::replace(&mut sink.tail, TailBuffer::new(OUTPUT_TAIL_LIMIT));
+        let mut rest = std::mem::take(&mut sink.in_flight);
+        rest.push_str(&tail.into_string());
+        sink.rest_offset = sink.carried.then_some(sink.sent);
+        rest
+    }
+
+    /// Characters of output sent before what `take_rest` returned, if any
+    /// heartbeat carried output.
+    pub(crate) fn rest_offset(&self) -> Option<i64> {
+        self.lock().rest_offset
     }
 }
 
@@ -132,14 +174,37 @@ mod tests {
     }
 
     #[test]
-    fn a_piece_put_back_goes_first_and_the_whole_stays_bounded() {
-        let mut tail = TailBuffer::new(8);
-        tail.push(b"new");
-        tail.unshift("old ");
-        assert_eq!(tail.take_text(), "old new");
-        tail.push(b"later");
-        tail.unshift("sent again");
-        assert_eq!(tail.take_text(), "ainlater", "the oldest bytes go first");
+    fn output_stays_until_acknowledged_and_the_rest_says_where_it_begins() {
+        let sink = OutputSink::new();
+        sink.push(b"one ");
+        assert_eq!(sink.take(), ("one ".to_owned(), 0));
+        sink.acknowledge();
+        sink.push("twé ".as_bytes());
+        assert_eq!(sink.take(), ("twé ".to_owned(), 4));
+        // No answer: it goes again, with what is new.
+        sink.push(b"three ");
+        assert_eq!(sink.take(), ("twé three ".to_owned(), 4));
+        sink.acknowledge();
+        sink.push(b"four");
+        assert_eq!(sink.take(), ("four".to_owned(), 14));
+        // The run ends before its answer: the report carries it.
+        sink.push(b" five");
+        assert_eq!((sink.take_rest(), sink.rest_offset()), ("four five".to_owned(), Some(14)));
+        let quiet = OutputSink::new();
+        assert_eq!(quiet.take(), (String::new(), 0));
+        quiet.push(b"all at the end");
+        assert_eq!((quiet.take_rest(), quiet.rest_offset()), ("all at the end".to_owned(), None));
+    }
+
+    #[test]
+    fn output_in_flight_is_bounded_and_what_is_cut_counts_as_given_up() {
+        let sink = OutputSink::new();
+        sink.push(&vec![b'a'; OUTPUT_TAIL_LIMIT]);
+        let _ = sink.take();
+        sink.push(b"bc");
+        let (piece, offset) = sink.take();
+        assert_eq!((piece.len(), offset), (OUTPUT_TAIL_LIMIT, 2));
+        assert!(piece.ends_with("abc"));
     }
 
     #[test]
@@ -163,13 +228,15 @@ mod tests {
     }
 
     #[test]
-    fn sink_hands_out_each_byte_once() {
+    fn sink_hands_out_each_acknowledged_byte_once() {
         let sink = OutputSink::new();
         sink.push(b"one\n");
-        assert_eq!(sink.take(), "one\n");
+        assert_eq!(sink.take(), ("one\n".to_owned(), 0));
+        sink.acknowledge();
         sink.push(b"two\n");
         sink.push(&"é".as_bytes()[..1]);
-        assert_eq!(sink.take(), "two\n");
+        assert_eq!(sink.take(), ("two\n".to_owned(), 4));
+        sink.acknowledge();
         assert_eq!(sink.take_rest(), "\u{FFFD}");
         assert_eq!(sink.take_rest(), "");
     }

@@ -83,7 +83,7 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
     } else {
         info!(outcome = %outcome, exit_code = report.exit_code, reason = %report.message, elapsed_ms, "task finished");
     }
-    complete(client, &task, report).await;
+    complete(client, &task, report, output.rest_offset()).await;
 }
 
 /// Why we stopped a task without reporting it.
@@ -97,28 +97,26 @@ enum Abandon {
 /// Heartbeats until the server wants the task stopped, each one carrying the
 /// output written since the one before, so people can follow the task live.
 /// Transient failures are only logged: the lease outlives a few missed
-/// heartbeats, and the output a failed one carried goes again with the next,
-/// from the same offset, so the server keeps it once whether or not it had
-/// stored it (the report at the end carries it if no heartbeat got through).
+/// heartbeats, and the output a failed one carried goes again with the next
+/// (or the report), from the same offset, so the server keeps it once
+/// whether or not it had stored it.
 async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &OutputSink) -> Abandon {
     let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Characters of output the server acknowledged.
-    let mut sent: i64 = 0;
     loop {
         ticks.tick().await;
-        let piece = output.take();
+        let (piece, offset) = output.take();
         let request = HeartbeatRequest {
             task_id: task.task_id.clone(),
             lease_token: task.lease_token.clone(),
-            output: piece.clone(),
-            output_offset: Some(sent),
+            output: piece,
+            output_offset: Some(offset),
         };
         // A heartbeat may take up to two periods (the lease is three): cut
         // sooner, a loaded server dropped the output it carried for nothing.
         match tokio::time::timeout(period * 2, client.heartbeat(request)).await {
             Ok(Ok(response)) => {
-                sent += piece.chars().count() as i64;
+                output.acknowledge();
                 if response.into_inner().cancelled {
                     return Abandon::Cancelled;
                 }
@@ -127,14 +125,8 @@ async fn keep_lease(mut client: Client, task: &Task, period: Duration, output: &
             Ok(Err(status)) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
                 return Abandon::LeaseLost(status);
             }
-            Ok(Err(status)) => {
-                output.put_back(&piece);
-                warn!(code = ?status.code(), error = %describe(&status), "heartbeat failed")
-            }
-            Err(_) => {
-                output.put_back(&piece);
-                warn!(timeout_ms = (period * 2).as_millis() as u64, "heartbeat timed out")
-            }
+            Ok(Err(status)) => warn!(code = ?status.code(), error = %describe(&status), "heartbeat failed"),
+            Err(_) => warn!(timeout_ms = (period * 2).as_millis() as u64, "heartbeat timed out"),
         }
     }
 }
@@ -183,7 +175,7 @@ impl Report {
 
 /// Reports the result, retrying transient failures. Refusals mean the
 /// server moved on (lease expired, task cancelled or already reported).
-async fn complete(mut client: Client, task: &Task, report: Report) {
+async fn complete(mut client: Client, task: &Task, report: Report, output_offset: Option<i64>) {
     let request = CompleteTaskRequest {
         task_id: task.task_id.clone(),
         lease_token: task.lease_token.clone(),
@@ -191,6 +183,7 @@ async fn complete(mut client: Client, task: &Task, report: Report) {
         exit_code: report.exit_code,
         output: report.output,
         message: report.message,
+        output_offset,
     };
     let mut delays = super::backoff::jittered(COMPLETE_FIRST_BACKOFF, COMPLETE_FIRST_BACKOFF * 16);
     for attempt in 1..=COMPLETE_ATTEMPTS {

@@ -795,6 +795,7 @@ impl Fuzzer {
                     exit_code: 0,
                     output: "done".into(),
                     message: String::new(),
+                    output_offset: None,
                 }
                 .encode_to_vec()
             }

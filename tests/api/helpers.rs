@@ -516,6 +516,7 @@ async fn run_task(mut client: WorkerServiceClient<Channel>, task: pb::Task, scri
             exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
             output: format!("{} attempt {}", task.workflow_name, task.attempt),
             message: String::new(),
+            output_offset: None,
         };
         if let Err(status) = client.complete_task(request).await {
             seen.lock().unwrap().refused.push(status);
@@ -652,6 +653,7 @@ pub async fn complete_task(
         exit_code: if outcome == pb::TaskOutcome::Succeeded { 0 } else { 1 },
         output: output.into(),
         message: String::new(),
+        output_offset: None,
     };
     client.clone().complete_task(request).await.map(tonic::Response::into_inner)
 }

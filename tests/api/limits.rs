@@ -257,6 +257,7 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
                 exit_code: 0,
                 output: "o".into(),
                 message: "m".into(),
+                output_offset: None,
             }
             .encode_to_vec(),
         ),
@@ -762,6 +763,7 @@ async fn worker_reports_are_capped_cut_or_refused_by_size(app: TestApp) {
         exit_code: 3,
         output: String::new(),
         message: format!("{}\0", "m".repeat(10_000)),
+        output_offset: None,
     };
     w.clone().complete_task(report).await.expect("accepted");
     let done = app.wait_final(&e.id).await;

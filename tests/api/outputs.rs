@@ -162,6 +162,7 @@ async fn a_huge_failure_message_is_stored_cut_and_once(app: TestApp) {
             exit_code: 3,
             output: "connection refused".into(),
             message: format!("{} the very end", "m".repeat(2_000_000)),
+            output_offset: None,
         };
         app.workers.clone().complete_task(report).await.expect("a long message is cut, not refused");
     }
@@ -353,7 +354,21 @@ async fn a_heartbeat_sent_again_keeps_its_output_once(app: TestApp) {
     let page = pb::GetTaskOutputRequest { task_id: task.task_id.clone(), offset: 0, max_chars: 0 };
     let kept = app.executions.clone().get_task_output(page).await.unwrap().into_inner();
     assert_eq!(kept.output, "one\ntwo\né✓\nfive\nsix\n");
-    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "end\n").await.unwrap();
+    // The report repeats what the last heartbeat carried (its answer was
+    // lost) and says so: kept once. Received so far: 29 characters.
+    let report = pb::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: "six\nend\n".into(),
+        output_offset: Some(25),
+        ..Default::default()
+    };
+    let negative = pb::CompleteTaskRequest { output_offset: Some(-5), ..report.clone() };
+    let refused = workers.complete_task(negative).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("output_offset"), "{}", refused.message());
+    workers.complete_task(report).await.unwrap();
     let done = app.wait_final(&e.id).await;
     assert_eq!(workflow_of(&done, "build", "w").output, "one\ntwo\né✓\nfive\nsix\nend\n");
 }
