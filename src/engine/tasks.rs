@@ -172,27 +172,21 @@ impl Engine {
                 tasks::extend_lease(&single, task_id, lease_token, until, piece.piece(), received).await?
             }
             Some(offset) => {
-                let tx = self.store().write().await?;
+                // A unit of its own: the received count is read and moved on
+                // under the row lock.
+                let unit = self.unit(None).await?;
+                let tx = &unit.tx;
                 let result = async {
-                    let Some(received) = tasks::output_received(&tx, task_id, lease_token).await? else {
-                        return Ok::<_, Error>(false);
+                    let Some(received) = tasks::output_received(tx, task_id, lease_token).await? else {
+                        return Ok(false);
                     };
                     let (fresh, total) = unseen(output, offset, received);
-                    let piece = self.masked_output(&tx, task_id, fresh).await?;
+                    let piece = self.masked_output(tx, task_id, fresh).await?;
                     let received = Received::Now(total);
-                    Ok(tasks::extend_lease(&tx, task_id, lease_token, until, piece.piece(), received).await?)
+                    Ok(tasks::extend_lease(tx, task_id, lease_token, until, piece.piece(), received).await?)
                 }
                 .await;
-                match result {
-                    Ok(extended) => {
-                        tx.commit().await?;
-                        extended
-                    }
-                    Err(e) => {
-                        tx.rollback().await;
-                        return Err(e);
-                    }
-                }
+                self.finish(unit, result).await?
             }
         };
         if extended {

@@ -464,8 +464,7 @@ pub async fn report_counted(
         "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
          t AS (UPDATE tasks SET \
            status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, \
-           output = right(left(output, char_length(output) - CAST($11 AS INTEGER)) || $6, {KEPT_OUTPUT_CHARS}), \
-           output_chars = output_chars + $10, \
+           output = {output}, output_chars = output_chars + $10, \
            status_message = CASE WHEN deadline_at <= $7 \
              THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $8 END, \
            ended_at = $7, lease_expires_at = NULL \
@@ -484,6 +483,7 @@ pub async fn report_counted(
            RETURNING {stage_cols}), \
          n AS (SELECT 1 AS one FROM e, pg_notify($9, 'c ' || e.id)) \
          SELECT {e}, {t}, {s} FROM e LEFT JOIN t ON true LEFT JOIN s ON true LEFT JOIN n ON true",
+        output = appended_output(c, 6, 11),
         exec = executions::COLUMNS,
         stage_cols = stages::COLUMNS.split(',').map(|c| format!("stages.{}", c.trim())).collect::<Vec<_>>().join(", "),
         e = alias("e", executions::COLUMNS),
