@@ -18,7 +18,9 @@
 //!    (carries 2 stages over, dispatches 4 tasks);
 //! 4. end to end: a 20-stage × 4-workflow pipeline whose original run fails
 //!    in its last stage (so all 20 stages ran), then resumed from stage
-//!    index 10 (carries stages 0..=9 over, runs 10..=19), scripted gRPC workers;
+//!    index 10 (carries stages 0..=9 over, runs 10..=19), scripted gRPC
+//!    workers that ask for their next task with each report, and the same
+//!    with workers that only poll;
 //! 5. GetExecution (BASIC, FULL) of the last resumed 20×4 execution beside
 //!    the health Check, both driven by h2load (skipped if it is missing).
 //!
@@ -48,7 +50,7 @@ use tonic::transport::Channel;
 
 use common::{
     seed::{chain_len, count_executions, rows, seed, seeded_id, table_bytes},
-    workers::{Script, Workers},
+    workers::{Next, Script, Workers},
     *,
 };
 
@@ -227,6 +229,9 @@ struct BackendReport {
     four_from_2: Series,
     e2e_original: Vec<Duration>,
     e2e_resumed: Vec<Duration>,
+    /// The same with workers that only poll (no next_task_queue in reports).
+    e2e_polled_original: Vec<Duration>,
+    e2e_polled_resumed: Vec<Duration>,
     /// GetExecution of a 20×4 execution and the no-op floor, by h2load.
     reads: Option<Reads>,
     history: Vec<HistoryReport>,
@@ -264,14 +269,17 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         let four_from_2 = resume_series(&server, std::mem::take(&mut failed), 1, 2).await?;
 
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, original run then resume from index {E2E_RESUME_FROM}, × {E2E_RUNS} (+1 warm-up)");
-        let (e2e_original, e2e_resumed, resumed) = e2e(&server).await?;
+        let (e2e_polled_original, e2e_polled_resumed, _) = e2e(&server, Next::Poll).await?;
+        let (e2e_original, e2e_resumed, resumed) = e2e(&server, Next::WithReport).await?;
         let reads = reads(&server, &resumed).await?;
-        anyhow::Ok((prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed, reads))
+        let e2e = [e2e_original, e2e_resumed, e2e_polled_original, e2e_polled_resumed];
+        anyhow::Ok((prep, one, many, four_from_0, four_from_2, e2e, reads))
     }
     .await;
     server.stop().await;
     drop(small);
-    let (prep, one, many, four_from_0, four_from_2, e2e_original, e2e_resumed, reads) = first?;
+    let (prep, one, many, four_from_0, four_from_2, e2e, reads) = first?;
+    let [e2e_original, e2e_resumed, e2e_polled_original, e2e_polled_resumed] = e2e;
 
     // The history database: 10k then 1M seeded executions.
     let big = BenchDb::create(&backend).await?;
@@ -320,6 +328,8 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         four_from_2,
         e2e_original,
         e2e_resumed,
+        e2e_polled_original,
+        e2e_polled_resumed,
         reads,
         history,
         large_resume,
@@ -455,7 +465,7 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
 /// Original runs of a 20×4 pipeline that fail in their last stage (so every
 /// stage ran), each then resumed from stage E2E_RESUME_FROM and run to
 /// success: their times, and the last resumed execution.
-async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, String)> {
+async fn e2e(server: &Server, next: Next) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, String)> {
     let queue = queue_name();
     let stages = (0..E2E_STAGES).map(|s| workflow_stage(&format!("s{s:02}"), &queue, &names("w", E2E_WIDTH))).collect();
     let pipeline = server.create_pipeline(stages).await?;
@@ -468,7 +478,7 @@ async fn e2e(server: &Server) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, S
             t.stage_name == last && t.workflow_name == victim && originals.lock().unwrap().contains(&t.execution_id)
         })
     };
-    let workers = Workers::start(server, &queue, E2E_SLOTS, fail);
+    let workers = Workers::start_with(server, &queue, E2E_SLOTS, fail, next);
     let result = async {
         let (mut original, mut resumed, mut last) = (Vec::new(), Vec::new(), String::new());
         for run in 0..=E2E_RUNS {
@@ -827,6 +837,13 @@ fn print_report(reports: &[BackendReport]) {
             ms(o / E2E_STAGES as u32),
             ms(s / (E2E_STAGES - E2E_RESUME_FROM) as u32),
         );
+        println!(
+            "  (workers above ask for their next task with each report; workers that only poll: original {} ms, resumed {} ms ({}..{}))",
+            ms(p50(&r.e2e_polled_original)),
+            ms(p50(&r.e2e_polled_resumed)),
+            ms(r.e2e_polled_resumed.iter().copied().min().unwrap_or_default()),
+            ms(max(&r.e2e_polled_resumed))
+        );
         println!();
         match &r.reads {
             None => println!(
@@ -885,6 +902,9 @@ fn print_report(reports: &[BackendReport]) {
         });
         line("e2e 20×4: original / resumed from 10", &|r| {
             format!("{} / {} ms", ms(p50(&r.e2e_original)), ms(p50(&r.e2e_resumed)))
+        });
+        line("  the same, workers that only poll", &|r| {
+            format!("{} / {} ms", ms(p50(&r.e2e_polled_original)), ms(p50(&r.e2e_polled_resumed)))
         });
     }
 }

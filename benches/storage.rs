@@ -621,6 +621,7 @@ async fn complete(client: &mut WorkerServiceClient<Channel>, task: &pb::Task, ou
         output,
         message: String::new(),
         output_offset: None,
+        ..Default::default()
     };
     client.complete_task(request).await.context("CompleteTask")?;
     Ok(())

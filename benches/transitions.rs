@@ -14,8 +14,9 @@
 //!    workflow to a poller already parked in PollTask receiving the next
 //!    stage's task, over real gRPC; stages of 1 and of 4 parallel workflows;
 //! 3. end to end: a 20-stage pipeline of 4 parallel no-op workflows, with
-//!    scripted gRPC workers (1, 4 and 8 polling slots) and with the reference
-//!    shell worker (`worker::run_with_channel`, concurrency 4) running `true`.
+//!    scripted gRPC workers (1, 4 and 8 slots that ask for their next task
+//!    with each report, and 4 that only poll) and with the reference shell
+//!    worker (`worker::run_with_channel`, concurrency 4) running `true`.
 //!
 //! Besides, for reading the figures: a gRPC round trip (health check), the
 //! CompleteTask round trip, transitions early vs. late in a 50-stage
@@ -138,6 +139,8 @@ struct BackendReport {
     e2e_scripted_1: EndToEnd,
     e2e_scripted: EndToEnd,
     e2e_scripted_8: EndToEnd,
+    /// 4 slots that never ask for a task with their report.
+    e2e_polling: EndToEnd,
     e2e_shell: EndToEnd,
 }
 
@@ -160,11 +163,15 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
         eprintln!("[{name}] transitions, 4 workflows per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
         let four = transitions(&server, 4).await?;
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (1 slot) × {E2E_RUNS}");
-        let scripted_1 = e2e_scripted(&server, 1).await?;
+        let scripted_1 = e2e_scripted(&server, 1, true).await?;
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (4 slots) × {E2E_RUNS}");
-        let scripted_4 = e2e_scripted(&server, 4).await?;
+        let scripted_4 = e2e_scripted(&server, 4, true).await?;
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (8 slots) × {E2E_RUNS}");
-        let scripted_8 = e2e_scripted(&server, 8).await?;
+        let scripted_8 = e2e_scripted(&server, 8, true).await?;
+        eprintln!(
+            "[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, scripted gRPC workers (4 slots, polling only) × {E2E_RUNS}"
+        );
+        let polling = e2e_scripted(&server, 4, false).await?;
         eprintln!("[{name}] end to end {E2E_STAGES}×{E2E_WIDTH}, reference shell worker (concurrency 4) × {E2E_RUNS}");
         let e2e_shell = e2e_shell(&server, 4).await?;
         anyhow::Ok(BackendReport {
@@ -179,6 +186,7 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
             e2e_scripted_1: scripted_1,
             e2e_scripted: scripted_4,
             e2e_scripted_8: scripted_8,
+            e2e_polling: polling,
             e2e_shell,
         })
     }
@@ -227,18 +235,28 @@ async fn within<T>(what: &str, f: impl Future<Output = anyhow::Result<T>>) -> an
     }
 }
 
+/// CompleteTask that asks for nothing more (the transition series: the
+/// next stage's tasks go to the parked pollers being timed).
 async fn complete(client: &mut WorkerServiceClient<Channel>, task: &pb::Task) -> anyhow::Result<()> {
+    complete_asking(client, task, "", "").await.map(drop)
+}
+
+/// CompleteTask that asks for the next task of `next_queue` (unless empty).
+async fn complete_asking(
+    client: &mut WorkerServiceClient<Channel>,
+    task: &pb::Task,
+    next_queue: &str,
+    worker_id: &str,
+) -> anyhow::Result<Option<pb::Task>> {
     let request = pb::CompleteTaskRequest {
         task_id: task.task_id.clone(),
         lease_token: task.lease_token.clone(),
         outcome: pb::TaskOutcome::Succeeded as i32,
-        exit_code: 0,
-        output: String::new(),
-        message: String::new(),
-        output_offset: None,
+        next_task_queue: next_queue.into(),
+        worker_id: worker_id.into(),
+        ..Default::default()
     };
-    client.complete_task(request).await?;
-    Ok(())
+    Ok(client.complete_task(request).await?.into_inner().next_task)
 }
 
 fn poll_request(queue: &str, worker_id: &str) -> pb::PollTaskRequest {
@@ -424,8 +442,10 @@ async fn e2e_runs(server: &Server, queue: &str) -> anyhow::Result<Vec<Duration>>
     Ok(samples)
 }
 
-/// Workers that poll over gRPC and complete every task at once.
-async fn e2e_scripted(server: &Server, slots: usize) -> anyhow::Result<EndToEnd> {
+/// Workers that complete every task at once over gRPC; with `ask_next`,
+/// each report asks for the worker's next task (a PollTask only when the
+/// answer carries none).
+async fn e2e_scripted(server: &Server, slots: usize, ask_next: bool) -> anyhow::Result<EndToEnd> {
     let queue = queue_name();
     let stop = CancellationToken::new();
     let workers: Vec<_> = (0..slots)
@@ -434,16 +454,25 @@ async fn e2e_scripted(server: &Server, slots: usize) -> anyhow::Result<EndToEnd>
             let id = format!("bench-scripted-{i}");
             tokio::spawn(async move {
                 let mut completes = Vec::new();
+                let mut handed = None;
                 loop {
-                    let polled = tokio::select! {
-                        r = client.poll_task(poll_request(&queue, &id)) => r,
-                        _ = stop.cancelled() => return anyhow::Ok(completes),
+                    let task = match handed.take() {
+                        Some(task) => task,
+                        None => {
+                            let polled = tokio::select! {
+                                r = client.poll_task(poll_request(&queue, &id)) => r,
+                                _ = stop.cancelled() => return anyhow::Ok(completes),
+                            };
+                            match polled.context("PollTask failed")?.into_inner().task {
+                                Some(task) => task,
+                                None => continue,
+                            }
+                        }
                     };
-                    if let Some(task) = polled.context("PollTask failed")?.into_inner().task {
-                        let started = Instant::now();
-                        complete(&mut client, &task).await?;
-                        completes.push(started.elapsed());
-                    }
+                    let started = Instant::now();
+                    let next_queue = if ask_next && !stop.is_cancelled() { queue.as_str() } else { "" };
+                    handed = complete_asking(&mut client, &task, next_queue, &id).await?;
+                    completes.push(started.elapsed());
                 }
             })
         })
@@ -590,14 +619,19 @@ fn print_report(reports: &[BackendReport]) {
         println!("    scripted, 1 slot:                    {}", spread(&r.e2e_scripted_1.runs));
         println!("    scripted, 4 slots:                   {}", spread(&r.e2e_scripted.runs));
         println!("    scripted, 8 slots:                   {}", spread(&r.e2e_scripted_8.runs));
+        println!("    scripted, 4 slots, polling only:     {}", spread(&r.e2e_polling.runs));
         println!("    reference shell worker, 4:           {}", spread(&r.e2e_shell.runs));
         println!(
             "    per stage:                           scripted 4 slots {} ms, shell {} ms",
             ms(p50(&r.e2e_scripted.runs) / E2E_STAGES as u32),
             ms(p50(&r.e2e_shell.runs) / E2E_STAGES as u32),
         );
-        for (label, e) in [("1 slot", &r.e2e_scripted_1), ("4 slots", &r.e2e_scripted), ("8 slots", &r.e2e_scripted_8)]
-        {
+        for (label, e) in [
+            ("1 slot", &r.e2e_scripted_1),
+            ("4 slots", &r.e2e_scripted),
+            ("8 slots", &r.e2e_scripted_8),
+            ("4 polling", &r.e2e_polling),
+        ] {
             println!(
                 "    CompleteTask in e2e, {label:<8}:       {} (n={})",
                 trio(&e.complete_rpc),

@@ -56,7 +56,7 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
     metrics::describe_counter!(CLAIMS, "task claims by whether they found a task (found=true|false)");
     metrics::describe_counter!(
         HANDED_AT_DISPATCH,
-        "tasks leased to a parked worker by the transaction that queued them (no claim needed)"
+        "tasks leased by the transaction that queued them, to a parked worker or to a worker whose report it committed (no claim needed)"
     );
     metrics::describe_gauge!(
         EXECUTIONS,

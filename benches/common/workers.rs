@@ -36,8 +36,24 @@ pub struct Workers {
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// How a worker gets its next task after a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Always by PollTask (what a worker written before
+    /// CompleteTaskRequest.next_task_queue does).
+    Poll,
+    /// Asked for with the report (next_task_queue); PollTask when the
+    /// answer carries none.
+    WithReport,
+}
+
 impl Workers {
+    /// Workers that ask for their next task with each report.
     pub fn start(server: &Server, queue: &str, slots: usize, script: Arc<dyn Script>) -> Workers {
+        Workers::start_with(server, queue, slots, script, Next::WithReport)
+    }
+
+    pub fn start_with(server: &Server, queue: &str, slots: usize, script: Arc<dyn Script>, next: Next) -> Workers {
         let stop = CancellationToken::new();
         let tasks = (0..slots)
             .map(|i| {
@@ -45,17 +61,26 @@ impl Workers {
                     (server.workers(), queue.to_owned(), stop.clone(), script.clone());
                 let id = format!("bench-worker-{i}");
                 tokio::spawn(async move {
+                    let mut handed: Option<pb::Task> = None;
                     loop {
-                        let request = pb::PollTaskRequest {
-                            task_queue: queue.clone(),
-                            worker_id: id.clone(),
-                            wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+                        let task = match handed.take() {
+                            Some(task) => task,
+                            None => {
+                                let request = pb::PollTaskRequest {
+                                    task_queue: queue.clone(),
+                                    worker_id: id.clone(),
+                                    wait: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+                                };
+                                let polled = tokio::select! {
+                                    r = client.poll_task(request) => r,
+                                    _ = stop.cancelled() => return anyhow::Ok(()),
+                                };
+                                let Some(task) = polled.context("PollTask failed")?.into_inner().task else {
+                                    continue;
+                                };
+                                task
+                            }
                         };
-                        let polled = tokio::select! {
-                            r = client.poll_task(request) => r,
-                            _ = stop.cancelled() => return anyhow::Ok(()),
-                        };
-                        let Some(task) = polled.context("PollTask failed")?.into_inner().task else { continue };
                         let outcome =
                             if script.fails(&task) { pb::TaskOutcome::Failed } else { pb::TaskOutcome::Succeeded };
                         let request = pb::CompleteTaskRequest {
@@ -66,9 +91,18 @@ impl Workers {
                             output: String::new(),
                             message: String::new(),
                             output_offset: None,
+                            next_task_queue: if next == Next::WithReport && !stop.is_cancelled() {
+                                queue.clone()
+                            } else {
+                                String::new()
+                            },
+                            worker_id: id.clone(),
                         };
                         let answer = client.complete_task(request).await;
                         script.reported(&task, Instant::now());
+                        let answer = answer.map(|a| {
+                            handed = a.into_inner().next_task;
+                        });
                         // A stage that failed may refuse its other workflows' late reports.
                         if let Err(status) = answer
                             && !matches!(

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::{
     domain::limits::{truncate_marked, without_nul},
-    engine::{Completion, Outcome},
+    engine::{Completion, NextTask, Outcome},
     proto::{self as pb, worker_service_server::WorkerService},
 };
 
@@ -29,8 +29,7 @@ impl WorkerService for WorkerApi {
             Some(d) => convert::std_duration(d).ok_or_else(|| invalid("wait", "must not be negative"))?,
         };
         let wait = if wait.is_zero() { DEFAULT_WAIT } else { wait.min(MAX_WAIT) };
-        let worker = convert::token("worker_id", r.worker_id, limits.max_worker_id_bytes)?
-            .unwrap_or_else(|| "unnamed".to_owned());
+        let worker = worker_id(r.worker_id, limits)?;
         // The claim itself is one statement; if the caller goes away right
         // after it, the lease simply expires and the task is offered again.
         let task = tokio::select! {
@@ -93,6 +92,9 @@ impl WorkerService for WorkerApi {
             ));
         }
         let output_offset = output_offset(r.output_offset)?;
+        let worker = worker_id(r.worker_id, limits)?;
+        let next =
+            convert::name("next_task_queue", r.next_task_queue, limits, false)?.map(|queue| NextTask { queue, worker });
         let completion = Completion {
             task_id: convert::id("task_id", &r.task_id)?,
             lease_token: convert::id("lease_token", &r.lease_token)?,
@@ -106,9 +108,14 @@ impl WorkerService for WorkerApi {
             output_offset,
         };
         let engine = self.0.engine.clone();
-        detached(async move { engine.complete(&caller, completion).await }).await?;
-        Ok(Response::new(pb::CompleteTaskResponse {}))
+        let next_task = detached(async move { engine.complete(&caller, completion, next.as_ref()).await }).await?;
+        Ok(Response::new(pb::CompleteTaskResponse { next_task: next_task.map(convert::task) }))
     }
+}
+
+/// Who asks for tasks, for logs and the execution record.
+fn worker_id(id: String, limits: &crate::domain::limits::Limits) -> Result<String, Status> {
+    Ok(convert::token("worker_id", id, limits.max_worker_id_bytes)?.unwrap_or_else(|| "unnamed".to_owned()))
 }
 
 /// Where a piece of output begins, as the worker counts: not negative.

@@ -35,6 +35,8 @@ pub(super) struct Dispatcher {
     pub claims_found: AtomicU64,
     pub claims_empty: AtomicU64,
     pub handed_at_dispatch: AtomicU64,
+    /// Of those, leased to a reporter and sent with its report's answer.
+    pub handed_with_report: AtomicU64,
 }
 
 /// How tasks reached workers on this replica so far.
@@ -46,6 +48,9 @@ pub struct ClaimCounts {
     pub empty: u64,
     /// Tasks leased straight to a parked worker by the transaction that queued them.
     pub handed_at_dispatch: u64,
+    /// Of those, leased to a worker whose report that transaction committed,
+    /// and sent with the report's answer.
+    pub handed_with_report: u64,
 }
 
 #[derive(Default)]
@@ -123,6 +128,26 @@ impl Waiter {
     pub fn hand(self, task: ClaimedTask) -> Result<(), Box<ClaimedTask>> {
         self.to.send(task).map_err(Box::new)
     }
+}
+
+impl Waiter {
+    /// A worker that reports a task and is ready for its next one: not in
+    /// any line, it is offered only the tasks its own report's unit
+    /// dispatches (see [`Eager`]).
+    pub fn reporting(worker: &str) -> (Waiter, oneshot::Receiver<ClaimedTask>) {
+        let (to, task) = oneshot::channel();
+        (Waiter { id: 0, worker: worker.to_owned(), to }, task)
+    }
+}
+
+/// A reporter ready for a task of `queue` (CompleteTaskRequest.next_task_queue).
+/// It rides with its report into the unit that commits it: a task that unit
+/// dispatches on `queue` and no parked poller takes is leased to it. Since
+/// the unit commits only if the report is accepted, a refused report is
+/// never handed a task; a unit rolled back hands nothing.
+pub(super) struct Eager {
+    pub queue: String,
+    pub waiter: Waiter,
 }
 
 /// A poller's place in a queue's line; dropping it (the poll ended, or its
@@ -250,6 +275,16 @@ impl Dispatcher {
             }
             None => false,
         })
+    }
+
+    /// Leaves the line, with the task a dispatch handed meanwhile if one
+    /// took this poller (waiting for that dispatch's commit, or its
+    /// rollback, which hands nothing).
+    pub async fn collect(&self, mut r: Registration) -> Option<ClaimedTask> {
+        if self.withdraw(&r) {
+            return None;
+        }
+        (&mut r.task).await.ok()
     }
 
     /// Takes up to `n` parked pollers of `queue`, longest waiting first.

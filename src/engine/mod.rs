@@ -48,7 +48,7 @@ pub use query::Page;
 pub use resume::{PlannedStage, ResumeOutcome, ResumeRequest};
 pub use retention::{SweepOptions, Swept};
 pub use start::StartRequest;
-pub use tasks::{Beat, ClaimedTask, Completion, Outcome};
+pub use tasks::{Beat, ClaimedTask, Completion, NextTask, Outcome};
 pub use views::Watch;
 
 /// Tunables of the engine; defaults suit production, tests shorten them.

@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Mutex, time::Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Engine, Error, Result, locks::Turn, tasks::Completion};
+use super::{Engine, Error, Result, dispatch::Eager, locks::Turn, tasks::Completion};
 use crate::{
     domain::execution::WorkflowRun,
     store::{Cause, StoreError},
@@ -19,6 +19,8 @@ use crate::{
 /// A report waiting for its execution's turn, and where its answer goes.
 struct Queued {
     completion: Completion,
+    /// The reporter, if it is ready for its next task.
+    eager: Option<Eager>,
     answer: oneshot::Sender<Result<WorkflowRun>>,
 }
 
@@ -49,10 +51,12 @@ impl Engine {
     }
 
     /// Commits `c` for the task's execution, with whatever other reports of
-    /// that execution are waiting when its turn comes.
-    pub(super) async fn report(&self, execution_id: &str, c: Completion) -> Result<WorkflowRun> {
+    /// that execution are waiting when its turn comes. `eager` goes with it
+    /// into the unit that commits it; whatever that unit leases it has
+    /// been handed by the time the answer comes.
+    pub(super) async fn report(&self, execution_id: &str, c: Completion, eager: Option<Eager>) -> Result<WorkflowRun> {
         let (answer, answered) = oneshot::channel();
-        self.inner.reports.push(execution_id, Queued { completion: c, answer });
+        self.inner.reports.push(execution_id, Queued { completion: c, eager, answer });
         let started = Instant::now();
         let turn = self.inner.locks.turn(execution_id).await;
         let group = self.inner.reports.take(execution_id);
@@ -70,13 +74,16 @@ impl Engine {
         })?
     }
 
-    async fn commit_group(&self, turn: Turn, started: Instant, id: &str, group: Vec<Queued>) {
+    async fn commit_group(&self, turn: Turn, started: Instant, id: &str, mut group: Vec<Queued>) {
         if group.len() == 1 {
-            let q = group.into_iter().next().expect("one report");
-            let _ = q.answer.send(self.report_alone(Some((turn, started)), id, &q.completion).await);
+            let mut q = group.into_iter().next().expect("one report");
+            let _ = q.answer.send(self.report_alone(Some((turn, started)), id, &q.completion, q.eager.take()).await);
             return;
         }
-        if let Some(runs) = self.try_group(turn, started, id, &group).await {
+        // Should the group fail, its reporters get no next task (their
+        // reports, run again alone, may still be accepted): they poll.
+        let eager = group.iter_mut().filter_map(|q| q.eager.take()).collect();
+        if let Some(runs) = self.try_group(turn, started, id, &group, eager).await {
             self.inner.reports.grouped.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
             for (q, run) in group.into_iter().zip(runs) {
                 let _ = q.answer.send(Ok(run));
@@ -84,15 +91,23 @@ impl Engine {
             return;
         }
         for q in group {
-            let _ = q.answer.send(self.report_alone(None, id, &q.completion).await);
+            let _ = q.answer.send(self.report_alone(None, id, &q.completion, None).await);
         }
     }
 
     /// All of `group` in one transaction, or None (rolled back) if any of
     /// them failed. Each report's writes reach the database before the next
     /// one reads the execution.
-    async fn try_group(&self, turn: Turn, started: Instant, id: &str, group: &[Queued]) -> Option<Vec<WorkflowRun>> {
+    async fn try_group(
+        &self,
+        turn: Turn,
+        started: Instant,
+        id: &str,
+        group: &[Queued],
+        eager: Vec<Eager>,
+    ) -> Option<Vec<WorkflowRun>> {
         let mut unit = self.unit_in(Some(turn), started).await.ok()?;
+        unit.eager = eager;
         let result = async {
             let mut runs = Vec::with_capacity(group.len());
             for q in group {
@@ -110,11 +125,18 @@ impl Engine {
 
     /// One report in a unit of its own: in the turn given (taken at the
     /// time given), or after waiting for one.
-    async fn report_alone(&self, turn: Option<(Turn, Instant)>, id: &str, c: &Completion) -> Result<WorkflowRun> {
+    async fn report_alone(
+        &self,
+        turn: Option<(Turn, Instant)>,
+        id: &str,
+        c: &Completion,
+        eager: Option<Eager>,
+    ) -> Result<WorkflowRun> {
         let mut unit = match turn {
             Some((turn, started)) => self.unit_in(Some(turn), started).await?,
             None => self.unit(Some(id)).await?,
         };
+        unit.eager.extend(eager);
         let result = self.complete_in(&mut unit, id, c).await;
         self.finish(unit, result).await
     }

@@ -90,8 +90,9 @@ impl Engine {
     }
 
     /// Inserts newly queued workflows. As many as there are workers parked
-    /// on their queue are leased to them in this transaction and handed over
-    /// after the commit; the rest wait for a claim.
+    /// on their queue (or reporting in this unit, ready for more) are leased
+    /// to them in this transaction and handed over after the commit; the
+    /// rest wait for a claim.
     pub(super) async fn dispatch(
         &self,
         unit: &mut Unit,
@@ -111,7 +112,15 @@ impl Engine {
         let queues: Vec<String> = queues.into_iter().map(str::to_owned).collect();
         for queue in &queues {
             let on_queue: Vec<usize> = (0..queued.len()).filter(|i| &queued[*i].task_queue == queue).collect();
-            let waiters = self.inner.dispatch.take(queue, on_queue.len());
+            let mut waiters = self.inner.dispatch.take(queue, on_queue.len());
+            // Parked pollers first; then the reporters of this unit that
+            // asked for a task of this queue.
+            while waiters.len() < on_queue.len() {
+                match unit.eager.iter().position(|e| &e.queue == queue) {
+                    Some(i) => waiters.push(unit.eager.swap_remove(i).waiter),
+                    None => break,
+                }
+            }
             let handed = waiters.len();
             for (waiter, &i) in waiters.into_iter().zip(&on_queue) {
                 let w = &mut queued[i];

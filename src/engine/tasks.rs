@@ -4,7 +4,12 @@ use std::{collections::BTreeMap, time::Duration};
 
 use tokio::time::Instant;
 
-use super::{Engine, Error, Result, authorize, new_id, now, work::Unit};
+use super::{
+    Engine, Error, Result, authorize,
+    dispatch::{Eager, Waiter},
+    new_id, now,
+    work::Unit,
+};
 use crate::{
     domain::{
         access::Caller,
@@ -27,6 +32,14 @@ pub struct ClaimedTask {
     pub stage_name: String,
     pub environment: BTreeMap<String, String>,
     pub lease: Duration,
+}
+
+/// Where a worker that reports a task takes its next one from (see
+/// [`Engine::complete`]).
+#[derive(Debug, Clone)]
+pub struct NextTask {
+    pub queue: String,
+    pub worker: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,12 +121,9 @@ impl Engine {
                 _ = tokio::time::sleep_until(recheck.min(deadline)) => {}
             }
             tracing::trace!(queue, "poll: woken");
-            if !dispatch.withdraw(&parked) {
-                tracing::trace!(queue, "poll: taken by a dispatch; waiting for the handoff");
-                // A dispatch took this poller meanwhile: its task is on the way.
-                if let Ok(task) = (&mut parked.task).await {
-                    return Ok(Some(task));
-                }
+            // A dispatch may have taken this poller meanwhile.
+            if let Some(task) = dispatch.collect(parked).await {
+                return Ok(Some(task));
             }
             if Instant::now() >= deadline {
                 return Ok(None);
@@ -208,10 +218,33 @@ impl Engine {
 
     /// Records a task's result and, when it was the stage's last, moves the
     /// execution on (next stage dispatched) in the same transaction.
-    pub async fn complete(&self, caller: &Caller, c: Completion) -> Result<()> {
+    ///
+    /// With `next`, the reporting worker is ready for a task of that queue:
+    /// one that the unit committing its report dispatches there (the next
+    /// stage's, when the report ends a stage) and no parked poller takes is
+    /// leased to it in that unit, and returned. Nothing is waited for
+    /// beyond the report's own commit.
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        c: Completion,
+        next: Option<&NextTask>,
+    ) -> Result<Option<ClaimedTask>> {
         authorize::run_tasks(caller)?;
         let execution_id = self.execution_of_task(&c.task_id).await?;
-        let run = self.report(&execution_id, c).await?;
+        let (eager, handed) = match next {
+            Some(n) => {
+                let (waiter, handed) = Waiter::reporting(&n.worker);
+                (Some(Eager { queue: n.queue.clone(), waiter }), Some(handed))
+            }
+            None => (None, None),
+        };
+        let run = self.report(&execution_id, c, eager).await?;
+        // Handed over after the commit and before the answer, if at all.
+        let handed = handed.and_then(|mut h| h.try_recv().ok());
+        if handed.is_some() {
+            self.inner.dispatch.handed_with_report.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.events().output_changed(&run.task_id);
         // An exit code only when the worker reported one: `exit_code=0` for none would mislead.
         match run.exit_code {
@@ -220,7 +253,7 @@ impl Engine {
             None => tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
                 status = %run.status, "task completed"),
         }
-        Ok(())
+        Ok(handed)
     }
 
     pub(super) async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
@@ -351,6 +384,7 @@ impl Engine {
             found: d.claims_found.load(Relaxed),
             empty: d.claims_empty.load(Relaxed),
             handed_at_dispatch: d.handed_at_dispatch.load(Relaxed),
+            handed_with_report: d.handed_with_report.load(Relaxed),
         }
     }
 

@@ -4,7 +4,13 @@
 //! unit did is visible to anyone (workers, watchers, other replicas, the
 //! caller) before its COMMIT returned success.
 
-use super::{Engine, Result, dispatch::Waiter, events::Announcement, locks::Turn, tasks::ClaimedTask};
+use super::{
+    Engine, Result,
+    dispatch::{Eager, Waiter},
+    events::Announcement,
+    locks::Turn,
+    tasks::ClaimedTask,
+};
 use crate::{
     domain::execution::Millis,
     store::{Batch, Tx},
@@ -18,6 +24,8 @@ pub(super) struct Unit {
     /// the end (one statement on PostgreSQL), right before COMMIT.
     pub batch: Batch,
     pub after: After,
+    /// Reporters in this unit ready for their next task (see [`Eager`]).
+    pub eager: Vec<Eager>,
     /// When the unit began, for the stage transition metric.
     pub started: std::time::Instant,
 }
@@ -112,7 +120,7 @@ impl Engine {
         tracing::trace!("unit: turn taken, waiting for a connection");
         let tx = self.store().write().await?;
         tracing::trace!("unit: transaction begun");
-        Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), started })
+        Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), eager: Vec::new(), started })
     }
 
     /// Ends a unit: commits if `result` is Ok, then applies what it makes

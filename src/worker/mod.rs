@@ -160,6 +160,8 @@ async fn connect(server: &str, shutdown: &CancellationToken) -> anyhow::Result<O
 
 /// One unit of concurrency: poll, run, repeat. A task that has started is
 /// always seen through, even after shutdown, so its result is reported.
+/// Each report asks for the slot's next task (unless shutting down), which
+/// spares a poll when the report itself dispatches one.
 async fn run_slot(
     client: Client,
     config: Arc<WorkerConfig>,
@@ -169,7 +171,15 @@ async fn run_slot(
 ) {
     let fresh = || backoff::jittered(FIRST_BACKOFF, MAX_BACKOFF);
     let mut delays = fresh();
+    let ask = task::Next { queue: &config.queue, worker_id: &config.worker_id, shutdown: &shutdown };
+    let mut next = None;
     loop {
+        // A task that came with the last report is already leased to this
+        // slot: it runs even during shutdown, like any task that reached us.
+        if let Some(task) = next.take() {
+            next = task::execute(client.clone(), task, &inherited, &ask).await;
+            continue;
+        }
         // Abandoning a poll on shutdown is safe: a task leased in that instant
         // comes back to the queue when its lease expires.
         let polled = tokio::select! {
@@ -180,7 +190,7 @@ async fn run_slot(
         match polled {
             Ok(Some(task)) => {
                 delays = fresh();
-                task::execute(client.clone(), task, &inherited).await;
+                next = task::execute(client.clone(), task, &inherited, &ask).await;
             }
             Ok(None) => delays = fresh(),
             Err(status) => {

@@ -26,9 +26,18 @@ const COMPLETE_FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// A CompleteTask call that hangs this long is treated as a transport failure.
 const COMPLETE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs the task to the end and reports it. Never fails: every problem is
-/// either reported to the server or logged.
-pub(super) async fn execute(client: Client, task: Task, inherited: &Inherited) {
+/// Where a slot takes its next task from, asked for with each report.
+pub(super) struct Next<'a> {
+    pub queue: &'a str,
+    pub worker_id: &'a str,
+    /// Once cancelled, reports ask for nothing more.
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Runs the task to the end and reports it; returns the next task if the
+/// server leased one with its answer. Never fails: every problem is either
+/// reported to the server or logged.
+pub(super) async fn execute(client: Client, task: Task, inherited: &Inherited, next: &Next<'_>) -> Option<Task> {
     let span = info_span!(
         "task",
         task_id = %task.task_id,
@@ -37,10 +46,10 @@ pub(super) async fn execute(client: Client, task: Task, inherited: &Inherited) {
         workflow = %task.workflow_name,
         attempt = task.attempt,
     );
-    execute_in_span(client, task, inherited).instrument(span).await;
+    execute_in_span(client, task, inherited, next).instrument(span).await
 }
 
-async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
+async fn execute_in_span(client: Client, task: Task, inherited: &Inherited, next: &Next<'_>) -> Option<Task> {
     let timeout = time_left(&task);
     let period = heartbeat_period(&task);
     info!(timeout_ms = timeout.map(|t| t.as_millis() as u64), heartbeat_ms = period.as_millis() as u64, "task started");
@@ -70,7 +79,7 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
                 ),
             }
             debug!(output = %result.output, "output of the abandoned task");
-            return;
+            return None;
         }
     };
 
@@ -83,7 +92,7 @@ async fn execute_in_span(client: Client, task: Task, inherited: &Inherited) {
     } else {
         info!(outcome = %outcome, exit_code = report.exit_code, reason = %report.message, elapsed_ms, "task finished");
     }
-    complete(client, &task, report, output.rest_offset()).await;
+    complete(client, &task, report, output.rest_offset(), next).await
 }
 
 /// Why we stopped a task without reporting it.
@@ -173,10 +182,17 @@ impl Report {
     }
 }
 
-/// Reports the result, retrying transient failures. Refusals mean the
-/// server moved on (lease expired, task cancelled or already reported).
-async fn complete(mut client: Client, task: &Task, report: Report, output_offset: Option<i64>) {
-    let request = CompleteTaskRequest {
+/// Reports the result, retrying transient failures, and asks for the next
+/// task unless shutting down. Refusals mean the server moved on (lease
+/// expired, task cancelled or already reported).
+async fn complete(
+    mut client: Client,
+    task: &Task,
+    report: Report,
+    output_offset: Option<i64>,
+    next: &Next<'_>,
+) -> Option<Task> {
+    let mut request = CompleteTaskRequest {
         task_id: task.task_id.clone(),
         lease_token: task.lease_token.clone(),
         outcome: report.outcome as i32,
@@ -184,14 +200,18 @@ async fn complete(mut client: Client, task: &Task, report: Report, output_offset
         output: report.output,
         message: report.message,
         output_offset,
+        next_task_queue: String::new(),
+        worker_id: next.worker_id.to_owned(),
     };
     let mut delays = super::backoff::jittered(COMPLETE_FIRST_BACKOFF, COMPLETE_FIRST_BACKOFF * 16);
     for attempt in 1..=COMPLETE_ATTEMPTS {
+        request.next_task_queue = if next.shutdown.is_cancelled() { String::new() } else { next.queue.to_owned() };
         let call = tokio::time::timeout(COMPLETE_CALL_TIMEOUT, client.complete_task(request.clone()));
         let status = match call.await {
-            Ok(Ok(_)) => {
-                debug!("result reported");
-                return;
+            Ok(Ok(answer)) => {
+                let next_task = answer.into_inner().next_task;
+                debug!(next_task = next_task.is_some(), "result reported");
+                return next_task;
             }
             Ok(Err(status)) => status,
             Err(_) => Status::deadline_exceeded("complete task call timed out"),
@@ -202,7 +222,7 @@ async fn complete(mut client: Client, task: &Task, report: Report, output_offset
                 error = %describe(&status),
                 "server no longer wants the result"
             );
-            return;
+            return None;
         }
         if !is_transient(&status) || attempt == COMPLETE_ATTEMPTS {
             error!(
@@ -211,7 +231,7 @@ async fn complete(mut client: Client, task: &Task, report: Report, output_offset
                 error = %describe(&status),
                 "could not report the result; the server will retry the task when the lease expires"
             );
-            return;
+            return None;
         }
         let backoff = delays.next().unwrap_or(COMPLETE_FIRST_BACKOFF);
         warn!(
@@ -223,6 +243,7 @@ async fn complete(mut client: Client, task: &Task, report: Report, output_offset
         );
         tokio::time::sleep(backoff).await;
     }
+    None
 }
 
 /// Errors where the same request may well succeed a moment later; transport

@@ -796,6 +796,9 @@ impl Fuzzer {
                     output: "done".into(),
                     message: String::new(),
                     output_offset: None,
+                    // Sometimes ready for the next task, of a queue in use or not.
+                    next_task_queue: if self.chance(50) { self.pick(&QUEUES).unwrap().into() } else { String::new() },
+                    worker_id: "fuzz".into(),
                 }
                 .encode_to_vec()
             }

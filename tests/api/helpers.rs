@@ -517,6 +517,7 @@ async fn run_task(mut client: WorkerServiceClient<Channel>, task: pb::Task, scri
             output: format!("{} attempt {}", task.workflow_name, task.attempt),
             message: String::new(),
             output_offset: None,
+            ..Default::default()
         };
         if let Err(status) = client.complete_task(request).await {
             seen.lock().unwrap().refused.push(status);
@@ -654,6 +655,7 @@ pub async fn complete_task(
         output: output.into(),
         message: String::new(),
         output_offset: None,
+        ..Default::default()
     };
     client.clone().complete_task(request).await.map(tonic::Response::into_inner)
 }

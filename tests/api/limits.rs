@@ -258,6 +258,8 @@ async fn full_requests(app: &TestApp) -> Vec<(&'static str, Vec<u8>)> {
                 output: "o".into(),
                 message: "m".into(),
                 output_offset: None,
+                next_task_queue: queue(),
+                worker_id: "w".into(),
             }
             .encode_to_vec(),
         ),
@@ -764,6 +766,7 @@ async fn worker_reports_are_capped_cut_or_refused_by_size(app: TestApp) {
         output: String::new(),
         message: format!("{}\0", "m".repeat(10_000)),
         output_offset: None,
+        ..Default::default()
     };
     w.clone().complete_task(report).await.expect("accepted");
     let done = app.wait_final(&e.id).await;

@@ -163,6 +163,7 @@ async fn a_huge_failure_message_is_stored_cut_and_once(app: TestApp) {
             output: "connection refused".into(),
             message: format!("{} the very end", "m".repeat(2_000_000)),
             output_offset: None,
+            ..Default::default()
         };
         app.workers.clone().complete_task(report).await.expect("a long message is cut, not refused");
     }

@@ -105,6 +105,7 @@ async fn a_secret_reaches_only_its_workflow_and_no_read_shows_it(app: TestApp) {
         output: format!("denied for {SECRET}\n"),
         message: format!("bad password {SECRET}"),
         output_offset: None,
+        ..Default::default()
     };
     app.workers.clone().complete_task(report).await.unwrap();
     complete_task(&app.workers, &other.task_id, &other.lease_token, pb::TaskOutcome::Succeeded, "ok").await.unwrap();

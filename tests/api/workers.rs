@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use reprise::proto as pb;
-use tonic::Code;
+use reprise::proto::{self as pb, worker_service_client::WorkerServiceClient};
+use tonic::{Code, transport::Channel};
 
 use crate::helpers::*;
 
@@ -17,6 +17,9 @@ crate::on_both_backends!(
     a_waiting_poll_receives_a_task_queued_after_it_started_waiting,
     bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found,
     reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone,
+    a_report_that_ends_a_stage_hands_its_worker_the_next_task,
+    a_report_asking_for_more_gets_nothing_when_nothing_is_dispatched,
+    a_refused_report_asking_for_more_leaves_the_next_task_to_others,
 );
 
 async fn a_task_is_handed_to_exactly_one_of_two_concurrent_pollers(app: TestApp) {
@@ -273,4 +276,125 @@ async fn reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone
     assert_eq!(stage_status(&seen, "wide"), pb::StageStatus::Succeeded);
     let next = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("the next stage's task");
     assert_eq!(next.stage_name, "next");
+}
+
+/// CompleteTask with `next_task_queue`, as a worker that wants more.
+async fn complete_asking(
+    client: &WorkerServiceClient<Channel>,
+    task: &pb::Task,
+    lease_token: &str,
+    next_queue: &str,
+) -> Result<pb::CompleteTaskResponse, tonic::Status> {
+    let request = pb::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        lease_token: lease_token.into(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: format!("{} done", task.workflow_name),
+        next_task_queue: next_queue.into(),
+        worker_id: "eager".into(),
+        ..Default::default()
+    };
+    client.clone().complete_task(request).await.map(tonic::Response::into_inner)
+}
+
+/// The report that ends a stage dispatches the next one in its own
+/// transaction; a reporter that asked for more is leased a task there and
+/// gets it with the answer, without a PollTask. The lease it holds is real:
+/// it heartbeats and reports like any other.
+async fn a_report_that_ends_a_stage_hands_its_worker_the_next_task(app: TestApp) {
+    let q = queue();
+    let stages = vec![workflows("build", &q, &["b"]), workflows("test", &q, &["t"]), workflows("ship", &q, &["s"])];
+    let p = app.create_pipeline("eager", stages).await;
+    let e = app.start(&p.id).await;
+    let mut task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("the first task");
+    for next_stage in ["test", "ship"] {
+        let answer = complete_asking(&app.workers, &task, &task.lease_token, &q).await.expect("report accepted");
+        let next = answer.next_task.expect("the next stage's task comes with the answer");
+        assert_eq!((next.execution_id.as_str(), next.stage_name.as_str()), (e.id.as_str(), next_stage));
+        assert!(next.lease_duration.is_some() && !next.lease_token.is_empty(), "{next:?}");
+        assert!(next.environment.contains_key("REPRISE_EXECUTION_ID"), "{next:?}");
+        heartbeat(&app.workers, &next.task_id, &next.lease_token).await.expect("the lease is held");
+        let seen = app.get(&e.id).await;
+        assert_eq!(workflow_of(&seen, next_stage, &next.workflow_name).status, pb::WorkflowStatus::Running as i32);
+        task = next;
+    }
+    let last = complete_asking(&app.workers, &task, &task.lease_token, &q).await.expect("report accepted");
+    assert!(last.next_task.is_none(), "the execution is done: nothing to hand");
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded);
+    for (stage, workflow) in [("build", "b"), ("test", "t"), ("ship", "s")] {
+        let w = workflow_of(&done, stage, workflow);
+        assert_eq!((w.attempt, w.output.as_str()), (1, format!("{workflow} done").as_str()), "{stage}");
+    }
+}
+
+/// A report that dispatches nothing answers at once with no task (the
+/// server does not hold it open waiting for work); a worker parked in
+/// PollTask is served before a reporter, and nobody gets the task twice.
+async fn a_report_asking_for_more_gets_nothing_when_nothing_is_dispatched(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("pair", vec![workflows("both", &q, &["a", "b"]), workflows("after", &q, &["c"])]).await;
+    let e = app.start(&p.id).await;
+    let a = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("task a");
+    let b = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("task b");
+    let started = Instant::now();
+    let first = complete_asking(&app.workers, &a, &a.lease_token, &q).await.expect("report accepted");
+    assert!(first.next_task.is_none(), "its sibling still runs: nothing was dispatched");
+    assert!(started.elapsed() < Duration::from_secs(5), "answered without waiting for work");
+    let parked = tokio::spawn(poll_once(app.workers.clone(), q.clone(), Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the poller park
+    let second = complete_asking(&app.workers, &b, &b.lease_token, &q).await.expect("report accepted");
+    let parked = parked.await.unwrap();
+    let got: Vec<pb::Task> = second.next_task.into_iter().chain(parked).collect();
+    assert_eq!(got.len(), 1, "the next stage's one task went to exactly one worker: {got:#?}");
+    assert_eq!(got[0].stage_name, "after");
+    complete_task(&app.workers, &got[0].task_id, &got[0].lease_token, pb::TaskOutcome::Succeeded, "")
+        .await
+        .expect("its holder reports it");
+    assert_eq!(status(&app.wait_final(&e.id).await), pb::ExecutionStatus::Succeeded);
+    assert_eq!(workflow_of(&app.get(&e.id).await, "after", "c").attempt, 1, "handed out once");
+
+    // The queue asked for is checked like PollTask's, and a bad one
+    // refuses the report before anything is written.
+    let c = pb::Task { workflow_name: "c".into(), ..got[0].clone() };
+    let refused = complete_asking(&app.workers, &c, &c.lease_token, "bad\0queue").await;
+    assert_invalid(refused, "next_task_queue");
+}
+
+/// A refused report (here: a lease that is not the task's) that asked for
+/// more, sent with the report that ends the stage, is never leased the next
+/// stage's task: the task reaches a worker at once, not when a lease held
+/// by nobody runs out. Several rounds, as the two reports meet in one
+/// group commit or not.
+async fn a_refused_report_asking_for_more_leaves_the_next_task_to_others(app: TestApp) {
+    // Leases long enough that a task kept by a refused report would not come
+    // back within the poll below.
+    let app = app.restart_with(reprise::engine::Settings { lease: Duration::from_secs(120), ..test_settings() }).await;
+    let q = queue();
+    let p = app.create_pipeline("race", vec![workflows("pair", &q, &["a", "b"]), workflows("after", &q, &["c"])]).await;
+    for round in 0..6 {
+        let e = app.start(&p.id).await;
+        let a = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("task a");
+        let b = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("task b");
+        complete_task(&app.workers, &a.task_id, &a.lease_token, pb::TaskOutcome::Succeeded, "").await.expect("a");
+        let forged = uuid::Uuid::new_v4().to_string();
+        let (good, bad) = tokio::join!(
+            complete_asking(&app.workers, &b, &b.lease_token, &q),
+            complete_asking(&app.workers, &a, &forged, &q),
+        );
+        let good = good.expect("b's report is accepted");
+        let refused = bad.expect_err("a report under a lease that is not the task's");
+        assert!(matches!(refused.code(), Code::FailedPrecondition), "round {round}: {refused:?}");
+        let next = match good.next_task {
+            Some(task) => task,
+            None => poll_once(app.workers.clone(), q.clone(), Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("round {round}: the next stage's task is held by nobody")),
+        };
+        assert_eq!((next.execution_id.as_str(), next.stage_name.as_str()), (e.id.as_str(), "after"));
+        complete_task(&app.workers, &next.task_id, &next.lease_token, pb::TaskOutcome::Succeeded, "")
+            .await
+            .expect("its holder reports it");
+        assert_eq!(status(&app.wait_final(&e.id).await), pb::ExecutionStatus::Succeeded);
+    }
 }
