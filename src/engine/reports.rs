@@ -6,9 +6,13 @@
 //! report runs again on its own, so every caller gets its own answer and
 //! nothing is acknowledged that was not committed.
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::{Engine, Error, Result, dispatch::Eager, locks::Turn, tasks::Completion};
 use crate::{
@@ -24,10 +28,29 @@ struct Queued {
     answer: oneshot::Sender<Result<WorkflowRun>>,
 }
 
+/// How long after tasks were handed out together a report waits for the
+/// reports of the others (see [`Flight`]).
+const FLIGHT_WINDOW: Duration = Duration::from_millis(3);
+
+/// Tasks of one execution handed to workers by one dispatch whose reports
+/// have not all come. Short tasks handed out together report at nearly
+/// the same instant; a report that comes within [`FLIGHT_WINDOW`] of the
+/// hand-off and asks for its worker's next task waits (until the window
+/// closes at most) for the rest, so the stage's reports commit as one
+/// group whose dispatch leases the next stage's tasks to all of them,
+/// rather than the first alone and the others after it. Reports that come
+/// later than that wait for nothing.
+struct Flight {
+    outstanding: usize,
+    until: Instant,
+    all_in: watch::Sender<bool>,
+}
+
 /// Reports queued per execution.
 #[derive(Default)]
 pub(super) struct Reports {
     queued: Mutex<HashMap<String, Vec<Queued>>>,
+    flights: Mutex<HashMap<String, Flight>>,
     /// Reports committed with at least one other (for the benches).
     grouped: std::sync::atomic::AtomicU64,
 }
@@ -41,6 +64,32 @@ impl Reports {
     fn take(&self, execution_id: &str) -> Vec<Queued> {
         let mut map = self.queued.lock().unwrap_or_else(|p| p.into_inner());
         map.remove(execution_id).unwrap_or_default()
+    }
+
+    /// `n` tasks of the execution were just handed to workers together.
+    pub fn handed(&self, execution_id: &str, n: usize) {
+        let now = Instant::now();
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        // Flights whose window closed wait for nothing: forget them.
+        flights.retain(|_, f| f.until > now);
+        if n > 1 {
+            let (all_in, _) = watch::channel(false);
+            flights.insert(execution_id.to_owned(), Flight { outstanding: n, until: now + FLIGHT_WINDOW, all_in });
+        }
+    }
+
+    /// Counts a report of the execution in; while others of its flight are
+    /// due, what to wait on and until when.
+    fn arrived(&self, execution_id: &str) -> Option<(watch::Receiver<bool>, Instant)> {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let f = flights.get_mut(execution_id)?;
+        f.outstanding = f.outstanding.saturating_sub(1);
+        if f.outstanding > 0 && Instant::now() < f.until {
+            return Some((f.all_in.subscribe(), f.until));
+        }
+        let f = flights.remove(execution_id).expect("present");
+        f.all_in.send_replace(true);
+        None
     }
 }
 
@@ -56,7 +105,16 @@ impl Engine {
     /// been handed by the time the answer comes.
     pub(super) async fn report(&self, execution_id: &str, c: Completion, eager: Option<Eager>) -> Result<WorkflowRun> {
         let (answer, answered) = oneshot::channel();
+        let ready_for_more = eager.is_some();
         self.inner.reports.push(execution_id, Queued { completion: c, eager, answer });
+        // Only a reporter ready for more gains by waiting: its siblings' and
+        // its own next tasks then come from one dispatch. A worker that
+        // polls is better off answered at once, parked before that dispatch.
+        if let Some((mut all_in, until)) = self.inner.reports.arrived(execution_id)
+            && ready_for_more
+        {
+            let _ = tokio::time::timeout_at(until.into(), all_in.wait_for(|all| *all)).await;
+        }
         let started = Instant::now();
         let turn = self.inner.locks.turn(execution_id).await;
         let group = self.inner.reports.take(execution_id);
@@ -97,7 +155,8 @@ impl Engine {
 
     /// All of `group` in one transaction, or None (rolled back) if any of
     /// them failed. Each report's writes reach the database before the next
-    /// one reads the execution.
+    /// one reads the execution (the last one's with the commit's
+    /// announcement, in one statement).
     async fn try_group(
         &self,
         turn: Turn,
@@ -110,10 +169,13 @@ impl Engine {
         unit.eager = eager;
         let result = async {
             let mut runs = Vec::with_capacity(group.len());
-            for q in group {
+            for (i, q) in group.iter().enumerate() {
+                if i > 0 {
+                    std::mem::take(&mut unit.batch).run(&unit.tx).await?;
+                }
                 runs.push(self.complete_in(&mut unit, id, &q.completion).await?);
-                std::mem::take(&mut unit.batch).run(&unit.tx).await?;
             }
+            // The last report's writes go with the announcement, at commit.
             Ok(runs)
         }
         .await;
@@ -139,5 +201,35 @@ impl Engine {
         unit.eager.extend(eager);
         let result = self.complete_in(&mut unit, id, c).await;
         self.finish(unit, result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_of_a_flight_wait_until_the_last_one_comes() {
+        let r = Reports::default();
+        r.handed("e", 3);
+        let (first, _) = r.arrived("e").expect("two more are due");
+        let (second, _) = r.arrived("e").expect("one more is due");
+        assert!(!*first.borrow() && !*second.borrow());
+        assert!(r.arrived("e").is_none(), "the last one waits for nobody");
+        assert!(*first.borrow() && *second.borrow(), "and lets the others go");
+        assert!(r.arrived("e").is_none(), "a report after its flight waits for nothing");
+    }
+
+    #[test]
+    fn a_task_handed_alone_or_unknown_waits_for_nothing() {
+        let r = Reports::default();
+        r.handed("alone", 1);
+        assert!(r.arrived("alone").is_none());
+        assert!(r.arrived("never-handed").is_none());
+        // A new dispatch replaces the execution's flight.
+        r.handed("e", 2);
+        r.handed("e", 3);
+        assert!(r.arrived("e").is_some() && r.arrived("e").is_some());
+        assert!(r.arrived("e").is_none());
     }
 }

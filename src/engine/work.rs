@@ -178,6 +178,16 @@ impl Engine {
             }
         }
         if !after.handoffs.is_empty() {
+            let mut flights: Vec<(&str, usize)> = Vec::new();
+            for (_, task) in &after.handoffs {
+                match flights.iter_mut().find(|(id, _)| *id == task.run.execution_id) {
+                    Some((_, n)) => *n += 1,
+                    None => flights.push((&task.run.execution_id, 1)),
+                }
+            }
+            for (id, n) in flights {
+                self.inner.reports.handed(id, n);
+            }
             let n = after.handoffs.len() as u64;
             self.inner.dispatch.handed_at_dispatch.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(crate::metrics::HANDED_AT_DISPATCH).increment(n);
