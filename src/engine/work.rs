@@ -150,6 +150,7 @@ impl Engine {
 
     fn apply(&self, after: After) {
         let events = self.events();
+        let all_handed = after.queued.is_empty();
         for id in &after.changed {
             events.execution_changed(id);
         }
@@ -177,7 +178,9 @@ impl Engine {
                 }
             }
         }
-        if !after.handoffs.is_empty() {
+        // A flight only when every task queued went to a worker: then the
+        // reports of the flight are what the next dispatch waits for.
+        if !after.handoffs.is_empty() && all_handed {
             let mut flights: Vec<(&str, usize)> = Vec::new();
             for (_, task) in &after.handoffs {
                 match flights.iter_mut().find(|(id, _)| *id == task.run.execution_id) {
@@ -188,6 +191,8 @@ impl Engine {
             for (id, n) in flights {
                 self.inner.reports.handed(id, n);
             }
+        }
+        if !after.handoffs.is_empty() {
             let n = after.handoffs.len() as u64;
             self.inner.dispatch.handed_at_dispatch.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!(crate::metrics::HANDED_AT_DISPATCH).increment(n);
