@@ -568,8 +568,9 @@ fn print_report(reports: &[BackendReport]) {
         let c = &r.claims;
         let all = (c.found + c.empty).max(1);
         println!(
-            "  tasks to workers:                      {} handed at dispatch, {} claimed, {} claims found nothing ({:.1}% of claims)",
+            "  tasks to workers:                      {} handed at dispatch ({} with a report's answer), {} claimed, {} claims found nothing ({:.1}% of claims)",
             c.handed_at_dispatch,
+            c.handed_with_report,
             c.found,
             c.empty,
             100.0 * c.empty as f64 / all as f64

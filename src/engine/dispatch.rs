@@ -128,9 +128,7 @@ impl Waiter {
     pub fn hand(self, task: ClaimedTask) -> Result<(), Box<ClaimedTask>> {
         self.to.send(task).map_err(Box::new)
     }
-}
 
-impl Waiter {
     /// A worker that reports a task and is ready for its next one: not in
     /// any line, it is offered only the tasks its own report's unit
     /// dispatches (see [`Eager`]).

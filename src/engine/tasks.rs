@@ -187,10 +187,9 @@ impl Engine {
                 let unit = self.unit(None).await?;
                 let tx = &unit.tx;
                 let result = async {
-                    let Some(received) = tasks::output_received(tx, task_id, lease_token).await? else {
+                    let Some((fresh, total)) = unseen_in(tx, task_id, lease_token, output, offset).await? else {
                         return Ok(false);
                     };
-                    let (fresh, total) = unseen(output, offset, received);
                     let piece = self.masked_output(tx, task_id, fresh).await?;
                     let received = Received::Now(total);
                     Ok(tasks::extend_lease(tx, task_id, lease_token, until, piece.piece(), received).await?)
@@ -261,11 +260,10 @@ impl Engine {
         let inputs = self.inputs(execution_id).await?;
         let limits = &self.settings().limits;
         let fresh = match c.output_offset {
-            Some(offset) => match tasks::output_received(&unit.tx, &c.task_id, &c.lease_token).await? {
-                Some(received) => unseen(&c.output, offset, received).0,
-                // Not held: the report below is refused as stale.
-                None => &c.output,
-            },
+            // Not held: the report below is refused as stale.
+            Some(offset) => unseen_in(&unit.tx, &c.task_id, &c.lease_token, &c.output, offset)
+                .await?
+                .map_or(c.output.as_str(), |(fresh, _)| fresh),
             None => &c.output,
         };
         let output = masked_piece(&unit.tx, &c.task_id, &inputs, fresh, limits.kept_output_bytes).await?;
@@ -434,6 +432,18 @@ pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
             .with("task_id", &task.task_id)
             .with("attempt", task.attempt),
     )
+}
+
+/// [`unseen`] against what the server received of the attempt under
+/// `lease_token` (read under the row lock); None when the lease is not held.
+async fn unseen_in<'a>(
+    c: &impl sea_orm::ConnectionTrait,
+    task_id: &str,
+    lease_token: &str,
+    piece: &'a str,
+    offset: i64,
+) -> Result<Option<(&'a str, i64)>> {
+    Ok(tasks::output_received(c, task_id, lease_token).await?.map(|received| unseen(piece, offset, received)))
 }
 
 /// Of a piece of output that begins `offset` characters into what the
