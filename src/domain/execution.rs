@@ -103,6 +103,15 @@ pub struct CountsDelta {
     pub cancelled: i32,
 }
 
+impl std::ops::AddAssign for CountsDelta {
+    fn add_assign(&mut self, d: CountsDelta) {
+        self.open += d.open;
+        self.failed += d.failed;
+        self.expired += d.expired;
+        self.cancelled += d.cancelled;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRun {
     pub index: usize,

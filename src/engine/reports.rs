@@ -154,9 +154,7 @@ impl Engine {
     }
 
     /// All of `group` in one transaction, or None (rolled back) if any of
-    /// them failed. Each report's writes reach the database before the next
-    /// one reads the execution (the last one's with the commit's
-    /// announcement, in one statement).
+    /// them failed.
     async fn try_group(
         &self,
         turn: Turn,
@@ -167,18 +165,8 @@ impl Engine {
     ) -> Option<Vec<WorkflowRun>> {
         let mut unit = self.unit_in(Some(turn), started).await.ok()?;
         unit.eager = eager;
-        let result = async {
-            let mut runs = Vec::with_capacity(group.len());
-            for (i, q) in group.iter().enumerate() {
-                if i > 0 {
-                    std::mem::take(&mut unit.batch).run(&unit.tx).await?;
-                }
-                runs.push(self.complete_in(&mut unit, id, &q.completion).await?);
-            }
-            // The last report's writes go with the announcement, at commit.
-            Ok(runs)
-        }
-        .await;
+        let reports: Vec<&Completion> = group.iter().map(|q| &q.completion).collect();
+        let result = self.complete_in(&mut unit, id, &reports).await;
         if let Err(e) = &result {
             tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
         }
@@ -199,7 +187,7 @@ impl Engine {
             None => self.unit(Some(id)).await?,
         };
         unit.eager.extend(eager);
-        let result = self.complete_in(&mut unit, id, c).await;
+        let result = self.complete_in(&mut unit, id, &[c]).await.map(|mut runs| runs.remove(0));
         self.finish(unit, result).await
     }
 }

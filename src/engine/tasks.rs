@@ -255,39 +255,73 @@ impl Engine {
         Ok(handed)
     }
 
-    pub(super) async fn complete_in(&self, unit: &mut Unit, execution_id: &str, c: &Completion) -> Result<WorkflowRun> {
+    /// Records reports of the execution's tasks (one alone, or a group
+    /// that came together) and decides what follows, as one change: one
+    /// statement for all of them on PostgreSQL. The runs, in order; should
+    /// any report be refused, so is the whole (a group then runs each alone).
+    pub(super) async fn complete_in(
+        &self,
+        unit: &mut Unit,
+        execution_id: &str,
+        reports: &[&Completion],
+    ) -> Result<Vec<WorkflowRun>> {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
         let limits = &self.settings().limits;
-        let fresh = match c.output_offset {
-            // Not held: the report below is refused as stale.
-            Some(offset) => unseen_in(&unit.tx, &c.task_id, &c.lease_token, &c.output, offset)
-                .await?
-                .map_or(c.output.as_str(), |(fresh, _)| fresh),
-            None => &c.output,
-        };
-        let output = masked_piece(&unit.tx, &c.task_id, &inputs, fresh, limits.kept_output_bytes).await?;
-        let report = Report {
-            status: match c.outcome {
-                Outcome::Succeeded => WorkflowStatus::Succeeded,
-                Outcome::Failed => WorkflowStatus::Failed,
-            },
-            exit_code: c.exit_code,
-            output: output.piece(),
-            message: &truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes),
-            now,
-        };
-        let reported = tasks::report_counted(&unit.tx, execution_id, &c.task_id, &c.lease_token, &report)
+        let mut kept = Vec::with_capacity(reports.len());
+        for c in reports {
+            let fresh = match c.output_offset {
+                // Not held: the report below is refused as stale.
+                Some(offset) => unseen_in(&unit.tx, &c.task_id, &c.lease_token, &c.output, offset)
+                    .await?
+                    .map_or(c.output.as_str(), |(fresh, _)| fresh),
+                None => &c.output,
+            };
+            let output = masked_piece(&unit.tx, &c.task_id, &inputs, fresh, limits.kept_output_bytes).await?;
+            kept.push((output, truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes)));
+        }
+        let task_reports: Vec<_> = reports
+            .iter()
+            .zip(&kept)
+            .map(|(c, (output, message))| tasks::TaskReport {
+                task_id: &c.task_id,
+                lease_token: &c.lease_token,
+                report: Report {
+                    status: match c.outcome {
+                        Outcome::Succeeded => WorkflowStatus::Succeeded,
+                        Outcome::Failed => WorkflowStatus::Failed,
+                    },
+                    exit_code: c.exit_code,
+                    output: output.piece(),
+                    message,
+                },
+            })
+            .collect();
+        let first = reports.first().map_or("", |c| c.task_id.as_str());
+        let reported = tasks::report_counted(&unit.tx, execution_id, &task_reports, now)
             .await?
-            .ok_or_else(|| Error::not_found("task", &c.task_id))?;
+            .ok_or_else(|| Error::not_found("task", first))?;
         unit.after.changed_told(execution_id);
-        let (Some(run), Some(stage)) = (reported.task, reported.stage) else {
-            let task =
-                tasks::get_one(&unit.tx, &c.task_id).await?.ok_or_else(|| Error::not_found("task", &c.task_id))?;
-            return Err(stale(&task, &c.lease_token));
+        let mut runs = Vec::with_capacity(reports.len());
+        for (c, run) in reports.iter().zip(reported.tasks) {
+            match run {
+                Some(run) => runs.push(run),
+                None => {
+                    let task = tasks::get_one(&unit.tx, &c.task_id)
+                        .await?
+                        .ok_or_else(|| Error::not_found("task", &c.task_id))?;
+                    return Err(stale(&task, &c.lease_token));
+                }
+            }
+        }
+        let mut stages = reported.stages.into_iter();
+        let (Some(stage), None) = (stages.next(), stages.next()) else {
+            // Only one stage runs at a time: reports of two are a race with
+            // a change of the execution, which each decides alone.
+            return Err(Error::Conflict(format!("reports of execution {execution_id} were not of one running stage")));
         };
-        self.decide_after_end(unit, reported.execution, &run, stage, now).await?;
-        Ok(run)
+        self.decide_after_end(unit, reported.execution, &runs, stage, now).await?;
+        Ok(runs)
     }
 
     /// Counts the end of `run` on its stage, then lets the domain decide
@@ -305,27 +339,29 @@ impl Engine {
         let stage = stages::count_end(&unit.tx, &execution.id, run.stage_index, delta, failure.as_ref())
             .await?
             .ok_or_else(|| crate::store::corrupt(format!("task {} has no stage {}", run.task_id, run.stage_index)))?;
-        self.decide_after_end(unit, execution, run, stage, now).await
+        self.decide_after_end(unit, execution, std::slice::from_ref(run), stage, now).await
     }
 
-    /// With `run`'s end counted on `stage`, the domain decides what follows
-    /// (the stage ends, the next one starts, the execution finishes).
+    /// With the ends of `runs` counted on `stage` (theirs), the domain
+    /// decides what follows (the stage ends, the next one starts, the
+    /// execution finishes).
     async fn decide_after_end(
         &self,
         unit: &mut Unit,
         execution: crate::domain::execution::Execution,
-        run: &WorkflowRun,
+        runs: &[WorkflowRun],
         stage: crate::domain::execution::StageRun,
         now: Millis,
     ) -> Result<()> {
         let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
+        let index = stage.index;
         let before = ExecutionState::around_running_stage(execution, definition, stage);
         let mut after = before.clone();
         let mut changes = Changes::default();
-        if run.status == WorkflowStatus::Expired {
+        for run in runs.iter().filter(|r| r.status == WorkflowStatus::Expired) {
             progress::expire_siblings(&mut after, run.stage_index, &run.name, &mut changes);
         }
-        progress::settle_stage(&mut after, run.stage_index, now, &mut new_id, &mut changes);
+        progress::settle_stage(&mut after, index, now, &mut new_id, &mut changes);
         self.save(unit, &before, &after, changes, now).await
     }
 

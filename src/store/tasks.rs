@@ -109,18 +109,18 @@ pub struct Report<'a> {
     pub exit_code: Option<i32>,
     pub output: Piece<'a>,
     pub message: &'a str,
-    pub now: Millis,
 }
 
 /// Records a running task's end if `lease_token` still holds it; the task as
 /// it now is, or None when the lease is not held (nothing is written then).
 /// A report that arrives after the workflow's deadline records the expiry
 /// the timer would have (whichever of the two comes first).
-pub async fn report(
+async fn report(
     c: &impl ConnectionTrait,
     id: &str,
     lease_token: &str,
     r: &Report<'_>,
+    now: Millis,
 ) -> Result<Option<WorkflowRun>> {
     let sql = format!(
         "UPDATE tasks SET \
@@ -139,7 +139,7 @@ pub async fn report(
         r.exit_code.into(),
         r.output.text.to_owned().into(),
         r.message.to_owned().into(),
-        r.now.into(),
+        now.into(),
         r.output.added().into(),
         r.output.replaces.into(),
     ];
@@ -415,42 +415,71 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<WorkflowRun> {
     })
 }
 
-/// What a worker's report did: the execution (locked), the task as it now
-/// is (None when the lease is not held: nothing was written), and the
-/// task's stage with the task's end counted.
+/// What a group of reports did: the execution (locked), each reported task
+/// as it now is, in the order given (None where the lease was not held:
+/// nothing was written for it), and the stages of those tasks with their
+/// ends counted.
 #[derive(Debug)]
 pub struct Reported {
     pub execution: crate::domain::execution::Execution,
-    pub task: Option<WorkflowRun>,
-    pub stage: Option<StageRun>,
+    pub tasks: Vec<Option<WorkflowRun>>,
+    pub stages: Vec<StageRun>,
+}
+
+/// One worker's report of its task's end, for [`report_counted`].
+pub struct TaskReport<'a> {
+    pub task_id: &'a str,
+    pub lease_token: &'a str,
+    pub report: Report<'a>,
 }
 
 /// Of a failure message, what a stage's and execution's "why" repeats.
 pub const NOTE_CHARS: usize = 256;
 
-/// Locks the execution, records the report of one of its tasks and counts
-/// the task's end on its stage. On PostgreSQL one statement (and it tells
-/// the other replicas the execution changed, once this commits); on SQLite
-/// three, in-process. None if the execution does not exist.
+/// Values per report in [`report_counted`]'s statement.
+const REPORT_WIDTH: usize = 9;
+
+/// Locks the execution, records the reports of its tasks and counts their
+/// ends on their stages (a stage's first failure, in the order given, is
+/// the one it repeats). On PostgreSQL one statement however many reports
+/// there are (and it tells the other replicas the execution changed, once
+/// this commits); on SQLite one per report and one per stage, in-process.
+/// None if the execution does not exist.
 pub async fn report_counted(
     c: &impl ConnectionTrait,
     execution_id: &str,
-    task_id: &str,
-    lease_token: &str,
-    r: &Report<'_>,
+    reports: &[TaskReport<'_>],
+    now: Millis,
 ) -> Result<Option<Reported>> {
     use super::{executions, stages};
+    use crate::domain::execution::{CountsDelta, FailureNote, WorkflowCounts};
     if !super::is_pg(c) {
         let Some(execution) = executions::lock(c, executions::Key::Id(execution_id)).await? else { return Ok(None) };
-        let Some(task) = report(c, task_id, lease_token, r).await? else {
-            return Ok(Some(Reported { execution, task: None, stage: None }));
-        };
-        let failure = matches!(task.status, WorkflowStatus::Failed | WorkflowStatus::Expired).then(|| {
-            crate::domain::execution::FailureNote { workflow: task.name.clone(), message: note(&task.status_message) }
-        });
-        let delta = crate::domain::execution::WorkflowCounts::delta_of_end(task.status);
-        let stage = stages::count_end(c, execution_id, task.stage_index, delta, failure.as_ref()).await?;
-        return Ok(Some(Reported { execution, task: Some(task), stage }));
+        let mut tasks = Vec::with_capacity(reports.len());
+        let mut ends: Vec<(usize, CountsDelta, Option<FailureNote>)> = Vec::new();
+        for r in reports {
+            let task = report(c, r.task_id, r.lease_token, &r.report, now).await?;
+            if let Some(task) = &task {
+                let i = match ends.iter().position(|(index, ..)| *index == task.stage_index) {
+                    Some(i) => i,
+                    None => {
+                        ends.push((task.stage_index, CountsDelta::default(), None));
+                        ends.len() - 1
+                    }
+                };
+                let (_, delta, failure) = &mut ends[i];
+                *delta += WorkflowCounts::delta_of_end(task.status);
+                if failure.is_none() && matches!(task.status, WorkflowStatus::Failed | WorkflowStatus::Expired) {
+                    *failure = Some(FailureNote { workflow: task.name.clone(), message: note(&task.status_message) });
+                }
+            }
+            tasks.push(task);
+        }
+        let mut counted = Vec::with_capacity(ends.len());
+        for (index, delta, failure) in ends {
+            counted.extend(stages::count_end(c, execution_id, index, delta, failure.as_ref()).await?);
+        }
+        return Ok(Some(Reported { execution, tasks, stages: counted }));
     }
     let alias = |table: &str, columns: &str| {
         columns
@@ -460,60 +489,91 @@ pub async fn report_counted(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let sql = format!(
-        "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
-         t AS (UPDATE tasks SET \
-           status = CASE WHEN deadline_at <= $7 THEN 'EXPIRED' ELSE $4 END, exit_code = $5, \
-           output = {output}, output_chars = output_chars + $10, \
-           status_message = CASE WHEN deadline_at <= $7 \
-             THEN 'ran past its timeout of ' || CAST(timeout_ms AS TEXT) || ' ms' ELSE $8 END, \
-           ended_at = $7, lease_expires_at = NULL \
-           WHERE id = $2 AND lease_token = $3 AND status = 'RUNNING' AND EXISTS (SELECT 1 FROM e) \
-           RETURNING {COLUMNS}), \
-         s AS (UPDATE stages SET wf_open = wf_open - 1, \
-           wf_failed = wf_failed + CASE WHEN t.status = 'FAILED' THEN 1 ELSE 0 END, \
-           wf_expired = wf_expired + CASE WHEN t.status = 'EXPIRED' THEN 1 ELSE 0 END, \
-           failure_message = CASE WHEN stages.failure_workflow IS NULL AND t.status IN ('FAILED', 'EXPIRED') \
-             THEN CASE WHEN length(t.status_message) > {NOTE_CHARS} \
-               THEN left(t.status_message, {NOTE_CHARS}) || '…' ELSE t.status_message END \
-             ELSE stages.failure_message END, \
-           failure_workflow = CASE WHEN stages.failure_workflow IS NULL AND t.status IN ('FAILED', 'EXPIRED') \
-             THEN t.name ELSE stages.failure_workflow END \
-           FROM t WHERE stages.execution_id = t.execution_id AND stages.stage_index = t.stage_index \
-           RETURNING {stage_cols}), \
-         n AS (SELECT 1 AS one FROM e, pg_notify($9, 'c ' || e.id)) \
-         SELECT {e}, {t}, {s} FROM e LEFT JOIN t ON true LEFT JOIN s ON true LEFT JOIN n ON true",
-        output = appended_output(c, 6, 11),
-        exec = executions::COLUMNS,
-        stage_cols = stages::COLUMNS.split(',').map(|c| format!("stages.{}", c.trim())).collect::<Vec<_>>().join(", "),
-        e = alias("e", executions::COLUMNS),
-        t = alias("t", COLUMNS),
-        s = alias("s", stages::COLUMNS),
-    );
-    let values = vec![
-        execution_id.into(),
-        task_id.into(),
-        lease_token.into(),
-        r.status.as_str().into(),
-        r.exit_code.into(),
-        r.output.text.to_owned().into(),
-        r.now.into(),
-        r.message.to_owned().into(),
-        super::EVENTS_CHANNEL.into(),
-        r.output.added().into(),
-        r.output.replaces.into(),
-    ];
-    let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
-    let execution = executions::from_prefixed(&row, "e_")?;
-    let task = match get::<Option<String>>(&row, "t_id")? {
-        Some(_) => Some(from_prefixed(&row, "t_")?),
-        None => None,
+    let qualified = |table: &str, columns: &str| {
+        columns.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
     };
-    let stage = match get::<Option<String>>(&row, "s_execution_id")? {
-        Some(_) => Some(stages::from_prefixed(&row, "s_")?),
-        None => None,
-    };
-    Ok(Some(Reported { execution, task, stage }))
+    let mut execution = None;
+    let mut tasks: Vec<Option<WorkflowRun>> = Vec::with_capacity(reports.len());
+    let mut counted: Vec<StageRun> = Vec::new();
+    // Chunks keep the statement within the parameter limit; each counts its
+    // own ends, so the last chunk's stage row is the stage as it now is.
+    for (n, chunk) in reports.chunks(chunk_rows(REPORT_WIDTH)).enumerate() {
+        let sql = format!(
+            "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
+             r (ord, id, lease_token, status, exit_code, output, message, added, replaces) AS (VALUES {rows}), \
+             t AS (UPDATE tasks SET \
+               status = CASE WHEN tasks.deadline_at <= $2 THEN 'EXPIRED' ELSE r.status END, exit_code = r.exit_code, \
+               output = right(left(tasks.output, char_length(tasks.output) - CAST(r.replaces AS INTEGER)) \
+                 || r.output, {KEPT_OUTPUT_CHARS}), \
+               output_chars = tasks.output_chars + r.added, \
+               status_message = CASE WHEN tasks.deadline_at <= $2 \
+                 THEN 'ran past its timeout of ' || CAST(tasks.timeout_ms AS TEXT) || ' ms' ELSE r.message END, \
+               ended_at = $2, lease_expires_at = NULL \
+               FROM r WHERE tasks.id = r.id AND tasks.lease_token = r.lease_token AND tasks.status = 'RUNNING' \
+               AND EXISTS (SELECT 1 FROM e) \
+               RETURNING r.ord, {task_cols}), \
+             f AS (SELECT DISTINCT ON (stage_index) stage_index, name, \
+               CASE WHEN length(status_message) > {NOTE_CHARS} \
+                 THEN left(status_message, {NOTE_CHARS}) || '…' ELSE status_message END AS message \
+               FROM t WHERE status IN ('FAILED', 'EXPIRED') ORDER BY stage_index, ord), \
+             a AS (SELECT execution_id, stage_index, count(*) AS ended, \
+               sum(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END) AS failed, \
+               sum(CASE WHEN status = 'EXPIRED' THEN 1 ELSE 0 END) AS expired \
+               FROM t GROUP BY execution_id, stage_index), \
+             s AS (UPDATE stages SET wf_open = wf_open - a.ended, wf_failed = wf_failed + a.failed, \
+               wf_expired = wf_expired + a.expired, \
+               failure_message = CASE WHEN stages.failure_workflow IS NULL AND f.name IS NOT NULL \
+                 THEN f.message ELSE stages.failure_message END, \
+               failure_workflow = COALESCE(stages.failure_workflow, f.name) \
+               FROM a LEFT JOIN f ON f.stage_index = a.stage_index \
+               WHERE stages.execution_id = a.execution_id AND stages.stage_index = a.stage_index \
+               RETURNING {stage_cols}), \
+             n AS (SELECT 1 AS one FROM e, pg_notify($3, 'c ' || e.id)) \
+             SELECT {e}, t.ord AS t_ord, {t}, {s} FROM e LEFT JOIN t ON true \
+             LEFT JOIN s ON s.stage_index = t.stage_index LEFT JOIN n ON true ORDER BY t.ord",
+            exec = executions::COLUMNS,
+            rows = value_rows(chunk.len(), REPORT_WIDTH, 4),
+            task_cols = qualified("tasks", COLUMNS),
+            stage_cols = qualified("stages", stages::COLUMNS),
+            e = alias("e", executions::COLUMNS),
+            t = alias("t", COLUMNS),
+            s = alias("s", stages::COLUMNS),
+        );
+        let mut values: Vec<Value> = Vec::with_capacity(3 + chunk.len() * REPORT_WIDTH);
+        values.extend([execution_id.into(), now.into(), super::EVENTS_CHANNEL.into()]);
+        for (i, r) in chunk.iter().enumerate() {
+            values.extend([
+                (i as i32).into(),
+                r.task_id.into(),
+                r.lease_token.into(),
+                r.report.status.as_str().into(),
+                r.report.exit_code.into(),
+                r.report.output.text.to_owned().into(),
+                r.report.message.to_owned().into(),
+                r.report.output.added().into(),
+                r.report.output.replaces.into(),
+            ]);
+        }
+        let rows = c.query_all_raw(statement(c, &sql, values)).await?;
+        let Some(first) = rows.first() else { return Ok(None) };
+        if n == 0 {
+            execution = Some(executions::from_prefixed(first, "e_")?);
+        }
+        let mut chunk_tasks: Vec<Option<WorkflowRun>> = (0..chunk.len()).map(|_| None).collect();
+        for row in &rows {
+            let Some(ord) = get::<Option<i32>>(row, "t_ord")? else { continue };
+            let slot = chunk_tasks.get_mut(ord as usize).ok_or_else(|| corrupt(format!("report {ord} of a group")))?;
+            *slot = Some(from_prefixed(row, "t_")?);
+            if get::<Option<String>>(row, "s_execution_id")?.is_some() {
+                let stage = stages::from_prefixed(row, "s_")?;
+                counted.retain(|s| s.index != stage.index);
+                counted.push(stage);
+            }
+        }
+        tasks.extend(chunk_tasks);
+    }
+    let execution = execution.ok_or_else(|| corrupt("a group of no reports"))?;
+    Ok(Some(Reported { execution, tasks, stages: counted }))
 }
 
 /// What a stage's "why" repeats of a workflow's failure message.

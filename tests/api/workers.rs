@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_waiting_poll_receives_a_task_queued_after_it_started_waiting,
     bad_worker_requests_name_the_field_and_unknown_tasks_are_not_found,
     reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone,
+    failures_reported_together_all_count_and_the_stage_names_one,
     a_report_that_ends_a_stage_hands_its_worker_the_next_task,
     a_report_asking_for_more_gets_nothing_when_nothing_is_dispatched,
     a_refused_report_asking_for_more_leaves_the_next_task_to_others,
@@ -276,6 +277,70 @@ async fn reports_that_arrive_together_all_count_and_a_stale_one_is_refused_alone
     assert_eq!(stage_status(&seen, "wide"), pb::StageStatus::Succeeded);
     let next = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("the next stage's task");
     assert_eq!(next.stage_name, "next");
+}
+
+/// Reports that come together are recorded together (one statement on
+/// PostgreSQL): every failure among them counts, the stage fails and
+/// repeats one of them, and the next stage is never dispatched. Rounds go
+/// on until reports were seen committed in groups.
+async fn failures_reported_together_all_count_and_the_stage_names_one(app: TestApp) {
+    let q = queue();
+    let names = ["w0", "w1", "w2", "w3", "w4", "w5"];
+    let failing = ["w1", "w4"];
+    let p = app.create_pipeline("together", vec![workflows("wide", &q, &names), workflows("next", &q, &["n"])]).await;
+    let grouped_before = app.engine.grouped_reports();
+    for round in 0.. {
+        let e = app.start(&p.id).await;
+        let mut tasks = Vec::new();
+        while tasks.len() < names.len() {
+            tasks.push(poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("a task"));
+        }
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(tasks.len()));
+        let reports: Vec<_> = tasks
+            .iter()
+            .map(|t| {
+                let fails = failing.contains(&t.workflow_name.as_str());
+                let request = pb::CompleteTaskRequest {
+                    task_id: t.task_id.clone(),
+                    lease_token: t.lease_token.clone(),
+                    outcome: if fails { pb::TaskOutcome::Failed } else { pb::TaskOutcome::Succeeded } as i32,
+                    exit_code: if fails { 3 } else { 0 },
+                    output: format!("{} out", t.workflow_name),
+                    message: if fails { format!("{} broke", t.workflow_name) } else { String::new() },
+                    ..Default::default()
+                };
+                let (mut client, start) = (app.workers.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    client.complete_task(request).await
+                })
+            })
+            .collect();
+        for report in reports {
+            report.await.unwrap().unwrap_or_else(|e| panic!("round {round}: every report is accepted: {e:?}"));
+        }
+        let seen = app.wait_final(&e.id).await;
+        assert_eq!(status(&seen), pb::ExecutionStatus::Failed, "round {round}: {seen:#?}");
+        assert_eq!(stage_status(&seen, "wide"), pb::StageStatus::Failed);
+        assert_eq!(stage_status(&seen, "next"), pb::StageStatus::NotRun, "round {round}: never dispatched");
+        for name in names {
+            let w = workflow_of(&seen, "wide", name);
+            let expected =
+                if failing.contains(&name) { pb::WorkflowStatus::Failed } else { pb::WorkflowStatus::Succeeded };
+            assert_eq!(w.status, expected as i32, "round {round}: {name}");
+            assert_eq!(w.output, format!("{name} out"));
+        }
+        let wide = seen.stages.iter().find(|s| s.name == "wide").expect("stage wide");
+        assert!(
+            failing.iter().any(|f| wide.status_message.contains(&format!("{f} broke"))),
+            "round {round}: the stage repeats one of its failures: {:?}",
+            wide.status_message
+        );
+        if round >= 2 && app.engine.grouped_reports() > grouped_before {
+            return;
+        }
+        assert!(round < 30, "no reports were committed together in 30 rounds");
+    }
 }
 
 /// CompleteTask with `next_task_queue`, as a worker that wants more.
