@@ -145,7 +145,7 @@ impl Engine {
                 unit.after.queued(queue, on_queue.len() - handed);
             }
         }
-        unit.batch.extend(tasks::insert_parts(&queued));
+        unit.batch.extend(tasks::insert_parts(&unit.tx, &queued));
         for w in &queued {
             self.inner.views.task_of(&w.task_id, &w.execution_id);
         }

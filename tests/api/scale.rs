@@ -135,7 +135,7 @@ async fn seed_failed_run(app: &TestApp, id: &str, stage_count: usize, names: &[S
     for chunk in runs.chunks(2_000) {
         let tx = store.write().await.expect("a write transaction");
         let mut batch = Batch::default();
-        batch.extend(tasks::insert_parts(chunk));
+        batch.extend(tasks::insert_parts(&tx, chunk));
         batch.run(&tx).await.expect("seed the tasks");
         tx.commit().await.expect("commit");
     }
