@@ -191,6 +191,8 @@ struct Series {
     errors: Vec<String>,
     /// SQL statements the store ran during the series (BEGIN and COMMIT included).
     statements: u64,
+    /// SQLite: how long the series' transactions held the one writer.
+    writer: Option<store::WriterHeld>,
 }
 
 impl Series {
@@ -444,6 +446,7 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
         })
         .collect();
     let statements = server.engine.store().statements();
+    let writer = server.engine.store().writer_held();
     gate.wait().await;
     let started = Instant::now();
     let mut series = Series::default();
@@ -454,6 +457,7 @@ async fn resume_series(server: &Server, pool: Vec<String>, callers: usize, stage
     }
     series.wall = started.elapsed();
     series.statements = server.engine.store().statements() - statements;
+    series.writer = server.engine.store().writer_held().zip(writer).map(|(after, before)| after - before);
     for e in series.errors.iter().take(3) {
         eprintln!("  error: {e}");
     }
@@ -755,6 +759,18 @@ fn print_report(reports: &[BackendReport]) {
         );
         println!("{}", series_line("REJECTED 1-stage approval, stage 0, 1 caller", &r.one, floor));
         println!("{}", series_line(&format!("  same, {CALLERS} concurrent callers"), &r.many, floor));
+        if let Some(held) = r.many.writer.filter(|h| h.transactions > 0) {
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / held.transactions as f64;
+            println!(
+                "    SQLite's one writer held per transaction: {:.0} µs (BEGIN {:.0}, COMMIT {:.0}, the rest {:.0}): \
+                 at most {:.0} commits/s",
+                per(held.held),
+                per(held.begin),
+                per(held.commit),
+                per(held.held.saturating_sub(held.begin + held.commit)),
+                1e6 / per(held.held).max(1e-9)
+            );
+        }
         println!("{}", series_line("FAILED 4-stage, from stage 0 (1 task), 1 caller", &r.four_from_0, floor));
         println!("{}", series_line("FAILED 4-stage, from stage 2 (carry 2, 4 tasks)", &r.four_from_2, floor));
         println!(

@@ -10,7 +10,10 @@
 //! into the next unit of work — which is what lost acknowledged writes on a
 //! full disk (later "transactions" became savepoints of one never committed).
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
 
 use sea_orm::{
     AccessMode, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel,
@@ -120,6 +123,76 @@ pub(crate) struct Writer {
     /// PRAGMAs set at run time (tests), applied again to a new connection.
     pragmas: Arc<std::sync::Mutex<Vec<String>>>,
     conn: Arc<Mutex<WriterConn>>,
+    held: Arc<Held>,
+    /// Commits so far, and whether a checkpoint runs now (see
+    /// [`super::Store::checkpoint_now_and_then`]).
+    pub(super) commits: AtomicU64,
+    pub(super) checkpointing: Arc<AtomicBool>,
+    /// Checkpoints run beside the writer so far.
+    pub(super) checkpoints: Arc<AtomicU64>,
+}
+
+/// The WAL size (pages) at which the writer checkpoints by itself, in the
+/// commit that crosses it (SQLite's default is 1,000). The checkpoints run
+/// beside it (see [`super::Store::checkpoint_now_and_then`]) leave it little
+/// to copy then, but only the writer's own lets the WAL start over while
+/// writes keep coming: this bounds the WAL file (16 MiB of 4 KiB pages).
+const WRITER_AUTOCHECKPOINT: &str = "4000";
+
+/// How long committed transactions held SQLite's one writer, in all: with
+/// one writer, that time per transaction bounds how many commit per second
+/// whatever the number of callers (see [`super::Store::writer_held`]).
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    transactions: AtomicU64,
+    held_ns: AtomicU64,
+    begin_ns: AtomicU64,
+    commit_ns: AtomicU64,
+}
+
+/// [`Held`] as read at one moment; subtract two to see a stretch of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterHeld {
+    /// Transactions committed.
+    pub transactions: u64,
+    /// From taking the writer to releasing it, in all.
+    pub held: Duration,
+    /// Of that, in BEGIN IMMEDIATE.
+    pub begin: Duration,
+    /// Of that, in COMMIT.
+    pub commit: Duration,
+}
+
+impl std::ops::Sub for WriterHeld {
+    type Output = WriterHeld;
+    fn sub(self, earlier: WriterHeld) -> WriterHeld {
+        WriterHeld {
+            transactions: self.transactions - earlier.transactions,
+            held: self.held.saturating_sub(earlier.held),
+            begin: self.begin.saturating_sub(earlier.begin),
+            commit: self.commit.saturating_sub(earlier.commit),
+        }
+    }
+}
+
+impl Held {
+    fn record(&self, taken: Instant, begun: Instant, committing: Instant) {
+        let ns = |d: Duration| d.as_nanos() as u64;
+        self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.held_ns.fetch_add(ns(taken.elapsed()), Ordering::Relaxed);
+        self.begin_ns.fetch_add(ns(begun - taken), Ordering::Relaxed);
+        self.commit_ns.fetch_add(ns(committing.elapsed()), Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self) -> WriterHeld {
+        let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        WriterHeld {
+            transactions: self.transactions.load(Ordering::Relaxed),
+            held: d(&self.held_ns),
+            begin: d(&self.begin_ns),
+            commit: d(&self.commit_ns),
+        }
+    }
 }
 
 pub(crate) struct WriterConn {
@@ -137,7 +210,19 @@ impl Writer {
     pub(crate) async fn open(url: &str) -> Result<Writer> {
         let pragmas = Arc::new(std::sync::Mutex::new(Vec::new()));
         let db = open_writer(url, pragmas.clone()).await?;
-        Ok(Writer { pragmas, conn: Arc::new(Mutex::new(WriterConn { db, dirty: false })) })
+        let conn = Arc::new(Mutex::new(WriterConn { db, dirty: false }));
+        Ok(Writer {
+            pragmas,
+            conn,
+            held: Arc::default(),
+            commits: AtomicU64::new(0),
+            checkpointing: Arc::default(),
+            checkpoints: Arc::default(),
+        })
+    }
+
+    pub(crate) fn held(&self) -> WriterHeld {
+        self.held.read()
     }
 
     pub(crate) async fn pragma(&self, pragma: &str) -> Result<Option<i64>> {
@@ -179,7 +264,7 @@ async fn open_writer(url: &str, pragmas: Arc<std::sync::Mutex<Vec<String>>>) -> 
                 Ok(())
             })
         })
-        .connect_with(sqlite_options(options))
+        .connect_with(sqlite_options(options).pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT))
         .await
         .map_err(|e| StoreError::unavailable(Cause::Unreachable, format!("opening the SQLite writer: {e}")))?;
     Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
@@ -208,8 +293,15 @@ impl WriterConn {
 }
 
 enum TxKind {
-    Sqlite(OwnedMutexGuard<WriterConn>, DatabaseTransaction),
+    Sqlite(OwnedMutexGuard<WriterConn>, DatabaseTransaction, Timing),
     Postgres(DatabaseTransaction),
+}
+
+/// When a SQLite transaction took the writer and when its BEGIN returned.
+struct Timing {
+    held: Arc<Held>,
+    taken: Instant,
+    begun: Instant,
 }
 
 /// A write transaction on one connection (see the module docs). Dropped
@@ -224,6 +316,7 @@ impl Tx {
         let kind = match &store.inner.writer {
             Some(writer) => {
                 let mut guard = writer.conn.clone().lock_owned().await;
+                let taken = Instant::now();
                 if guard.dirty {
                     guard.settle().await?;
                 }
@@ -235,7 +328,7 @@ impl Tx {
                 // connection inside a transaction; the next writer settles it.
                 guard.dirty = true;
                 let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
-                TxKind::Sqlite(guard, txn)
+                TxKind::Sqlite(guard, txn, Timing { held: writer.held.clone(), taken, begun: Instant::now() })
             }
             None => {
                 let pool = store.inner.pool.clone();
@@ -253,12 +346,15 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         store.count(2); // BEGIN and COMMIT
         let result = match kind {
-            TxKind::Sqlite(mut guard, txn) => match txn.commit().await {
-                Ok(()) => {
+            TxKind::Sqlite(mut guard, txn, timing) => match (Instant::now(), txn.commit().await) {
+                (committing, Ok(())) => {
                     guard.dirty = false;
+                    timing.held.record(timing.taken, timing.begun, committing);
+                    drop(guard);
+                    store.checkpoint_now_and_then();
                     Ok(())
                 }
-                Err(e) => {
+                (_, Err(e)) => {
                     let error = StoreError::from(e);
                     if let Err(settle) = guard.settle().await {
                         tracing::error!(error = %settle, "could not check the SQLite writer after a failed COMMIT");
@@ -280,7 +376,7 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         self.store.count(2); // BEGIN and ROLLBACK
         match kind {
-            TxKind::Sqlite(mut guard, txn) => {
+            TxKind::Sqlite(mut guard, txn, _) => {
                 let rolled_back = txn.rollback().await.is_ok();
                 if rolled_back {
                     guard.dirty = false;
@@ -296,7 +392,7 @@ impl Tx {
 
     fn target(&self) -> &dyn DynConnection {
         match self.kind.as_ref().expect("an open transaction") {
-            TxKind::Sqlite(_, txn) | TxKind::Postgres(txn) => txn,
+            TxKind::Sqlite(_, txn, _) | TxKind::Postgres(txn) => txn,
         }
     }
 }
@@ -542,3 +638,13 @@ impl Single {
 }
 
 forward_connection!(Single, self => self.target(), self.store.count(1));
+
+impl Drop for Single {
+    /// A write on SQLite's writer counts toward the next checkpoint as a
+    /// transaction's commit does.
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            self.store.checkpoint_now_and_then();
+        }
+    }
+}

@@ -33,7 +33,7 @@ use std::{
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use sea_orm_migration::MigratorTrait;
 
-pub use connection::{Conn, Single, Snapshot, Tx};
+pub use connection::{Conn, Single, Snapshot, Tx, WriterHeld};
 pub use error::{Cause, StoreError};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -54,6 +54,11 @@ impl Default for StoreOptions {
         StoreOptions { acquire_timeout: Duration::from_secs(5), max_connections: 16 }
     }
 }
+
+/// SQLite: commits of the writer between two checkpoints beside it (a
+/// transition writes a few pages, a resume about thirty): what the writer's
+/// own checkpoint finds left to copy is at most that many commits' pages.
+const CHECKPOINT_EVERY: u64 = 16;
 
 /// The database: a pool, and on SQLite its one writer connection.
 #[derive(Clone)]
@@ -209,6 +214,48 @@ impl Store {
     /// in bulk; the service itself never writes through it.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.inner.pool
+    }
+
+    /// SQLite: every [`CHECKPOINT_EVERY`] commits of the writer, copies the
+    /// WAL back into the database file on a reader connection, in the
+    /// background (PASSIVE: it waits for nobody and nobody waits for it).
+    /// Left to the writer (SQLite's automatic checkpoint), the commit that
+    /// crossed 1,000 WAL pages copied them itself, holding the one writer
+    /// meanwhile: 3–5 ms every few dozen commits, the p99 of every write
+    /// (a Resume's went from 4.1 to 0.9 ms without it). Only after commits:
+    /// an idle server runs none.
+    pub(crate) fn checkpoint_now_and_then(&self) {
+        let (Some(writer), Ok(runtime)) = (&self.inner.writer, tokio::runtime::Handle::try_current()) else { return };
+        if !(writer.commits.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(CHECKPOINT_EVERY)
+            || writer.checkpointing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        self.count(1);
+        let (pool, running, done) = (self.inner.pool.clone(), writer.checkpointing.clone(), writer.checkpoints.clone());
+        runtime.spawn(async move {
+            let checkpoint = sea_orm::Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
+            match pool.query_one_raw(checkpoint).await {
+                Ok(_) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a WAL checkpoint beside the writer failed; the writer's own will do")
+                }
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+
+    /// SQLite: checkpoints run beside the writer so far (for tests).
+    pub fn background_checkpoints(&self) -> u64 {
+        self.inner.writer.as_ref().map_or(0, |w| w.checkpoints.load(Ordering::Relaxed))
+    }
+
+    /// SQLite: how long committed transactions held the one writer so far
+    /// (None on PostgreSQL, where transactions run side by side).
+    pub fn writer_held(&self) -> Option<connection::WriterHeld> {
+        self.inner.writer.as_ref().map(|w| w.held())
     }
 
     /// SQLite: whether a writer of this process holds the write turn now.

@@ -16,7 +16,34 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_commit_that_fails_leaves_the_next_unit_of_work_clean,
     a_full_database_acknowledges_only_what_it_stored_and_recovers,
+    the_wal_is_copied_back_beside_the_writer,
 );
+
+/// SQLite: the writer's commits are copied from the WAL into the database
+/// file by checkpoints that run beside it (the writer's own held the write
+/// turn for milliseconds), and the WAL still does not grow with the writes.
+async fn the_wal_is_copied_back_beside_the_writer(app: TestApp) {
+    if app.backend == Backend::Postgres {
+        return; // PostgreSQL checkpoints by itself
+    }
+    let q = queue();
+    let p = app.create_pipeline("wal", vec![workflows("one", &q, &["a", "b", "c"])]).await;
+    for _ in 0..400 {
+        app.start(&p.id).await;
+    }
+    // What a checkpoint now finds in the WAL: frames written since the WAL
+    // last started over, which it does only after a checkpoint.
+    let db = app.engine.store().connection();
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), "PRAGMA wal_checkpoint(PASSIVE)"))
+        .await
+        .expect("checkpoint")
+        .expect("a row");
+    let frames = row.try_get_by_index::<i64>(1).expect("frames in the WAL");
+    assert!(frames < 5_000, "the WAL holds {frames} frames after 400 commits: it grows with the writes");
+    let beside = app.engine.store().background_checkpoints();
+    assert!(beside >= 10, "{beside} checkpoints ran beside the writer in 400 commits");
+}
 
 async fn serving(app: &TestApp, service: &str) -> ServingStatus {
     let mut health = HealthClient::new(app.channel.clone());
