@@ -123,13 +123,13 @@ pub(crate) struct Writer {
     /// PRAGMAs set at run time (tests), applied again to a new connection.
     pragmas: Arc<std::sync::Mutex<Vec<String>>>,
     conn: Arc<Mutex<WriterConn>>,
-    held: Arc<Held>,
+    held: Held,
     /// Commits so far, and whether a checkpoint runs now (see
     /// [`super::Store::checkpoint_now_and_then`]).
     pub(super) commits: AtomicU64,
-    pub(super) checkpointing: Arc<AtomicBool>,
+    pub(super) checkpointing: AtomicBool,
     /// Checkpoints run beside the writer so far.
-    pub(super) checkpoints: Arc<AtomicU64>,
+    pub(super) checkpoints: AtomicU64,
 }
 
 /// The WAL size (pages) at which the writer checkpoints by itself, in the
@@ -214,10 +214,10 @@ impl Writer {
         Ok(Writer {
             pragmas,
             conn,
-            held: Arc::default(),
+            held: Held::default(),
             commits: AtomicU64::new(0),
-            checkpointing: Arc::default(),
-            checkpoints: Arc::default(),
+            checkpointing: AtomicBool::new(false),
+            checkpoints: AtomicU64::new(0),
         })
     }
 
@@ -299,7 +299,6 @@ enum TxKind {
 
 /// When a SQLite transaction took the writer and when its BEGIN returned.
 struct Timing {
-    held: Arc<Held>,
     taken: Instant,
     begun: Instant,
 }
@@ -328,7 +327,7 @@ impl Tx {
                 // connection inside a transaction; the next writer settles it.
                 guard.dirty = true;
                 let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
-                TxKind::Sqlite(guard, txn, Timing { held: writer.held.clone(), taken, begun: Instant::now() })
+                TxKind::Sqlite(guard, txn, Timing { taken, begun: Instant::now() })
             }
             None => {
                 let pool = store.inner.pool.clone();
@@ -349,7 +348,9 @@ impl Tx {
             TxKind::Sqlite(mut guard, txn, timing) => match (Instant::now(), txn.commit().await) {
                 (committing, Ok(())) => {
                     guard.dirty = false;
-                    timing.held.record(timing.taken, timing.begun, committing);
+                    if let Some(writer) = &store.inner.writer {
+                        writer.held.record(timing.taken, timing.begun, committing);
+                    }
                     drop(guard);
                     store.checkpoint_now_and_then();
                     Ok(())

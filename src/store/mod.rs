@@ -232,18 +232,20 @@ impl Store {
             return;
         }
         self.count(1);
-        let (pool, running, done) = (self.inner.pool.clone(), writer.checkpointing.clone(), writer.checkpoints.clone());
+        let store = self.clone();
         runtime.spawn(async move {
             let checkpoint = sea_orm::Statement::from_string(DbBackend::Sqlite, "PRAGMA wal_checkpoint(PASSIVE)");
-            match pool.query_one_raw(checkpoint).await {
+            let result = store.inner.pool.query_one_raw(checkpoint).await;
+            let writer = store.inner.writer.as_ref().expect("SQLite");
+            match result {
                 Ok(_) => {
-                    done.fetch_add(1, Ordering::Relaxed);
+                    writer.checkpoints.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "a WAL checkpoint beside the writer failed; the writer's own will do")
                 }
             }
-            running.store(false, Ordering::Release);
+            writer.checkpointing.store(false, Ordering::Release);
         });
     }
 

@@ -22,14 +22,21 @@ const WIDTH: usize = 22;
 /// How much of an attempt's output a task row keeps: its last characters.
 pub const KEPT_OUTPUT_CHARS: i64 = 65_536;
 
-/// SQL for `output` with `$n` appended, cut to the kept tail.
+/// SQL for `output` with `$text` appended in place of its last `$replaces`
+/// characters, cut to the kept tail.
 fn appended_output(c: &impl ConnectionTrait, text: usize, replaces: usize) -> String {
-    if super::is_pg(c) {
+    appended(super::is_pg(c), "output", &format!("${text}"), &format!("${replaces}"))
+}
+
+/// [`appended_output`] of any SQL expressions: the kept `output`, the
+/// `text` to append and how many characters it `replaces`.
+fn appended(pg: bool, output: &str, text: &str, replaces: &str) -> String {
+    if pg {
         format!(
-            "right(left(output, char_length(output) - CAST(${replaces} AS INTEGER)) || ${text}, {KEPT_OUTPUT_CHARS})"
+            "right(left({output}, char_length({output}) - CAST({replaces} AS INTEGER)) || {text}, {KEPT_OUTPUT_CHARS})"
         )
     } else {
-        format!("substr(substr(output, 1, length(output) - ${replaces}) || ${text}, -{KEPT_OUTPUT_CHARS})")
+        format!("substr(substr({output}, 1, length({output}) - {replaces}) || {text}, -{KEPT_OUTPUT_CHARS})")
     }
 }
 
@@ -579,8 +586,7 @@ pub async fn report_counted(
              r (ord, id, lease_token, status, exit_code, output, message, added, replaces) AS (VALUES {rows}), \
              t AS (UPDATE tasks SET \
                status = CASE WHEN tasks.deadline_at <= $2 THEN 'EXPIRED' ELSE r.status END, exit_code = r.exit_code, \
-               output = right(left(tasks.output, char_length(tasks.output) - CAST(r.replaces AS INTEGER)) \
-                 || r.output, {KEPT_OUTPUT_CHARS}), \
+               output = {output}, \
                output_chars = tasks.output_chars + r.added, \
                status_message = CASE WHEN tasks.deadline_at <= $2 \
                  THEN 'ran past its timeout of ' || CAST(tasks.timeout_ms AS TEXT) || ' ms' ELSE r.message END, \
@@ -608,6 +614,7 @@ pub async fn report_counted(
              SELECT {e}, t.ord AS t_ord, {t}, {s} FROM e LEFT JOIN t ON true \
              LEFT JOIN s ON s.stage_index = t.stage_index LEFT JOIN n ON true ORDER BY t.ord",
             exec = executions::COLUMNS,
+            output = appended(true, "tasks.output", "r.output", "r.replaces"),
             rows = value_rows(chunk.len(), REPORT_WIDTH, 4),
             task_cols = qualified("tasks", COLUMNS),
             stage_cols = qualified("stages", stages::COLUMNS),
