@@ -191,7 +191,7 @@ struct Series {
     errors: Vec<String>,
     /// SQL statements the store ran during the series (BEGIN and COMMIT included).
     statements: u64,
-    /// SQLite: how long the series' transactions held the one writer.
+    /// SQLite: how long the series' units of work held the one writer.
     writer: Option<store::WriterHeld>,
 }
 
@@ -762,13 +762,14 @@ fn print_report(reports: &[BackendReport]) {
         if let Some(held) = r.many.writer.filter(|h| h.transactions > 0) {
             let per = |d: Duration| d.as_secs_f64() * 1e6 / held.transactions as f64;
             println!(
-                "    SQLite's one writer held per transaction: {:.0} µs (BEGIN {:.0}, COMMIT {:.0}, the rest {:.0}): \
-                 at most {:.0} commits/s",
+                "    SQLite's one writer held per unit of work: {:.0} µs (BEGIN or SAVEPOINT {:.0}, COMMIT or RELEASE \
+                 {:.0}, the rest {:.0}): at most {:.0} units/s; {:.1} units per COMMIT",
                 per(held.held),
                 per(held.begin),
                 per(held.commit),
                 per(held.held.saturating_sub(held.begin + held.commit)),
-                1e6 / per(held.held).max(1e-9)
+                1e6 / per(held.held).max(1e-9),
+                held.transactions as f64 / held.commits.max(1) as f64
             );
         }
         println!("{}", series_line("FAILED 4-stage, from stage 0 (1 task), 1 caller", &r.four_from_0, floor));

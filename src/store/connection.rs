@@ -3,15 +3,29 @@
 //! tells the store what its errors say about the database.
 //!
 //! On SQLite the writes of a process run on one dedicated connection under
-//! an async mutex (the write turn). After a COMMIT or ROLLBACK fails, SQLite
-//! may or may not have rolled back by itself while the driver still believes
-//! a transaction open; such a connection is closed and replaced before
-//! anyone writes again, so no connection ever carries an open transaction
-//! into the next unit of work — which is what lost acknowledged writes on a
-//! full disk (later "transactions" became savepoints of one never committed).
+//! an async mutex (the write turn). A unit that ends while others wait for
+//! the turn leaves its changes in the open transaction and waits for the
+//! COMMIT; the next unit runs inside a SAVEPOINT of that transaction, and
+//! the last one of such a group, finding nobody waiting, commits for all
+//! (group commit: one BEGIN and one COMMIT for many units — those two are
+//! what bounded SQLite's writes per second). Nobody is answered before that
+//! COMMIT returned; when it fails, or a unit's failure may have ended
+//! SQLite's transaction (a full disk), every unit of the group is told it
+//! failed. The waits for the turn, BEGIN and the ends of units run in tasks
+//! of their own, so a cancelled caller never strands a group.
+//!
+//! After a COMMIT or ROLLBACK fails, SQLite may or may not have rolled back
+//! by itself while the driver still believes a transaction open; such a
+//! connection is closed and replaced before anyone writes again, so no
+//! connection ever carries an open transaction into the next unit of work —
+//! which is what lost acknowledged writes on a full disk (later
+//! "transactions" became savepoints of one never committed). A group is
+//! that same shape made on purpose: its savepoints are inside a transaction
+//! the group commits, and whoever takes the turn next joins a group left
+//! open (a unit of work) or commits it first (a single statement, a PRAGMA).
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -21,7 +35,7 @@ use sea_orm::{
 };
 use std::sync::Arc;
 
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 
 use super::{Result, Store, StoreError, error::Cause};
 
@@ -123,6 +137,9 @@ pub(crate) struct Writer {
     /// PRAGMAs set at run time (tests), applied again to a new connection.
     pragmas: Arc<std::sync::Mutex<Vec<String>>>,
     conn: Arc<Mutex<WriterConn>>,
+    /// Units waiting for the write turn now: a unit that ends while one
+    /// does leaves its changes for the group's COMMIT.
+    queued: AtomicUsize,
     held: Held,
     /// Commits so far, and whether a checkpoint runs now (see
     /// [`super::Store::checkpoint_now_and_then`]).
@@ -139,12 +156,17 @@ pub(crate) struct Writer {
 /// writes keep coming: this bounds the WAL file (16 MiB of 4 KiB pages).
 const WRITER_AUTOCHECKPOINT: &str = "4000";
 
-/// How long committed transactions held SQLite's one writer, in all: with
-/// one writer, that time per transaction bounds how many commit per second
-/// whatever the number of callers (see [`super::Store::writer_held`]).
+/// The most units of work one COMMIT carries: the first of a group waits
+/// for the last, so this bounds what grouping adds to a unit's latency.
+const GROUP_MOST: usize = 16;
+
+/// How long units of work held SQLite's one writer, in all: with one
+/// writer, that time per unit bounds how many commit per second whatever
+/// the number of callers (see [`super::Store::writer_held`]).
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     transactions: AtomicU64,
+    commits: AtomicU64,
     held_ns: AtomicU64,
     begin_ns: AtomicU64,
     commit_ns: AtomicU64,
@@ -153,13 +175,15 @@ pub(crate) struct Held {
 /// [`Held`] as read at one moment; subtract two to see a stretch of time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriterHeld {
-    /// Transactions committed.
+    /// Units of work that ended with a commit (their own or their group's).
     pub transactions: u64,
+    /// COMMITs run: fewer than units when units were committed in groups.
+    pub commits: u64,
     /// From taking the writer to releasing it, in all.
     pub held: Duration,
-    /// Of that, in BEGIN IMMEDIATE.
+    /// Of that, in BEGIN IMMEDIATE (or the SAVEPOINT of a unit in a group).
     pub begin: Duration,
-    /// Of that, in COMMIT.
+    /// Of that, in COMMIT (or the RELEASE of a unit that left the COMMIT to the next).
     pub commit: Duration,
 }
 
@@ -168,6 +192,7 @@ impl std::ops::Sub for WriterHeld {
     fn sub(self, earlier: WriterHeld) -> WriterHeld {
         WriterHeld {
             transactions: self.transactions - earlier.transactions,
+            commits: self.commits - earlier.commits,
             held: self.held.saturating_sub(earlier.held),
             begin: self.begin.saturating_sub(earlier.begin),
             commit: self.commit.saturating_sub(earlier.commit),
@@ -176,9 +201,10 @@ impl std::ops::Sub for WriterHeld {
 }
 
 impl Held {
-    fn record(&self, taken: Instant, begun: Instant, committing: Instant) {
+    fn record(&self, taken: Instant, begun: Instant, committing: Instant, committed: bool) {
         let ns = |d: Duration| d.as_nanos() as u64;
         self.transactions.fetch_add(1, Ordering::Relaxed);
+        self.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
         self.held_ns.fetch_add(ns(taken.elapsed()), Ordering::Relaxed);
         self.begin_ns.fetch_add(ns(begun - taken), Ordering::Relaxed);
         self.commit_ns.fetch_add(ns(committing.elapsed()), Ordering::Relaxed);
@@ -188,6 +214,7 @@ impl Held {
         let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
         WriterHeld {
             transactions: self.transactions.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
             held: d(&self.held_ns),
             begin: d(&self.begin_ns),
             commit: d(&self.commit_ns),
@@ -199,6 +226,15 @@ pub(crate) struct WriterConn {
     db: DatabaseConnection,
     /// A transaction was begun and not seen to end: check before reuse.
     dirty: bool,
+    /// The open transaction of units that ended and wait for its COMMIT.
+    group: Option<Group>,
+}
+
+/// Units of work whose changes are in the writer's open transaction,
+/// waiting to be told whether its COMMIT succeeded.
+struct Group {
+    txn: DatabaseTransaction,
+    waiting: Vec<oneshot::Sender<Result<()>>>,
 }
 
 impl Writer {
@@ -210,10 +246,11 @@ impl Writer {
     pub(crate) async fn open(url: &str) -> Result<Writer> {
         let pragmas = Arc::new(std::sync::Mutex::new(Vec::new()));
         let db = open_writer(url, pragmas.clone()).await?;
-        let conn = Arc::new(Mutex::new(WriterConn { db, dirty: false }));
+        let conn = Arc::new(Mutex::new(WriterConn { db, dirty: false, group: None }));
         Ok(Writer {
             pragmas,
             conn,
+            queued: AtomicUsize::new(0),
             held: Held::default(),
             commits: AtomicU64::new(0),
             checkpointing: AtomicBool::new(false),
@@ -225,8 +262,30 @@ impl Writer {
         self.held.read()
     }
 
-    pub(crate) async fn pragma(&self, pragma: &str) -> Result<Option<i64>> {
-        let guard = self.conn.lock().await;
+    /// Waits for the write turn, counted as waiting meanwhile. Called only
+    /// where the wait runs to its end (a task of its own), so a unit that
+    /// saw it waiting and left its changes to a group is never stranded.
+    async fn take(&self) -> OwnedMutexGuard<WriterConn> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let guard = self.conn.clone().lock_owned().await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// Runs a PRAGMA on the writer (after committing any open group).
+    pub(crate) async fn pragma(store: &Store, pragma: &str) -> Result<Option<i64>> {
+        let store = store.clone();
+        let pragma = pragma.to_owned();
+        uncancelled(async move {
+            let writer = store.inner.writer.as_ref().expect("SQLite");
+            let mut guard = writer.take().await;
+            let _ = commit_group(&store, &mut guard).await;
+            writer.run_pragma(&guard, &pragma).await
+        })
+        .await
+    }
+
+    async fn run_pragma(&self, guard: &WriterConn, pragma: &str) -> Result<Option<i64>> {
         let stmt = Statement::from_string(DbBackend::Sqlite, format!("PRAGMA {pragma}"));
         let row = guard.db.query_one_raw(stmt).await.map_err(StoreError::from)?;
         if pragma.contains('=') {
@@ -235,8 +294,16 @@ impl Writer {
         Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()))
     }
 
-    pub(crate) async fn close(&self) {
-        self.conn.lock().await.db.close_by_ref().await.ok();
+    /// Closes the writer (after committing any open group).
+    pub(crate) async fn close(store: &Store) {
+        let store = store.clone();
+        uncancelled(async move {
+            let writer = store.inner.writer.as_ref().expect("SQLite");
+            let mut guard = writer.take().await;
+            let _ = commit_group(&store, &mut guard).await;
+            guard.db.close_by_ref().await.ok();
+        })
+        .await
     }
 }
 
@@ -293,12 +360,20 @@ impl WriterConn {
 }
 
 enum TxKind {
-    Sqlite(OwnedMutexGuard<WriterConn>, DatabaseTransaction, Timing),
+    Sqlite(Writing),
     Postgres(DatabaseTransaction),
 }
 
-/// When a SQLite transaction took the writer and when its BEGIN returned.
-struct Timing {
+/// A unit of work on SQLite's writer, holding the write turn.
+struct Writing {
+    guard: OwnedMutexGuard<WriterConn>,
+    txn: DatabaseTransaction,
+    /// Began as a SAVEPOINT inside the open transaction of a group.
+    joined: bool,
+    /// A statement failed in a way that may have ended SQLite's whole
+    /// transaction (a full disk, I/O): the group cannot be trusted to commit.
+    poisoned: AtomicBool,
+    /// When it took the writer, and when its BEGIN (or SAVEPOINT) returned.
     taken: Instant,
     begun: Instant,
 }
@@ -313,22 +388,7 @@ pub struct Tx {
 impl Tx {
     pub(super) async fn begin(store: &Store) -> Result<Tx> {
         let kind = match &store.inner.writer {
-            Some(writer) => {
-                let mut guard = writer.conn.clone().lock_owned().await;
-                let taken = Instant::now();
-                if guard.dirty {
-                    guard.settle().await?;
-                }
-                let options = sea_orm::TransactionOptions {
-                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                };
-                // Dirty before BEGIN: a begin cancelled halfway may leave the
-                // connection inside a transaction; the next writer settles it.
-                guard.dirty = true;
-                let txn = guard.db.begin_with_options(options).await.map_err(not_begun)?;
-                TxKind::Sqlite(guard, txn, Timing { taken, begun: Instant::now() })
-            }
+            Some(_) => TxKind::Sqlite(uncancelled(begin_writing(store.clone())).await?),
             None => {
                 let pool = store.inner.pool.clone();
                 TxKind::Postgres(uncancelled(async move { pool.begin().await }).await.map_err(not_begun)?)
@@ -343,26 +403,9 @@ impl Tx {
     pub async fn commit(mut self) -> Result<()> {
         let store = self.store.clone();
         let kind = self.kind.take().expect("a transaction ends once");
-        store.count(2); // BEGIN and COMMIT
+        store.count(2); // BEGIN and COMMIT (or SAVEPOINT and RELEASE)
         let result = match kind {
-            TxKind::Sqlite(mut guard, txn, timing) => match (Instant::now(), txn.commit().await) {
-                (committing, Ok(())) => {
-                    guard.dirty = false;
-                    if let Some(writer) = &store.inner.writer {
-                        writer.held.record(timing.taken, timing.begun, committing);
-                    }
-                    drop(guard);
-                    store.checkpoint_now_and_then();
-                    Ok(())
-                }
-                (_, Err(e)) => {
-                    let error = StoreError::from(e);
-                    if let Err(settle) = guard.settle().await {
-                        tracing::error!(error = %settle, "could not check the SQLite writer after a failed COMMIT");
-                    }
-                    Err(error)
-                }
-            },
+            TxKind::Sqlite(writing) => uncancelled(commit_writing(store.clone(), writing)).await,
             TxKind::Postgres(txn) => txn.commit().await.map_err(StoreError::from),
         };
         let result = store.observe(result);
@@ -377,14 +420,7 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         self.store.count(2); // BEGIN and ROLLBACK
         match kind {
-            TxKind::Sqlite(mut guard, txn, _) => {
-                let rolled_back = txn.rollback().await.is_ok();
-                if rolled_back {
-                    guard.dirty = false;
-                } else if let Err(e) = guard.settle().await {
-                    tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
-                }
-            }
+            TxKind::Sqlite(writing) => uncancelled(rollback_writing(self.store.clone(), writing)).await,
             TxKind::Postgres(txn) => {
                 let _ = txn.rollback().await;
             }
@@ -393,8 +429,163 @@ impl Tx {
 
     fn target(&self) -> &dyn DynConnection {
         match self.kind.as_ref().expect("an open transaction") {
-            TxKind::Sqlite(_, txn, _) | TxKind::Postgres(txn) => txn,
+            TxKind::Sqlite(Writing { txn, .. }) | TxKind::Postgres(txn) => txn,
         }
+    }
+}
+
+/// Takes the write turn and begins: inside the open group's transaction if
+/// there is one (a SAVEPOINT), else a transaction of its own.
+async fn begin_writing(store: Store) -> Result<Writing> {
+    let writer = store.inner.writer.as_ref().expect("SQLite");
+    let mut guard = writer.take().await;
+    let taken = Instant::now();
+    let joined = match &guard.group {
+        Some(group) => match group.txn.begin().await {
+            Ok(savepoint) => Some(savepoint),
+            Err(e) => {
+                let _ = commit_group(&store, &mut guard).await;
+                return Err(not_begun(e));
+            }
+        },
+        None => None,
+    };
+    let (txn, joined) = match joined {
+        Some(savepoint) => (savepoint, true),
+        None => {
+            if guard.dirty {
+                guard.settle().await?;
+            }
+            let options = sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..Default::default()
+            };
+            // Dirty before BEGIN: a begin that failed halfway may leave the
+            // connection inside a transaction; the next writer settles it.
+            guard.dirty = true;
+            (guard.db.begin_with_options(options).await.map_err(not_begun)?, false)
+        }
+    };
+    Ok(Writing { guard, txn, joined, poisoned: AtomicBool::new(false), taken, begun: Instant::now() })
+}
+
+/// Ends a unit that succeeded: its changes join the group's, and either it
+/// waits for the next unit to commit them (someone waits for the turn) or
+/// it commits the group itself.
+async fn commit_writing(store: Store, writing: Writing) -> Result<()> {
+    let writer = store.inner.writer.as_ref().expect("SQLite");
+    let Writing { mut guard, txn, joined, poisoned, taken, begun } = writing;
+    let poisoned = poisoned.into_inner();
+    let committing = Instant::now();
+    if joined {
+        let released = txn.commit().await.map_err(StoreError::from);
+        let failed = match released {
+            Err(e) => Some(e),
+            Ok(()) if poisoned => Some(StoreError::unavailable(
+                Cause::Busy,
+                "a statement of this change failed and the transaction it was part of may have ended; retry",
+            )),
+            Ok(()) => None,
+        };
+        if let Some(e) = failed {
+            fail_group(&store, &mut guard, &e).await;
+            return Err(e);
+        }
+    } else {
+        guard.group = Some(Group { txn, waiting: Vec::new() });
+    }
+    let group = guard.group.as_mut().expect("the unit's changes are in the group");
+    // A transaction that may have ended is committed (or fails) now, not joined.
+    if !poisoned && writer.queued.load(Ordering::Acquire) > 0 && group.waiting.len() + 1 < GROUP_MOST {
+        let (tell, told) = oneshot::channel();
+        group.waiting.push(tell);
+        writer.held.record(taken, begun, committing, false);
+        drop(guard);
+        return told.await.unwrap_or_else(|_| {
+            Err(StoreError::unavailable(
+                Cause::Unreachable,
+                "the transaction of this change ended without a COMMIT; retry",
+            ))
+        });
+    }
+    let result = commit_group(&store, &mut guard).await;
+    if result.is_ok() {
+        writer.held.record(taken, begun, committing, true);
+    }
+    result
+}
+
+/// Ends a unit that failed: only its own changes are undone (its SAVEPOINT)
+/// unless its failure may have ended the group's transaction.
+async fn rollback_writing(store: Store, writing: Writing) {
+    let writer = store.inner.writer.as_ref().expect("SQLite");
+    let Writing { mut guard, txn, joined, poisoned, .. } = writing;
+    let rolled_back = txn.rollback().await.is_ok();
+    if !joined {
+        if rolled_back {
+            guard.dirty = false;
+        } else if let Err(e) = guard.settle().await {
+            tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
+        }
+        return;
+    }
+    if !rolled_back || poisoned.into_inner() {
+        let why = StoreError::unavailable(
+            Cause::Busy,
+            "a change committed in the same transaction failed and took this one with it; retry",
+        );
+        fail_group(&store, &mut guard, &why).await;
+    } else if writer.queued.load(Ordering::Acquire) == 0 {
+        // Nobody will take the group on: commit it for those who wait.
+        let _ = commit_group(&store, &mut guard).await;
+    }
+}
+
+/// Commits the open group, if any, and tells each of its units.
+async fn commit_group(store: &Store, guard: &mut WriterConn) -> Result<()> {
+    let Some(group) = guard.group.take() else { return Ok(()) };
+    let result = match group.txn.commit().await {
+        Ok(()) => {
+            guard.dirty = false;
+            Ok(())
+        }
+        Err(e) => {
+            let error = StoreError::from(e);
+            if let Err(settle) = guard.settle().await {
+                tracing::error!(error = %settle, "could not check the SQLite writer after a failed COMMIT");
+            }
+            Err(error)
+        }
+    };
+    let result = store.observe(result);
+    if result.is_ok() {
+        store.set_writable(true);
+        store.checkpoint_now_and_then();
+    }
+    for unit in group.waiting {
+        let _ = unit.send(result.clone());
+    }
+    result
+}
+
+/// Rolls the open group back and tells each of its units why it failed.
+async fn fail_group(store: &Store, guard: &mut WriterConn, why: &StoreError) {
+    let Some(group) = guard.group.take() else { return };
+    match group.txn.rollback().await {
+        Ok(()) => guard.dirty = false,
+        Err(_) => {
+            if let Err(e) = guard.settle().await {
+                tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
+            }
+        }
+    }
+    let _ = store.observe::<()>(Err(why.clone()));
+    let cause = why.cause().unwrap_or(Cause::Busy);
+    for unit in group.waiting {
+        let _ = unit.send(Err(StoreError::unavailable(
+            cause,
+            format!("the transaction this change was committed with failed ({why}); nothing of it was kept, retry"),
+        )));
     }
 }
 
@@ -415,10 +606,16 @@ async fn uncancelled<T: Send + 'static>(begin: impl Future<Output = T> + Send + 
 
 impl Drop for Tx {
     /// A transaction abandoned midway (a panic, a cancelled task) rolls back
-    /// when its connection is next used (the driver queues the ROLLBACK); on
-    /// SQLite the writer stays marked dirty until the next writer checks it.
+    /// when its connection is next used (the driver queues the ROLLBACK). On
+    /// SQLite a task rolls it back and settles the group it was part of;
+    /// without a runtime to run it, the writer stays marked dirty until the
+    /// next writer checks it.
     fn drop(&mut self) {
-        drop(self.kind.take());
+        if let Some(TxKind::Sqlite(writing)) = self.kind.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(rollback_writing(self.store.clone(), writing));
+        }
     }
 }
 
@@ -603,7 +800,13 @@ impl Tx {
 
     fn seen<T>(&self, r: &Result<T, DbErr>) {
         if let Err(e) = r {
-            let _ = self.store.observe::<()>(Err(StoreError::from(e.clone())));
+            let error = StoreError::from(e.clone());
+            // SQLite may end the whole transaction after a full disk or an
+            // I/O error, not after a constraint that refused one statement.
+            if let (StoreError::Unavailable(_), Some(TxKind::Sqlite(writing))) = (&error, &self.kind) {
+                writing.poisoned.store(true, Ordering::Release);
+            }
+            let _ = self.store.observe::<()>(Err(error));
         }
     }
 }
@@ -618,11 +821,18 @@ pub struct Single {
 impl Single {
     pub(super) async fn begin(store: &Store) -> Result<Single> {
         let guard = match &store.inner.writer {
-            Some(writer) => {
-                let mut guard = writer.conn.clone().lock_owned().await;
-                if guard.dirty {
-                    guard.settle().await?;
-                }
+            Some(_) => {
+                let store = store.clone();
+                let guard = uncancelled(async move {
+                    let writer = store.inner.writer.as_ref().expect("SQLite");
+                    let mut guard = writer.take().await;
+                    let _ = commit_group(&store, &mut guard).await;
+                    if guard.dirty {
+                        guard.settle().await?;
+                    }
+                    Ok::<_, StoreError>(guard)
+                })
+                .await?;
                 Some(guard)
             }
             None => None,

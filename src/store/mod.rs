@@ -270,15 +270,15 @@ impl Store {
     #[doc(hidden)]
     pub async fn sqlite_writer_pragma(&self, pragma: &str) -> Result<Option<i64>> {
         match &self.inner.writer {
-            Some(w) => w.pragma(pragma).await,
+            Some(_) => connection::Writer::pragma(self, pragma).await,
             None => Ok(None),
         }
     }
 
     /// Closes the connections and lets another process open the database.
     pub async fn close(&self) {
-        if let Some(w) = &self.inner.writer {
-            w.close().await;
+        if self.inner.writer.is_some() {
+            connection::Writer::close(self).await;
         }
         self.inner.pool.close_by_ref().await.ok();
         self.inner.lock.lock().unwrap_or_else(|p| p.into_inner()).take();

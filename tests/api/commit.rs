@@ -17,6 +17,10 @@ crate::on_both_backends!(
     a_commit_that_fails_leaves_the_next_unit_of_work_clean,
     a_full_database_acknowledges_only_what_it_stored_and_recovers,
     the_wal_is_copied_back_beside_the_writer,
+    changes_that_wait_for_the_writer_commit_together_and_each_is_kept,
+    a_unit_that_fails_in_a_group_takes_only_its_own_changes_back,
+    a_unit_abandoned_in_a_group_leaves_the_others_committed,
+    a_full_database_under_concurrent_writes_acknowledges_only_what_it_stored,
 );
 
 /// SQLite: the writer's commits are copied from the WAL into the database
@@ -43,6 +47,180 @@ async fn the_wal_is_copied_back_beside_the_writer(app: TestApp) {
     assert!(frames < 5_000, "the WAL holds {frames} frames after 400 commits: it grows with the writes");
     let beside = app.engine.store().background_checkpoints();
     assert!(beside >= 10, "{beside} checkpoints ran beside the writer in 400 commits");
+}
+
+/// Many callers at once: on SQLite units that waited for the writer share
+/// one COMMIT (fewer COMMITs than units), every call answered OK is there
+/// after a restart, and a retry with its request id answers with it.
+async fn changes_that_wait_for_the_writer_commit_together_and_each_is_kept(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("group", vec![workflows("one", &q, &["a"])]).await;
+    let before = app.engine.store().writer_held();
+    let mut started = Vec::new();
+    for round in 0..4 {
+        let calls = (0..32).map(|i| {
+            let mut client = app.executions.clone();
+            let request_id = format!("group-{round}-{i}");
+            let request = pb::StartExecutionRequest {
+                pipeline_id: p.id.clone(),
+                request_id: request_id.clone(),
+                ..Default::default()
+            };
+            async move { (request_id, client.start_execution(request).await.expect("start").into_inner()) }
+        });
+        for (request_id, r) in calls.collect::<tokio::task::JoinSet<_>>().join_all().await {
+            started.push((request_id, r.execution.expect("execution").id));
+        }
+    }
+    if let (Some(after), Some(before)) = (app.engine.store().writer_held(), before) {
+        let held = after - before;
+        assert!(held.transactions >= 128, "{held:?}");
+        assert!(held.commits < held.transactions, "128 concurrent starts never shared a COMMIT: {held:?}");
+    }
+    let app = app.restart().await;
+    for (request_id, id) in &started {
+        assert_eq!(&app.get(id).await.id, id);
+        let retry = pb::StartExecutionRequest {
+            pipeline_id: p.id.clone(),
+            request_id: request_id.clone(),
+            ..Default::default()
+        };
+        let again = app.executions.clone().start_execution(retry).await.expect("retry").into_inner();
+        assert_eq!(&again.execution.unwrap().id, id, "{request_id}");
+    }
+}
+
+/// Concurrent creations where half collide on one name: the collisions are
+/// refused one by one (ALREADY_EXISTS) and everything else is kept.
+async fn a_unit_that_fails_in_a_group_takes_only_its_own_changes_back(app: TestApp) {
+    let q = queue();
+    let calls = (0..48).map(|i| {
+        let mut client = app.pipelines.clone();
+        let name = if i % 2 == 0 { "taken".to_owned() } else { format!("free-{i}") };
+        let request = pb::CreatePipelineRequest {
+            application: "shop".into(),
+            name: name.clone(),
+            definition: Some(pb::PipelineDefinition {
+                description: String::new(),
+                variables: vec![],
+                stages: vec![workflows("one", &q, &["a"])],
+            }),
+        };
+        async move { (name, client.create_pipeline(request).await) }
+    });
+    let answers = calls.collect::<tokio::task::JoinSet<_>>().join_all().await;
+    let mut created = 0;
+    for (name, answer) in &answers {
+        match answer {
+            Ok(_) => created += 1,
+            Err(s) => {
+                assert_eq!(name, "taken", "{s:?}");
+                assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
+            }
+        }
+    }
+    assert_eq!(created, 25, "every free name and one of the colliding ones");
+    let stored = app.sql_count("SELECT COUNT(*) AS n FROM pipelines").await;
+    assert_eq!(stored, 25);
+    let app = app.restart().await;
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM pipelines").await, 25);
+}
+
+/// A unit that joined another's transaction and is then abandoned (its
+/// caller went away) is rolled back alone: the unit that left it the
+/// COMMIT is still committed, and answered.
+async fn a_unit_abandoned_in_a_group_leaves_the_others_committed(app: TestApp) {
+    let store = app.engine.store().clone();
+    let db = store.connection();
+    db.execute_unprepared("CREATE TABLE group_rows (id BIGINT PRIMARY KEY)").await.expect("schema");
+    let first = store.write().await.expect("begin");
+    first.execute_unprepared("INSERT INTO group_rows (id) VALUES (1)").await.expect("insert");
+    let next_store = store.clone();
+    let next = tokio::spawn(async move {
+        let tx = next_store.write().await.expect("begin the next");
+        tx.execute_unprepared("INSERT INTO group_rows (id) VALUES (2)").await.expect("insert");
+        tx
+    });
+    if app.backend == Backend::Sqlite {
+        // The next unit waits for the writer before the first one commits.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(store.writer_is_busy());
+    }
+    let committed = tokio::spawn(first.commit());
+    let next = next.await.expect("the next unit");
+    if app.backend == Backend::Sqlite {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!committed.is_finished(), "the first unit waits for the COMMIT it left to the next");
+    }
+    drop(next);
+    committed.await.expect("task").expect("the first unit is committed");
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT id FROM group_rows ORDER BY id"))
+        .await
+        .expect("read back");
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
+    assert_eq!(ids, vec![1], "the first unit's row is there, the abandoned one's is not");
+    let tx = store.write().await.expect("the writer is free again");
+    tx.execute_unprepared("INSERT INTO group_rows (id) VALUES (3)").await.expect("insert");
+    tx.commit().await.expect("commit");
+}
+
+/// The database fills up while many callers write at once (starts and the
+/// worker's reports, committed in groups): every start answered OK is
+/// there after a restart, and the refusals are UNAVAILABLE.
+async fn a_full_database_under_concurrent_writes_acknowledges_only_what_it_stored(app: TestApp) {
+    if app.backend == Backend::Postgres {
+        return; // SQLite's page limit stands in for a full disk
+    }
+    let q = queue();
+    let p = app.create_pipeline("fill", vec![workflows("one", &q, &["a"]), workflows("two", &q, &["b"])]).await;
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let store = app.engine.store().clone();
+    let pages = app.sql_count("SELECT page_count AS n FROM pragma_page_count()").await;
+    store.sqlite_writer_pragma(&format!("max_page_count = {}", pages + 8)).await.expect("limit");
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let callers = (0..8).map(|caller| {
+        let mut client = app.executions.clone();
+        let p = p.id.clone();
+        let acknowledged = acknowledged.clone();
+        async move {
+            let mut refused = 0;
+            for i in 0..100 {
+                let request_id = format!("fill-{caller}-{i}");
+                let request = pb::StartExecutionRequest {
+                    pipeline_id: p.clone(),
+                    request_id: request_id.clone(),
+                    artifacts: (0..4).map(|i| (format!("big{i}"), "x".repeat(250))).collect(),
+                    ..Default::default()
+                };
+                match client.start_execution(request).await {
+                    Ok(r) => acknowledged.lock().unwrap().push((request_id, r.into_inner().execution.unwrap().id)),
+                    Err(s) => {
+                        assert_eq!(s.code(), Code::Unavailable, "a full database is worth a retry later: {s:?}");
+                        refused += 1;
+                        if refused >= 3 {
+                            break;
+                        }
+                    }
+                }
+            }
+            refused
+        }
+    });
+    let refused: usize = callers.collect::<tokio::task::JoinSet<_>>().join_all().await.into_iter().sum();
+    assert!(refused > 0, "the database never filled up");
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    assert!(!acknowledged.is_empty());
+    store.sqlite_writer_pragma("max_page_count = 1073741823").await.expect("lift the limit");
+    wait_health(&app, ServingStatus::Serving).await;
+    for (request_id, id) in &acknowledged {
+        let done = app.wait_final(id).await;
+        assert_eq!(status(&done), pb::ExecutionStatus::Succeeded, "{request_id}: {done:#?}");
+    }
+    let app = app.restart().await;
+    for (_, id) in &acknowledged {
+        assert_eq!(status(&app.get(id).await), pb::ExecutionStatus::Succeeded);
+    }
 }
 
 async fn serving(app: &TestApp, service: &str) -> ServingStatus {
