@@ -11,8 +11,10 @@
 //! what bounded SQLite's writes per second). Nobody is answered before that
 //! COMMIT returned; when it fails, or a unit's failure may have ended
 //! SQLite's transaction (a full disk), every unit of the group is told it
-//! failed. The waits for the turn, BEGIN and the ends of units run in tasks
-//! of their own, so a cancelled caller never strands a group.
+//! failed. A caller cancelled while it waits for the turn (a unit may have
+//! left a group open for it) or midway through a unit of a group has a task
+//! commit that group, and a COMMIT that units wait on runs in a task of its
+//! own: nobody is left waiting for an answer.
 //!
 //! After a COMMIT or ROLLBACK fails, SQLite may or may not have rolled back
 //! by itself while the driver still believes a transaction open; such a
@@ -262,27 +264,37 @@ impl Writer {
         self.held.read()
     }
 
-    /// Waits for the write turn, counted as waiting meanwhile. Called only
-    /// where the wait runs to its end (a task of its own), so a unit that
-    /// saw it waiting and left its changes to a group is never stranded.
-    async fn take(&self) -> OwnedMutexGuard<WriterConn> {
+    /// Waits for the write turn, counted as waiting meanwhile (a unit that
+    /// ends while someone waits leaves its group open for them). A wait
+    /// cancelled after such a unit counted on it has a task commit the group.
+    async fn take(&self, store: &Store) -> Turn {
+        struct Waiting<'a> {
+            writer: &'a Writer,
+            store: &'a Store,
+            cancelled: bool,
+        }
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.writer.queued.fetch_sub(1, Ordering::AcqRel);
+                if self.cancelled {
+                    flush_soon(self.store.clone());
+                }
+            }
+        }
         self.queued.fetch_add(1, Ordering::AcqRel);
+        let mut waiting = Waiting { writer: self, store, cancelled: true };
         let guard = self.conn.clone().lock_owned().await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        guard
+        waiting.cancelled = false;
+        drop(waiting);
+        Turn { guard: Some(guard), store: store.clone() }
     }
 
     /// Runs a PRAGMA on the writer (after committing any open group).
     pub(crate) async fn pragma(store: &Store, pragma: &str) -> Result<Option<i64>> {
-        let store = store.clone();
-        let pragma = pragma.to_owned();
-        uncancelled(async move {
-            let writer = store.inner.writer.as_ref().expect("SQLite");
-            let mut guard = writer.take().await;
-            let _ = commit_group(&store, &mut guard).await;
-            writer.run_pragma(&guard, &pragma).await
-        })
-        .await
+        let writer = store.inner.writer.as_ref().expect("SQLite");
+        let mut turn = writer.take(store).await;
+        let _ = commit_group(store, &mut turn).await;
+        writer.run_pragma(&turn, pragma).await
     }
 
     async fn run_pragma(&self, guard: &WriterConn, pragma: &str) -> Result<Option<i64>> {
@@ -296,14 +308,64 @@ impl Writer {
 
     /// Closes the writer (after committing any open group).
     pub(crate) async fn close(store: &Store) {
-        let store = store.clone();
-        uncancelled(async move {
+        let writer = store.inner.writer.as_ref().expect("SQLite");
+        let mut turn = writer.take(store).await;
+        let _ = commit_group(store, &mut turn).await;
+        turn.db.close_by_ref().await.ok();
+    }
+}
+
+/// The write turn, held. Dropped with a group open that it did not hand on
+/// (its unit was cancelled or panicked midway), a task commits the group,
+/// so the units waiting for that COMMIT are answered.
+struct Turn {
+    guard: Option<OwnedMutexGuard<WriterConn>>,
+    store: Store,
+}
+
+impl Turn {
+    /// Lets the turn go with the group open, for the unit waiting for it.
+    fn hand_on(mut self) {
+        self.guard.take();
+    }
+}
+
+impl std::ops::Deref for Turn {
+    type Target = WriterConn;
+    fn deref(&self) -> &WriterConn {
+        self.guard.as_ref().expect("a held turn")
+    }
+}
+
+impl std::ops::DerefMut for Turn {
+    fn deref_mut(&mut self) -> &mut WriterConn {
+        self.guard.as_mut().expect("a held turn")
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(mut guard) = self.guard.take() else { return };
+        if guard.group.is_none() {
+            return;
+        }
+        let store = self.store.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = commit_group(&store, &mut guard).await;
+            });
+        }
+    }
+}
+
+/// Commits a group that may have been left for a unit that gave up waiting.
+fn flush_soon(store: Store) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
             let writer = store.inner.writer.as_ref().expect("SQLite");
-            let mut guard = writer.take().await;
-            let _ = commit_group(&store, &mut guard).await;
-            guard.db.close_by_ref().await.ok();
-        })
-        .await
+            let mut turn = writer.take(&store).await;
+            let _ = commit_group(&store, &mut turn).await;
+        });
     }
 }
 
@@ -366,8 +428,8 @@ enum TxKind {
 
 /// A unit of work on SQLite's writer, holding the write turn.
 struct Writing {
-    guard: OwnedMutexGuard<WriterConn>,
     txn: DatabaseTransaction,
+    turn: Turn,
     /// Began as a SAVEPOINT inside the open transaction of a group.
     joined: bool,
     /// A statement failed in a way that may have ended SQLite's whole
@@ -388,7 +450,7 @@ pub struct Tx {
 impl Tx {
     pub(super) async fn begin(store: &Store) -> Result<Tx> {
         let kind = match &store.inner.writer {
-            Some(_) => TxKind::Sqlite(uncancelled(begin_writing(store.clone())).await?),
+            Some(_) => TxKind::Sqlite(begin_writing(store).await?),
             None => {
                 let pool = store.inner.pool.clone();
                 TxKind::Postgres(uncancelled(async move { pool.begin().await }).await.map_err(not_begun)?)
@@ -405,7 +467,7 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         store.count(2); // BEGIN and COMMIT (or SAVEPOINT and RELEASE)
         let result = match kind {
-            TxKind::Sqlite(writing) => uncancelled(commit_writing(store.clone(), writing)).await,
+            TxKind::Sqlite(writing) => commit_writing(&store, writing).await,
             TxKind::Postgres(txn) => txn.commit().await.map_err(StoreError::from),
         };
         let result = store.observe(result);
@@ -420,7 +482,7 @@ impl Tx {
         let kind = self.kind.take().expect("a transaction ends once");
         self.store.count(2); // BEGIN and ROLLBACK
         match kind {
-            TxKind::Sqlite(writing) => uncancelled(rollback_writing(self.store.clone(), writing)).await,
+            TxKind::Sqlite(writing) => rollback_writing(&self.store, writing).await,
             TxKind::Postgres(txn) => {
                 let _ = txn.rollback().await;
             }
@@ -436,15 +498,15 @@ impl Tx {
 
 /// Takes the write turn and begins: inside the open group's transaction if
 /// there is one (a SAVEPOINT), else a transaction of its own.
-async fn begin_writing(store: Store) -> Result<Writing> {
+async fn begin_writing(store: &Store) -> Result<Writing> {
     let writer = store.inner.writer.as_ref().expect("SQLite");
-    let mut guard = writer.take().await;
+    let mut turn = writer.take(store).await;
     let taken = Instant::now();
-    let joined = match &guard.group {
+    let joined = match &turn.group {
         Some(group) => match group.txn.begin().await {
             Ok(savepoint) => Some(savepoint),
             Err(e) => {
-                let _ = commit_group(&store, &mut guard).await;
+                let _ = commit_group(store, &mut turn).await;
                 return Err(not_begun(e));
             }
         },
@@ -453,28 +515,28 @@ async fn begin_writing(store: Store) -> Result<Writing> {
     let (txn, joined) = match joined {
         Some(savepoint) => (savepoint, true),
         None => {
-            if guard.dirty {
-                guard.settle().await?;
+            if turn.dirty {
+                turn.settle().await?;
             }
             let options = sea_orm::TransactionOptions {
                 sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
                 ..Default::default()
             };
-            // Dirty before BEGIN: a begin that failed halfway may leave the
+            // Dirty before BEGIN: a begin cancelled halfway may leave the
             // connection inside a transaction; the next writer settles it.
-            guard.dirty = true;
-            (guard.db.begin_with_options(options).await.map_err(not_begun)?, false)
+            turn.dirty = true;
+            (turn.db.begin_with_options(options).await.map_err(not_begun)?, false)
         }
     };
-    Ok(Writing { guard, txn, joined, poisoned: AtomicBool::new(false), taken, begun: Instant::now() })
+    Ok(Writing { txn, turn, joined, poisoned: AtomicBool::new(false), taken, begun: Instant::now() })
 }
 
 /// Ends a unit that succeeded: its changes join the group's, and either it
 /// waits for the next unit to commit them (someone waits for the turn) or
 /// it commits the group itself.
-async fn commit_writing(store: Store, writing: Writing) -> Result<()> {
+async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
     let writer = store.inner.writer.as_ref().expect("SQLite");
-    let Writing { mut guard, txn, joined, poisoned, taken, begun } = writing;
+    let Writing { txn, mut turn, joined, poisoned, taken, begun } = writing;
     let poisoned = poisoned.into_inner();
     let committing = Instant::now();
     if joined {
@@ -488,19 +550,19 @@ async fn commit_writing(store: Store, writing: Writing) -> Result<()> {
             Ok(()) => None,
         };
         if let Some(e) = failed {
-            fail_group(&store, &mut guard, &e).await;
+            fail_group(store, &mut turn, &e).await;
             return Err(e);
         }
     } else {
-        guard.group = Some(Group { txn, waiting: Vec::new() });
+        turn.group = Some(Group { txn, waiting: Vec::new() });
     }
-    let group = guard.group.as_mut().expect("the unit's changes are in the group");
+    let group = turn.group.as_mut().expect("the unit's changes are in the group");
     // A transaction that may have ended is committed (or fails) now, not joined.
     if !poisoned && writer.queued.load(Ordering::Acquire) > 0 && group.waiting.len() + 1 < GROUP_MOST {
         let (tell, told) = oneshot::channel();
         group.waiting.push(tell);
         writer.held.record(taken, begun, committing, false);
-        drop(guard);
+        turn.hand_on();
         return told.await.unwrap_or_else(|_| {
             Err(StoreError::unavailable(
                 Cause::Unreachable,
@@ -508,7 +570,7 @@ async fn commit_writing(store: Store, writing: Writing) -> Result<()> {
             ))
         });
     }
-    let result = commit_group(&store, &mut guard).await;
+    let result = commit_group(store, &mut turn).await;
     if result.is_ok() {
         writer.held.record(taken, begun, committing, true);
     }
@@ -517,14 +579,14 @@ async fn commit_writing(store: Store, writing: Writing) -> Result<()> {
 
 /// Ends a unit that failed: only its own changes are undone (its SAVEPOINT)
 /// unless its failure may have ended the group's transaction.
-async fn rollback_writing(store: Store, writing: Writing) {
+async fn rollback_writing(store: &Store, writing: Writing) {
     let writer = store.inner.writer.as_ref().expect("SQLite");
-    let Writing { mut guard, txn, joined, poisoned, .. } = writing;
+    let Writing { txn, mut turn, joined, poisoned, .. } = writing;
     let rolled_back = txn.rollback().await.is_ok();
     if !joined {
         if rolled_back {
-            guard.dirty = false;
-        } else if let Err(e) = guard.settle().await {
+            turn.dirty = false;
+        } else if let Err(e) = turn.settle().await {
             tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
         }
         return;
@@ -534,47 +596,52 @@ async fn rollback_writing(store: Store, writing: Writing) {
             Cause::Busy,
             "a change committed in the same transaction failed and took this one with it; retry",
         );
-        fail_group(&store, &mut guard, &why).await;
-    } else if writer.queued.load(Ordering::Acquire) == 0 {
+        fail_group(store, &mut turn, &why).await;
+    } else if writer.queued.load(Ordering::Acquire) > 0 {
+        turn.hand_on();
+    } else {
         // Nobody will take the group on: commit it for those who wait.
-        let _ = commit_group(&store, &mut guard).await;
+        let _ = commit_group(store, &mut turn).await;
     }
 }
 
-/// Commits the open group, if any, and tells each of its units.
-async fn commit_group(store: &Store, guard: &mut WriterConn) -> Result<()> {
-    let Some(group) = guard.group.take() else { return Ok(()) };
-    let result = match group.txn.commit().await {
-        Ok(()) => {
-            guard.dirty = false;
-            Ok(())
+/// Commits the open group, if any, and tells each of its units. With units
+/// waiting on it, the COMMIT and the telling run in a task of their own: a
+/// cancelled caller must not leave them without an answer.
+async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
+    let Some(group) = conn.group.take() else { return Ok(()) };
+    let alone = group.waiting.is_empty();
+    let store = store.clone();
+    let commit = async move {
+        let result = store.observe(group.txn.commit().await.map_err(StoreError::from));
+        if result.is_ok() {
+            store.set_writable(true);
+            store.checkpoint_now_and_then();
         }
-        Err(e) => {
-            let error = StoreError::from(e);
-            if let Err(settle) = guard.settle().await {
+        for unit in group.waiting {
+            let _ = unit.send(result.clone());
+        }
+        result
+    };
+    let result = if alone { commit.await } else { uncancelled(commit).await };
+    match &result {
+        Ok(()) => conn.dirty = false,
+        Err(_) => {
+            if let Err(settle) = conn.settle().await {
                 tracing::error!(error = %settle, "could not check the SQLite writer after a failed COMMIT");
             }
-            Err(error)
         }
-    };
-    let result = store.observe(result);
-    if result.is_ok() {
-        store.set_writable(true);
-        store.checkpoint_now_and_then();
-    }
-    for unit in group.waiting {
-        let _ = unit.send(result.clone());
     }
     result
 }
 
 /// Rolls the open group back and tells each of its units why it failed.
-async fn fail_group(store: &Store, guard: &mut WriterConn, why: &StoreError) {
-    let Some(group) = guard.group.take() else { return };
+async fn fail_group(store: &Store, conn: &mut WriterConn, why: &StoreError) {
+    let Some(group) = conn.group.take() else { return };
     match group.txn.rollback().await {
-        Ok(()) => guard.dirty = false,
+        Ok(()) => conn.dirty = false,
         Err(_) => {
-            if let Err(e) = guard.settle().await {
+            if let Err(e) = conn.settle().await {
                 tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
             }
         }
@@ -614,7 +681,8 @@ impl Drop for Tx {
         if let Some(TxKind::Sqlite(writing)) = self.kind.take()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(rollback_writing(self.store.clone(), writing));
+            let store = self.store.clone();
+            runtime.spawn(async move { rollback_writing(&store, writing).await });
         }
     }
 }
@@ -815,34 +883,28 @@ impl Tx {
 /// (under the write turn) or a pooled PostgreSQL connection.
 pub struct Single {
     store: Store,
-    guard: Option<OwnedMutexGuard<WriterConn>>,
+    turn: Option<Turn>,
 }
 
 impl Single {
     pub(super) async fn begin(store: &Store) -> Result<Single> {
-        let guard = match &store.inner.writer {
-            Some(_) => {
-                let store = store.clone();
-                let guard = uncancelled(async move {
-                    let writer = store.inner.writer.as_ref().expect("SQLite");
-                    let mut guard = writer.take().await;
-                    let _ = commit_group(&store, &mut guard).await;
-                    if guard.dirty {
-                        guard.settle().await?;
-                    }
-                    Ok::<_, StoreError>(guard)
-                })
-                .await?;
-                Some(guard)
+        let turn = match &store.inner.writer {
+            Some(writer) => {
+                let mut turn = writer.take(store).await;
+                let _ = commit_group(store, &mut turn).await;
+                if turn.dirty {
+                    turn.settle().await?;
+                }
+                Some(turn)
             }
             None => None,
         };
-        Ok(Single { store: store.clone(), guard })
+        Ok(Single { store: store.clone(), turn })
     }
 
     fn target(&self) -> &dyn DynConnection {
-        match &self.guard {
-            Some(guard) => &guard.db,
+        match &self.turn {
+            Some(turn) => &turn.db,
             None => &self.store.inner.pool,
         }
     }
@@ -854,7 +916,7 @@ impl Drop for Single {
     /// A write on SQLite's writer counts toward the next checkpoint as a
     /// transaction's commit does.
     fn drop(&mut self) {
-        if self.guard.take().is_some() {
+        if self.turn.take().is_some() {
             self.store.checkpoint_now_and_then();
         }
     }

@@ -20,6 +20,7 @@ crate::on_both_backends!(
     changes_that_wait_for_the_writer_commit_together_and_each_is_kept,
     a_unit_that_fails_in_a_group_takes_only_its_own_changes_back,
     a_unit_abandoned_in_a_group_leaves_the_others_committed,
+    units_that_commit_roll_back_or_give_up_at_random_leave_exactly_the_committed,
     a_full_database_under_concurrent_writes_acknowledges_only_what_it_stored,
 );
 
@@ -163,6 +164,64 @@ async fn a_unit_abandoned_in_a_group_leaves_the_others_committed(app: TestApp) {
     let tx = store.write().await.expect("the writer is free again");
     tx.execute_unprepared("INSERT INTO group_rows (id) VALUES (3)").await.expect("insert");
     tx.commit().await.expect("commit");
+}
+
+/// Many units at once, each of which commits, rolls back, is dropped
+/// midway or gives up waiting for the writer: every commit is answered OK,
+/// exactly the committed rows are there, and the writer is free afterwards
+/// (no group left open for a waiter that went away).
+async fn units_that_commit_roll_back_or_give_up_at_random_leave_exactly_the_committed(app: TestApp) {
+    let store = app.engine.store().clone();
+    let db = store.connection();
+    db.execute_unprepared("CREATE TABLE chaos_rows (id BIGINT PRIMARY KEY)").await.expect("schema");
+    let before = store.writer_held();
+    let mut units = tokio::task::JoinSet::new();
+    for i in 0..400_i64 {
+        let store = store.clone();
+        units.spawn(async move {
+            let begin = store.write();
+            let tx = if i % 4 == 3 {
+                match tokio::time::timeout(Duration::from_micros(200 + (i as u64 % 7) * 100), begin).await {
+                    Ok(tx) => tx.expect("begin"),
+                    Err(_) => return None, // gave up waiting for the writer
+                }
+            } else {
+                begin.await.expect("begin")
+            };
+            tx.execute_unprepared(&format!("INSERT INTO chaos_rows (id) VALUES ({i})")).await.expect("insert");
+            match i % 4 {
+                1 => {
+                    tx.rollback().await;
+                    None
+                }
+                2 => {
+                    tokio::task::yield_now().await;
+                    drop(tx);
+                    None
+                }
+                _ => {
+                    tx.commit().await.expect("every commit succeeds");
+                    Some(i)
+                }
+            }
+        });
+    }
+    let mut committed: Vec<i64> = units.join_all().await.into_iter().flatten().collect();
+    committed.sort_unstable();
+    assert!(committed.len() >= 100, "{} commits", committed.len());
+    if let (Some(after), Some(before)) = (store.writer_held(), before) {
+        let held = after - before;
+        assert!(held.commits < held.transactions, "no unit shared a COMMIT: {held:?}");
+    }
+    let tx =
+        tokio::time::timeout(Duration::from_secs(5), store.write()).await.expect("the writer is free").expect("begin");
+    tx.commit().await.expect("commit");
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT id FROM chaos_rows ORDER BY id"))
+        .await
+        .expect("read back");
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
+    assert_eq!(ids, committed, "exactly the committed rows");
 }
 
 /// The database fills up while many callers write at once (starts and the
