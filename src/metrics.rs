@@ -1,7 +1,8 @@
 //! Prometheus metrics: RPCs by method and code with latencies (a tower layer
 //! on the server), stage transitions, lease expiries and resumes (counted
 //! where they happen), executions by status and tasks waiting per queue
-//! (sampled from the database, so every replica reports the shared truth).
+//! (sampled from the database, so every replica reports the shared truth),
+//! and on SQLite the COMMITs of its one writer and the units they carried.
 
 use std::{
     net::SocketAddr,
@@ -27,6 +28,8 @@ pub const EXECUTIONS: &str = "reprise_executions";
 pub const CLAIMS: &str = "reprise_task_claims_total";
 pub const HANDED_AT_DISPATCH: &str = "reprise_tasks_handed_at_dispatch_total";
 pub const TASKS_WAITING: &str = "reprise_tasks_waiting";
+pub const SQLITE_COMMITS: &str = "reprise_sqlite_commits_total";
+pub const SQLITE_UNITS: &str = "reprise_sqlite_units_committed_total";
 
 /// Serves `/metrics` on `address` from now on.
 pub fn install(address: SocketAddr) -> anyhow::Result<()> {
@@ -63,6 +66,12 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
         "executions not yet final, by status (QUEUED, RUNNING, PAUSED); read through an index of active executions only"
     );
     metrics::describe_gauge!(TASKS_WAITING, "tasks queued and not yet leased, by task queue");
+    metrics::describe_counter!(SQLITE_COMMITS, "COMMITs on SQLite's one writer connection");
+    metrics::describe_counter!(
+        SQLITE_UNITS,
+        "units of work those COMMITs carried (units that waited for the writer are committed together; \
+         units ÷ commits near 1 means writes do not queue)"
+    );
     tracing::info!(%address, "serving Prometheus metrics on /metrics");
     Ok(())
 }

@@ -237,6 +237,8 @@ pub(crate) struct WriterConn {
 struct Group {
     txn: DatabaseTransaction,
     waiting: Vec<oneshot::Sender<Result<()>>>,
+    /// Units whose changes it holds.
+    units: u64,
 }
 
 impl Writer {
@@ -553,8 +555,11 @@ async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
             fail_group(store, &mut turn, &e).await;
             return Err(e);
         }
+        if let Some(group) = turn.group.as_mut() {
+            group.units += 1;
+        }
     } else {
-        turn.group = Some(Group { txn, waiting: Vec::new() });
+        turn.group = Some(Group { txn, waiting: Vec::new(), units: 1 });
     }
     let group = turn.group.as_mut().expect("the unit's changes are in the group");
     // A transaction that may have ended is committed (or fails) now, not joined.
@@ -617,6 +622,8 @@ async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
         if result.is_ok() {
             store.set_writable(true);
             store.checkpoint_now_and_then();
+            metrics::counter!(crate::metrics::SQLITE_COMMITS).increment(1);
+            metrics::counter!(crate::metrics::SQLITE_UNITS).increment(group.units);
         }
         for unit in group.waiting {
             let _ = unit.send(result.clone());

@@ -96,6 +96,11 @@ async fn the_metrics_endpoint_counts_rpcs_transitions_and_resumes(app: TestApp) 
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
+    if app.backend == Backend::Sqlite {
+        for expected in ["reprise_sqlite_commits_total", "reprise_sqlite_units_committed_total"] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
 }
 
 /// Nothing due, nothing sent: with workers parked in PollTask, the metrics
