@@ -239,6 +239,10 @@ struct Group {
     waiting: Vec<oneshot::Sender<Result<()>>>,
     /// Units whose changes it holds.
     units: u64,
+    /// A unit of it was abandoned midway (its SAVEPOINT ended by the
+    /// driver, unobserved): the COMMIT is checked to have ended the
+    /// transaction before anyone is told it succeeded.
+    abandoned: bool,
 }
 
 impl Writer {
@@ -348,9 +352,8 @@ impl std::ops::DerefMut for Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         let Some(mut guard) = self.guard.take() else { return };
-        if guard.group.is_none() {
-            return;
-        }
+        let Some(group) = guard.group.as_mut() else { return };
+        group.abandoned = true;
         let store = self.store.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
@@ -410,17 +413,26 @@ impl WriterConn {
     /// never committed. So a connection the driver still believes inside a
     /// transaction is closed, and the pool opens a fresh one.
     async fn settle(&mut self) -> Result<()> {
-        use sea_orm::sqlx::Connection;
-        let pool = self.db.get_sqlite_connection_pool();
-        let mut conn = pool.acquire().await.map_err(|e| StoreError::unavailable(Cause::Unreachable, e.to_string()))?;
-        if conn.is_in_transaction() {
+        if !out_of_transaction(&self.db).await? {
             tracing::warn!("the SQLite writer may still be inside a transaction; replacing the connection");
-            conn.close_on_drop();
         }
-        drop(conn);
         self.dirty = false;
         Ok(())
     }
+}
+
+/// Whether the driver sees the writer outside any transaction. A connection
+/// it sees inside one (it lost count of savepoints, so a COMMIT only
+/// released one of them) is closed, which rolls back whatever it held.
+async fn out_of_transaction(db: &DatabaseConnection) -> Result<bool> {
+    use sea_orm::sqlx::Connection;
+    let pool = db.get_sqlite_connection_pool();
+    let mut conn = pool.acquire().await.map_err(|e| StoreError::unavailable(Cause::Unreachable, e.to_string()))?;
+    if conn.is_in_transaction() {
+        conn.close_on_drop();
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 enum TxKind {
@@ -559,7 +571,7 @@ async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
             group.units += 1;
         }
     } else {
-        turn.group = Some(Group { txn, waiting: Vec::new(), units: 1 });
+        turn.group = Some(Group { txn, waiting: Vec::new(), units: 1, abandoned: false });
     }
     let group = turn.group.as_mut().expect("the unit's changes are in the group");
     // A transaction that may have ended is committed (or fails) now, not joined.
@@ -617,8 +629,20 @@ async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
     let Some(group) = conn.group.take() else { return Ok(()) };
     let alone = group.waiting.is_empty();
     let store = store.clone();
+    let db = conn.db.clone();
     let commit = async move {
-        let result = store.observe(group.txn.commit().await.map_err(StoreError::from));
+        let mut result = group.txn.commit().await.map_err(StoreError::from);
+        if result.is_ok() && group.abandoned {
+            result = match out_of_transaction(&db).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(StoreError::unavailable(
+                    Cause::Unreachable,
+                    "the writer's transaction did not end at its COMMIT; nothing of it was kept, retry",
+                )),
+                Err(e) => Err(e),
+            };
+        }
+        let result = store.observe(result);
         if result.is_ok() {
             store.set_writable(true);
             store.checkpoint_now_and_then();
@@ -645,13 +669,12 @@ async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
 /// Rolls the open group back and tells each of its units why it failed.
 async fn fail_group(store: &Store, conn: &mut WriterConn, why: &StoreError) {
     let Some(group) = conn.group.take() else { return };
-    match group.txn.rollback().await {
-        Ok(()) => conn.dirty = false,
-        Err(_) => {
-            if let Err(e) = conn.settle().await {
-                tracing::error!(error = %e, "could not check the SQLite writer after a failed ROLLBACK");
-            }
-        }
+    // After a failed RELEASE or ROLLBACK TO the driver may count one
+    // savepoint too many, and its ROLLBACK only go back to a savepoint:
+    // the connection is checked (and replaced if need be) either way.
+    let _ = group.txn.rollback().await;
+    if let Err(e) = conn.settle().await {
+        tracing::error!(error = %e, "could not check the SQLite writer after a group failed");
     }
     let _ = store.observe::<()>(Err(why.clone()));
     let cause = why.cause().unwrap_or(Cause::Busy);
