@@ -203,10 +203,9 @@ impl std::ops::Sub for WriterHeld {
 }
 
 impl Held {
-    fn record(&self, taken: Instant, begun: Instant, committing: Instant, committed: bool) {
+    fn record(&self, taken: Instant, begun: Instant, committing: Instant) {
         let ns = |d: Duration| d.as_nanos() as u64;
         self.transactions.fetch_add(1, Ordering::Relaxed);
-        self.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
         self.held_ns.fetch_add(ns(taken.elapsed()), Ordering::Relaxed);
         self.begin_ns.fetch_add(ns(begun - taken), Ordering::Relaxed);
         self.commit_ns.fetch_add(ns(committing.elapsed()), Ordering::Relaxed);
@@ -295,11 +294,19 @@ impl Writer {
         Turn { guard: Some(guard), store: store.clone() }
     }
 
+    /// Waits for the write turn and commits the group left open, if any:
+    /// for what is not a unit of work and so cannot join it (a single
+    /// statement, a PRAGMA, closing).
+    async fn take_alone(&self, store: &Store) -> Turn {
+        let mut turn = self.take(store).await;
+        let _ = commit_group(store, &mut turn).await;
+        turn
+    }
+
     /// Runs a PRAGMA on the writer (after committing any open group).
     pub(crate) async fn pragma(store: &Store, pragma: &str) -> Result<Option<i64>> {
         let writer = store.inner.writer.as_ref().expect("SQLite");
-        let mut turn = writer.take(store).await;
-        let _ = commit_group(store, &mut turn).await;
+        let turn = writer.take_alone(store).await;
         writer.run_pragma(&turn, pragma).await
     }
 
@@ -315,9 +322,7 @@ impl Writer {
     /// Closes the writer (after committing any open group).
     pub(crate) async fn close(store: &Store) {
         let writer = store.inner.writer.as_ref().expect("SQLite");
-        let mut turn = writer.take(store).await;
-        let _ = commit_group(store, &mut turn).await;
-        turn.db.close_by_ref().await.ok();
+        writer.take_alone(store).await.db.close_by_ref().await.ok();
     }
 }
 
@@ -516,33 +521,35 @@ async fn begin_writing(store: &Store) -> Result<Writing> {
     let writer = store.inner.writer.as_ref().expect("SQLite");
     let mut turn = writer.take(store).await;
     let taken = Instant::now();
-    let joined = match &turn.group {
-        Some(group) => match group.txn.begin().await {
-            Ok(savepoint) => Some(savepoint),
+    let writing = |txn, turn, joined| Writing {
+        txn,
+        turn,
+        joined,
+        poisoned: AtomicBool::new(false),
+        taken,
+        begun: Instant::now(),
+    };
+    if let Some(group) = &turn.group {
+        return match group.txn.begin().await {
+            Ok(savepoint) => Ok(writing(savepoint, turn, true)),
             Err(e) => {
                 let _ = commit_group(store, &mut turn).await;
-                return Err(not_begun(e));
+                Err(not_begun(e))
             }
-        },
-        None => None,
+        };
+    }
+    if turn.dirty {
+        turn.settle().await?;
+    }
+    let options = sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
     };
-    let (txn, joined) = match joined {
-        Some(savepoint) => (savepoint, true),
-        None => {
-            if turn.dirty {
-                turn.settle().await?;
-            }
-            let options = sea_orm::TransactionOptions {
-                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-                ..Default::default()
-            };
-            // Dirty before BEGIN: a begin cancelled halfway may leave the
-            // connection inside a transaction; the next writer settles it.
-            turn.dirty = true;
-            (turn.db.begin_with_options(options).await.map_err(not_begun)?, false)
-        }
-    };
-    Ok(Writing { txn, turn, joined, poisoned: AtomicBool::new(false), taken, begun: Instant::now() })
+    // Dirty before BEGIN: a begin cancelled halfway may leave the
+    // connection inside a transaction; the next writer settles it.
+    turn.dirty = true;
+    let txn = turn.db.begin_with_options(options).await.map_err(not_begun)?;
+    Ok(writing(txn, turn, false))
 }
 
 /// Ends a unit that succeeded: its changes join the group's, and either it
@@ -578,7 +585,7 @@ async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
     if !poisoned && writer.queued.load(Ordering::Acquire) > 0 && group.waiting.len() + 1 < GROUP_MOST {
         let (tell, told) = oneshot::channel();
         group.waiting.push(tell);
-        writer.held.record(taken, begun, committing, false);
+        writer.held.record(taken, begun, committing);
         turn.hand_on();
         return told.await.unwrap_or_else(|_| {
             Err(StoreError::unavailable(
@@ -589,7 +596,7 @@ async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
     }
     let result = commit_group(store, &mut turn).await;
     if result.is_ok() {
-        writer.held.record(taken, begun, committing, true);
+        writer.held.record(taken, begun, committing);
     }
     result
 }
@@ -646,6 +653,9 @@ async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
         if result.is_ok() {
             store.set_writable(true);
             store.checkpoint_now_and_then();
+            if let Some(writer) = &store.inner.writer {
+                writer.held.commits.fetch_add(1, Ordering::Relaxed);
+            }
             metrics::counter!(crate::metrics::SQLITE_COMMITS).increment(1);
             metrics::counter!(crate::metrics::SQLITE_UNITS).increment(group.units);
         }
@@ -920,8 +930,7 @@ impl Single {
     pub(super) async fn begin(store: &Store) -> Result<Single> {
         let turn = match &store.inner.writer {
             Some(writer) => {
-                let mut turn = writer.take(store).await;
-                let _ = commit_group(store, &mut turn).await;
+                let mut turn = writer.take_alone(store).await;
                 if turn.dirty {
                     turn.settle().await?;
                 }

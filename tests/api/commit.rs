@@ -79,14 +79,24 @@ async fn changes_that_wait_for_the_writer_commit_together_and_each_is_kept(app: 
         assert!(held.commits < held.transactions, "128 concurrent starts never shared a COMMIT: {held:?}");
     }
     let app = app.restart().await;
-    for (request_id, id) in &started {
+    each_start_is_there_and_answers_its_retry(&app, &started, |request_id| pb::StartExecutionRequest {
+        pipeline_id: p.id.clone(),
+        request_id: request_id.into(),
+        ..Default::default()
+    })
+    .await;
+}
+
+/// Every acknowledged start (request id, execution id) is there, and its
+/// request sent again (`request` of its id) answers with the same execution.
+async fn each_start_is_there_and_answers_its_retry(
+    app: &TestApp,
+    started: &[(String, String)],
+    request: impl Fn(&str) -> pb::StartExecutionRequest,
+) {
+    for (request_id, id) in started {
         assert_eq!(&app.get(id).await.id, id);
-        let retry = pb::StartExecutionRequest {
-            pipeline_id: p.id.clone(),
-            request_id: request_id.clone(),
-            ..Default::default()
-        };
-        let again = app.executions.clone().start_execution(retry).await.expect("retry").into_inner();
+        let again = app.executions.clone().start_execution(request(request_id)).await.expect("retry").into_inner();
         assert_eq!(&again.execution.unwrap().id, id, "{request_id}");
     }
 }
@@ -394,15 +404,11 @@ async fn a_full_database_acknowledges_only_what_it_stored_and_recovers(app: Test
     // After a restart every acknowledged start is there, and a retry with
     // its request id answers with it.
     let app = app.restart().await;
-    for (request_id, id) in &acknowledged {
-        assert_eq!(&app.get(id).await.id, id);
-        let retry = pb::StartExecutionRequest {
-            pipeline_id: p.id.clone(),
-            request_id: request_id.clone(),
-            artifacts: (0..4).map(|i| (format!("big{i}"), "x".repeat(250))).collect(),
-            ..Default::default()
-        };
-        let again = app.executions.clone().start_execution(retry).await.expect("retry").into_inner();
-        assert_eq!(&again.execution.unwrap().id, id, "{request_id}");
-    }
+    each_start_is_there_and_answers_its_retry(&app, &acknowledged, |request_id| pb::StartExecutionRequest {
+        pipeline_id: p.id.clone(),
+        request_id: request_id.into(),
+        artifacts: (0..4).map(|i| (format!("big{i}"), "x".repeat(250))).collect(),
+        ..Default::default()
+    })
+    .await;
 }
