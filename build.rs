@@ -21,6 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(files, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("reprise_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Written by hand in src/proto.rs: it can carry an execution encoded earlier.
+        .extern_path(".reprise.v1.GetExecutionResponse", "crate::proto::GetExecutionResponse")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -102,7 +102,7 @@ pub async fn serve_with(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let streams = std::sync::Arc::new(Streams::new(options.streams));
-    let context = Context { engine, shutdown: shutdown.clone(), streams };
+    let context = Context { engine, shutdown: shutdown.clone(), streams, encoded: Default::default() };
 
     let web = crate::web::WebLayer::new(&options.web)?;
     let cors = crate::web::cors(&options.web)?;

@@ -82,10 +82,13 @@ impl ExecutionService for ExecutionApi {
         let view = convert::OutputView::of(r.view)?;
         let engine = &self.0.engine;
         let d = engine.execution_for(&caller, &id).await.map_err(to_status)?;
-        let points = engine.resume_points(&d);
-        let execution = convert::with_resume_points(convert::execution_view(&d, view), points);
+        let execution = self.0.encoded.execution(&id, &d, view, engine.resume_points(&d));
         let allowed_actions = engine.allowed_controls(&caller, &d).into_iter().map(allowance).collect();
-        Ok(Response::new(pb::GetExecutionResponse { execution: Some(execution), allowed_actions }))
+        Ok(Response::new(pb::GetExecutionResponse {
+            execution: None,
+            allowed_actions,
+            encoded_execution: Some(execution),
+        }))
     }
 
     async fn list_executions(

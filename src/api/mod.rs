@@ -3,6 +3,7 @@
 
 mod access;
 mod convert;
+mod encoded;
 pub mod error;
 mod executions;
 mod pipelines;
@@ -38,6 +39,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The open watch streams and their limits.
     pub streams: std::sync::Arc<Streams>,
+    /// GetExecution's answers, encoded once per view.
+    pub encoded: std::sync::Arc<encoded::EncodedViews>,
 }
 
 impl Context {

@@ -17,6 +17,7 @@ crate::on_both_backends!(
     a_stage_too_big_for_one_response_leaves_its_workflows_to_list_workflows,
     task_output_pages_while_running_and_follows_to_the_end,
     a_heartbeat_sent_again_keeps_its_output_once,
+    an_answer_read_again_follows_each_change_in_each_view,
 );
 
 /// What a default gRPC client accepts.
@@ -102,6 +103,38 @@ async fn complete_all(app: &TestApp, q: &str, n: usize, output: impl Fn(&str) ->
     for caller in callers {
         caller.await.unwrap();
     }
+}
+
+/// GetExecution sends an execution it encoded earlier while the execution
+/// is unchanged: each change (a claim, a report) shows in the next read, and
+/// the BASIC and FULL views keep their own encodings.
+async fn an_answer_read_again_follows_each_change_in_each_view(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline("encoded", vec![workflows("build", &q, &["a"]), workflows("ship", &q, &["b"])]).await;
+    let id = app.start(&p.id).await.id;
+    let build = |r: &pb::GetExecutionResponse| r.execution.as_ref().expect("an execution").stages[0].clone();
+    let queued = get_view(&app, &id, pb::ExecutionView::Basic).await;
+    assert_eq!(get_view(&app, &id, pb::ExecutionView::Basic).await, queued, "unchanged, read again");
+    assert_eq!(build(&queued).workflows[0].status, pb::WorkflowStatus::Queued as i32);
+
+    let task = poll_once(app.workers.clone(), q.clone(), Duration::from_secs(5)).await.expect("a task");
+    let running = get_view(&app, &id, pb::ExecutionView::Basic).await;
+    assert_eq!(build(&running).workflows[0].status, pb::WorkflowStatus::Running as i32, "the claim shows");
+
+    let output = output_of("a", 5_000);
+    complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, &output).await.unwrap();
+    let basic = get_view(&app, &id, pb::ExecutionView::Basic).await;
+    let full = get_view(&app, &id, pb::ExecutionView::Full).await;
+    for (answer, shown, cut) in [(&basic, 2_048, true), (&full, 5_000, false)] {
+        let a = &build(answer).workflows[0];
+        assert_eq!(a.status, pb::WorkflowStatus::Succeeded as i32, "the report shows");
+        assert_eq!((a.output.chars().count(), a.output_cut), (shown, cut));
+        assert!(a.output.ends_with(" end of a"));
+    }
+    assert_eq!(get_view(&app, &id, pb::ExecutionView::Basic).await, basic, "each view keeps its own");
+    assert_eq!(get_view(&app, &id, pb::ExecutionView::Full).await, full);
+    let ship = &basic.execution.as_ref().unwrap().stages[1];
+    assert_eq!(ship.status, pb::StageStatus::Running as i32, "the next stage started");
 }
 
 async fn get_view(app: &TestApp, id: &str, view: pb::ExecutionView) -> pb::GetExecutionResponse {
