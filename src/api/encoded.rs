@@ -40,7 +40,7 @@ impl Default for EncodedViews {
     fn default() -> Self {
         let cache = || {
             Cache::builder()
-                .max_capacity(32 * 1024 * 1024)
+                .max_capacity(16 * 1024 * 1024)
                 .weigher(|id: &String, e: &Arc<Encoded>| {
                     let points: usize = e.points.iter().flatten().map(|(_, m)| m.len() + 32).sum();
                     (256 + id.len() + points + e.bytes.len()).min(u32::MAX as usize) as u32
