@@ -24,8 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // Written by hand in src/proto.rs: it can carry an execution encoded earlier.
+        // Written by hand in src/proto.rs: they can carry an execution encoded earlier.
         .extern_path(".reprise.v1.GetExecutionResponse", "crate::proto::GetExecutionResponse")
+        .extern_path(".reprise.v1.WatchExecutionResponse", "crate::proto::WatchExecutionResponse")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -25,10 +25,25 @@ pub struct GetExecutionResponse {
     pub encoded_execution: Option<bytes::Bytes>,
 }
 
-impl prost::Message for GetExecutionResponse {
-    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        use prost::encoding::{self, WireType};
-        match (&self.encoded_execution, &self.execution) {
+/// Response of WatchExecution, written by hand like [`GetExecutionResponse`]:
+/// the subscribers of one execution are sent one encoding of each change.
+#[derive(Clone, PartialEq, Default)]
+pub struct WatchExecutionResponse {
+    /// The execution as it is after a change.
+    pub execution: Option<Execution>,
+    /// `execution` already encoded: sent in its place when set. Decoding
+    /// never sets it.
+    pub encoded_execution: Option<bytes::Bytes>,
+}
+
+/// Field 1 of both: the execution, as bytes encoded earlier or as the message.
+mod execution_field {
+    use prost::encoding::{self, DecodeContext, WireType};
+
+    use super::Execution;
+
+    pub fn encode(encoded: &Option<bytes::Bytes>, execution: &Option<Execution>, buf: &mut impl bytes::BufMut) {
+        match (encoded, execution) {
             (Some(bytes), _) => {
                 encoding::encode_key(1, WireType::LengthDelimited, buf);
                 encoding::encode_varint(bytes.len() as u64, buf);
@@ -37,7 +52,36 @@ impl prost::Message for GetExecutionResponse {
             (None, Some(execution)) => encoding::message::encode(1, execution, buf),
             (None, None) => {}
         }
-        encoding::message::encode_repeated(2, &self.allowed_actions, buf);
+    }
+
+    pub fn encoded_len(encoded: &Option<bytes::Bytes>, execution: &Option<Execution>) -> usize {
+        match (encoded, execution) {
+            (Some(bytes), _) => encoding::key_len(1) + encoding::encoded_len_varint(bytes.len() as u64) + bytes.len(),
+            (None, Some(execution)) => encoding::message::encoded_len(1, execution),
+            (None, None) => 0,
+        }
+    }
+
+    pub fn merge(
+        message: &'static str,
+        execution: &mut Option<Execution>,
+        wire_type: WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        encoding::message::merge(wire_type, execution.get_or_insert_with(Default::default), buf, ctx).map_err(
+            |mut e| {
+                e.push(message, "execution");
+                e
+            },
+        )
+    }
+}
+
+impl prost::Message for GetExecutionResponse {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        execution_field::encode(&self.encoded_execution, &self.execution, buf);
+        prost::encoding::message::encode_repeated(2, &self.allowed_actions, buf);
     }
 
     fn merge_field(
@@ -47,30 +91,21 @@ impl prost::Message for GetExecutionResponse {
         buf: &mut impl bytes::Buf,
         ctx: prost::encoding::DecodeContext,
     ) -> Result<(), prost::DecodeError> {
-        use prost::encoding;
-        let named = |field| {
-            move |mut e: prost::DecodeError| {
-                e.push("GetExecutionResponse", field);
-                e
-            }
-        };
         match tag {
-            1 => encoding::message::merge(wire_type, self.execution.get_or_insert_with(Default::default), buf, ctx)
-                .map_err(named("execution")),
-            2 => encoding::message::merge_repeated(wire_type, &mut self.allowed_actions, buf, ctx)
-                .map_err(named("allowed_actions")),
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+            1 => execution_field::merge("GetExecutionResponse", &mut self.execution, wire_type, buf, ctx),
+            2 => prost::encoding::message::merge_repeated(wire_type, &mut self.allowed_actions, buf, ctx).map_err(
+                |mut e| {
+                    e.push("GetExecutionResponse", "allowed_actions");
+                    e
+                },
+            ),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
         }
     }
 
     fn encoded_len(&self) -> usize {
-        use prost::encoding;
-        let execution = match (&self.encoded_execution, &self.execution) {
-            (Some(bytes), _) => encoding::key_len(1) + encoding::encoded_len_varint(bytes.len() as u64) + bytes.len(),
-            (None, Some(execution)) => encoding::message::encoded_len(1, execution),
-            (None, None) => 0,
-        };
-        execution + encoding::message::encoded_len_repeated(2, &self.allowed_actions)
+        execution_field::encoded_len(&self.encoded_execution, &self.execution)
+            + prost::encoding::message::encoded_len_repeated(2, &self.allowed_actions)
     }
 
     fn clear(&mut self) {
@@ -78,12 +113,53 @@ impl prost::Message for GetExecutionResponse {
     }
 }
 
+impl prost::Message for WatchExecutionResponse {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        execution_field::encode(&self.encoded_execution, &self.execution, buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => execution_field::merge("WatchExecutionResponse", &mut self.execution, wire_type, buf, ctx),
+            _ => prost::encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        execution_field::encoded_len(&self.encoded_execution, &self.execution)
+    }
+
+    fn clear(&mut self) {
+        *self = WatchExecutionResponse::default();
+    }
+}
+
+/// The encoded bytes' size, not the bytes.
+fn bytes_len(b: &Option<bytes::Bytes>) -> Option<String> {
+    b.as_ref().map(|b| format!("{} bytes", b.len()))
+}
+
 impl std::fmt::Debug for GetExecutionResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GetExecutionResponse")
             .field("execution", &self.execution)
             .field("allowed_actions", &self.allowed_actions)
-            .field("encoded_execution", &self.encoded_execution.as_ref().map(|b| format!("{} bytes", b.len())))
+            .field("encoded_execution", &bytes_len(&self.encoded_execution))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WatchExecutionResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchExecutionResponse")
+            .field("execution", &self.execution)
+            .field("encoded_execution", &bytes_len(&self.encoded_execution))
             .finish()
     }
 }
@@ -130,6 +206,16 @@ mod tests {
         // The encoded bytes win over a message set beside them.
         let both = GetExecutionResponse { execution: Some(Execution::default()), ..encoded.clone() };
         assert_eq!(both.encode_to_vec(), built.encode_to_vec());
+    }
+
+    #[test]
+    fn a_watched_change_encoded_earlier_goes_out_as_the_message_would() {
+        let built = WatchExecutionResponse { execution: Some(execution()), ..Default::default() };
+        let encoded =
+            WatchExecutionResponse { execution: None, encoded_execution: Some(execution().encode_to_vec().into()) };
+        assert_eq!(encoded.encoded_len(), built.encoded_len());
+        assert_eq!(encoded.encode_to_vec(), built.encode_to_vec());
+        assert_eq!(WatchExecutionResponse::decode(encoded.encode_to_vec().as_slice()).unwrap(), built);
     }
 
     #[test]

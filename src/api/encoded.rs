@@ -1,10 +1,11 @@
-//! GetExecution's execution, encoded once per view of it rather than once
-//! per read: a 20 × 4 execution is 15 KB of protobuf built from some 400
-//! strings, and building and encoding it was most of what a read cost the
-//! server (prost's encoding, malloc and copies: about a third of its CPU
-//! under 16 callers).
+//! An execution as GetExecution and WatchExecution send it, encoded once
+//! per view of it rather than once per read or per subscriber: a 20 × 4
+//! execution is 15 KB of protobuf built from some 400 strings, and building
+//! and encoding it was most of what a read cost the server (prost's
+//! encoding, malloc and copies: about a third of its CPU under 16 callers).
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -14,7 +15,10 @@ use moka::sync::Cache;
 use prost::Message as _;
 
 use super::convert::{self, OutputView};
-use crate::domain::{execution::ExecutionDetail, resume::Block};
+use crate::{
+    domain::{execution::ExecutionDetail, resume::Block},
+    proto as pb,
+};
 
 /// For each stage: None if it is a valid resume point, else why not.
 pub type ResumePoints = Vec<Option<(Block, String)>>;
@@ -30,8 +34,11 @@ struct Encoded {
     bytes: Bytes,
 }
 
-/// The encodings of the BASIC and of the FULL view, by execution id.
+/// The encodings of each view, by execution id: BASIC and FULL for
+/// GetExecution, the one without output for WatchExecution (whose
+/// subscribers are then sent one encoding of each change).
 pub struct EncodedViews {
+    none: Cache<String, Arc<Encoded>>,
     tail: Cache<String, Arc<Encoded>>,
     full: Cache<String, Arc<Encoded>>,
 }
@@ -48,19 +55,19 @@ impl Default for EncodedViews {
                 .time_to_idle(Duration::from_secs(600))
                 .build()
         };
-        EncodedViews { tail: cache(), full: cache() }
+        EncodedViews { none: cache(), tail: cache(), full: cache() }
     }
 }
 
 impl EncodedViews {
-    /// `d` in `view` with its resume points, encoded as an `Execution`
-    /// message: the earlier encoding when it was made from this very view
-    /// with the same points.
+    /// `d` in `view` with its resume points (none for a watch), encoded as
+    /// an `Execution` message: the earlier encoding when it was made from
+    /// this very view with the same points.
     pub fn execution(&self, id: &str, d: &Arc<ExecutionDetail>, view: OutputView, points: ResumePoints) -> Bytes {
         let cache = match view {
             OutputView::Tail => &self.tail,
             OutputView::Full => &self.full,
-            OutputView::None => return encode(d, view, points),
+            OutputView::None => &self.none,
         };
         if let Some(e) = cache.get(id).filter(|e| Weak::as_ptr(&e.detail) == Arc::as_ptr(d) && e.points == points) {
             return e.bytes.clone();
@@ -72,5 +79,61 @@ impl EncodedViews {
 }
 
 fn encode(d: &ExecutionDetail, view: OutputView, points: ResumePoints) -> Bytes {
-    convert::with_resume_points(convert::execution_view(d, view), points).encode_to_vec().into()
+    in_key_order(convert::with_resume_points(convert::execution_view(d, view), points)).into()
+}
+
+/// Fields 7 and 8 of `Execution`: its two maps (never renumbered).
+const VARIABLES: u32 = 7;
+const ARTIFACTS: u32 = 8;
+
+/// `e` encoded with its maps in key order, after its other fields (protobuf
+/// allows fields in any order), so that equal executions encode to equal
+/// bytes: a watch sends a change only when the bytes differ, and prost
+/// writes a `HashMap` in an order of its own for each map.
+fn in_key_order(mut e: pb::Execution) -> Vec<u8> {
+    use prost::encoding::{btree_map, string};
+    let variables: BTreeMap<String, String> = std::mem::take(&mut e.variables).into_iter().collect();
+    let artifacts: BTreeMap<String, String> = std::mem::take(&mut e.artifacts).into_iter().collect();
+    let mut buf = e.encode_to_vec();
+    for (tag, map) in [(VARIABLES, &variables), (ARTIFACTS, &artifacts)] {
+        btree_map::encode(string::encode, string::encoded_len, string::encode, string::encoded_len, tag, map, &mut buf);
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    fn execution(pairs: &[(&str, &str)]) -> pb::Execution {
+        let map = |prefix: &str| pairs.iter().map(|(k, v)| (format!("{prefix}{k}"), v.to_string())).collect();
+        pb::Execution {
+            id: "e-1".into(),
+            variables: map("v_"),
+            artifacts: map("a_"),
+            stages: vec![pb::StageExecution { name: "build".into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn equal_executions_encode_to_equal_bytes_that_decode_to_them() {
+        let pairs: Vec<(String, String)> = (0..40).map(|i| (format!("k{i:02}"), format!("value {i}"))).collect();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let reversed: Vec<(&str, &str)> = pairs.iter().rev().copied().collect();
+        let (a, b) = (execution(&pairs), execution(&reversed));
+        assert_eq!(a, b);
+        let bytes = in_key_order(a.clone());
+        assert_eq!(bytes, in_key_order(b), "the maps' order is the keys'");
+        assert_eq!(pb::Execution::decode(bytes.as_slice()).unwrap(), a, "every field where it belongs");
+        assert_eq!(bytes.len(), a.encoded_len());
+    }
+
+    #[test]
+    fn without_maps_it_is_prosts_encoding() {
+        let e = execution(&[]);
+        assert_eq!(in_key_order(e.clone()), e.encode_to_vec());
+    }
 }

@@ -370,7 +370,7 @@ impl ExecutionService for ExecutionApi {
         let id = convert::id("execution_id", &request.into_inner().execution_id)?;
         let permit = self.0.streams.open(&caller.subject)?;
         let lifetime = self.0.streams.limits.max_lifetime;
-        let Context { engine, shutdown, .. } = self.0.clone();
+        let Context { engine, shutdown, encoded, .. } = self.0.clone();
         // Fail fast on an unknown id instead of opening an empty stream.
         let (mut watch, mut detail) = engine.watch(&caller, &id).await.map_err(to_status)?;
         let mut access = engine.events().access_changes();
@@ -383,9 +383,9 @@ impl ExecutionService for ExecutionApi {
             let _permit = permit;
             let mut last = None;
             loop {
-                let snapshot = convert::execution_view(&detail, convert::OutputView::None);
+                let snapshot = encoded.execution(&id, &detail, convert::OutputView::None, Vec::new());
                 if last.as_ref() != Some(&snapshot) {
-                    yield pb::WatchExecutionResponse { execution: Some(snapshot.clone()) };
+                    yield pb::WatchExecutionResponse { execution: None, encoded_execution: Some(snapshot.clone()) };
                     last = Some(snapshot);
                 }
                 if detail.execution.status.is_final() || shutdown.is_cancelled() {

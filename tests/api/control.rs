@@ -10,6 +10,7 @@ use tonic::Code;
 use crate::helpers::*;
 
 crate::on_both_backends!(
+    watchers_of_an_execution_with_variables_are_sent_each_change_once,
     a_workflow_running_past_its_timeout_expires_the_execution_and_its_worker_is_told,
     a_workflow_running_past_its_timeout_cancels_its_siblings_and_expires_the_stage,
     a_rejected_approval_ends_the_execution_and_records_who_decided_and_why,
@@ -357,6 +358,41 @@ async fn watch_starts_with_the_current_state_and_ends_after_a_final_state(app: T
     let mut stream = watch(&app, &e.id).await.expect("watch");
     assert_eq!(next_message(&mut stream).await.as_ref(), Some(last));
     assert_eq!(next_message(&mut stream).await, None);
+}
+
+/// Two watchers of an execution with variables: a change is encoded once
+/// for both (the variables in key order, so an unchanged state encodes to
+/// the same bytes), each message is a change, and both end on the final state.
+async fn watchers_of_an_execution_with_variables_are_sent_each_change_once(app: TestApp) {
+    let q = queue();
+    let variables: Vec<pb::Variable> = (0..12)
+        .map(|i| pb::Variable {
+            name: format!("v{i:02}"),
+            default_value: Some(format!("value {i}")),
+            ..Default::default()
+        })
+        .collect();
+    let stages = vec![workflows("build", &q, &["a", "b"]), workflows("ship", &q, &["c"])];
+    let p = app.create_pipeline_with("watched", variables, stages).await;
+    let e = app.start(&p.id).await;
+    let (one, two) = (watch(&app, &e.id).await.expect("watch"), watch(&app, &e.id).await.expect("watch"));
+    let _worker = app.worker(&q, |_| Script::Succeed(Duration::ZERO));
+    let read = |mut stream: tonic::Streaming<pb::WatchExecutionResponse>| async move {
+        let mut seen: Vec<pb::Execution> = Vec::new();
+        while let Some(next) = next_message(&mut stream).await {
+            assert_eq!(next.variables.len(), 12, "every message carries the variables");
+            if let Some(last) = seen.last() {
+                assert_ne!(&next, last, "each message is a change");
+            }
+            seen.push(next);
+        }
+        seen
+    };
+    let (one, two) = tokio::join!(read(one), read(two));
+    let last = get_as_watched(&app, &e.id).await;
+    assert_eq!(status(&last), pb::ExecutionStatus::Succeeded);
+    assert_eq!(one.last(), Some(&last));
+    assert_eq!(two.last(), Some(&last));
 }
 
 async fn watching_an_unknown_execution_is_not_found(app: TestApp) {
