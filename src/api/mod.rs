@@ -39,7 +39,7 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The open watch streams and their limits.
     pub streams: std::sync::Arc<Streams>,
-    /// GetExecution's answers, encoded once per view.
+    /// Executions as GetExecution and WatchExecution send them, encoded once per view.
     pub encoded: std::sync::Arc<encoded::EncodedViews>,
 }
 
