@@ -60,10 +60,20 @@ thread_local! {
     static PARSING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// True while this thread runs the CEL parser under `catch_unwind`: a panic
-/// hook can say that the panic is caught and becomes a refusal.
+/// True while this thread runs the CEL parser or interpreter under
+/// `catch_unwind`: a panic hook can say that the panic is caught and
+/// becomes a refusal.
 pub fn parsing_on_this_thread() -> bool {
     PARSING.with(Cell::get)
+}
+
+/// Runs `f` (the CEL parser or interpreter) with its panics caught and
+/// marked as such for the panic hook.
+fn caught<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    PARSING.with(|p| p.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    PARSING.with(|p| p.set(false));
+    result
 }
 
 fn compile(source: &str, limits: &Limits) -> Result<Program, String> {
@@ -71,10 +81,7 @@ fn compile(source: &str, limits: &Limits) -> Result<Program, String> {
     // cel-parser 0.10 panics on some malformed input ("region =="); a panic
     // must not take a request down with it, so it counts as a parse error.
     // The panic hook logs it in one line; nothing else is logged here.
-    PARSING.with(|p| p.set(true));
-    let compiled = std::panic::catch_unwind(|| Program::compile(source));
-    PARSING.with(|p| p.set(false));
-    match compiled {
+    match caught(|| Program::compile(source)) {
         Ok(Ok(program)) => Ok(program),
         Ok(Err(e)) => Err(match e.errors.first() {
             Some(first) => parse_error(source, first.pos, &first.msg),
@@ -116,10 +123,15 @@ fn evaluate_program(program: &Program, variables: &BTreeMap<String, String>) -> 
     for (name, value) in variables {
         context.add_variable_from_value(name.clone(), value.clone());
     }
-    match program.execute(&context) {
-        Ok(Value::Bool(b)) => Ok(b),
-        Ok(other) => Err(format!("expression must evaluate to a bool, got {}", other.type_of())),
-        Err(e) => Err(format!("expression failed to evaluate: {}", first_line(&e.to_string()))),
+    // cel-interpreter 0.10 panics on what it does not support yet, such as
+    // a macro over a string (`"s".all(x, x)`): a refusal, not a crash.
+    match caught(|| program.execute(&context)) {
+        Ok(Ok(Value::Bool(b))) => Ok(b),
+        Ok(Ok(other)) => Err(format!("expression must evaluate to a bool, got {}", other.type_of())),
+        Ok(Err(e)) => Err(format!("expression failed to evaluate: {}", first_line(&e.to_string()))),
+        Err(_) => Err("expression failed to evaluate: it uses something the CEL interpreter does not support \
+             (such as all, exists or map over a string); use a list"
+            .into()),
     }
 }
 
@@ -388,6 +400,17 @@ mod tests {
         assert_eq!(evaluate(r#"region == "eu""#, &v), Ok(true));
         assert_eq!(evaluate(r#"region == "us" || dry_run == "false""#, &v), Ok(false));
         assert_eq!(evaluate(r#"region.startsWith("e") && size(region) == 2"#, &v), Ok(true));
+    }
+
+    #[test]
+    fn what_the_interpreter_does_not_support_is_refused_not_a_panic() {
+        // cel-interpreter 0.10 panics (`todo!`) on a macro over a string.
+        for source in [r#""s".all(x, x)"#, r#"region.map(x, x) == []"#] {
+            let refused = check(source, &["region", "x"], &[], &limits()).expect_err(source);
+            assert!(refused.contains("does not support"), "{source}: {refused}");
+            let refused = evaluate(source, &vars(&[("region", "eu")])).expect_err(source);
+            assert!(refused.contains("does not support"), "{source}: {refused}");
+        }
     }
 
     #[test]
