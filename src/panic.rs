@@ -18,7 +18,7 @@ pub fn install_hook() {
         let message = crate::domain::limits::truncate_marked(&message.replace('\n', " "), MAX_MESSAGE);
         let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         if crate::domain::condition::parsing_on_this_thread() {
-            tracing::error!(%location, %message, "the CEL parser or interpreter panicked; the expression is refused");
+            tracing::error!(%location, %message, "the CEL parser panicked; the expression is refused as malformed");
         } else {
             tracing::error!(%location, %message, "panic");
         }
