@@ -57,7 +57,9 @@ const FAN_SMALL: usize = 100;
 const FAN_LARGE: usize = 1000;
 const FAN_SMALL_RUNS: usize = 5;
 const FAN_LARGE_RUNS: usize = 3;
-/// Measured resumes per execution size (one more runs first, not recorded).
+/// Measured resumes per execution size and way (one more runs first, not
+/// recorded): as many of an execution nobody read on this server, and of one
+/// read with GetExecution right before (as a console or CLI user does).
 const RESUME_REPEATS: usize = 7;
 /// The small execution resumed from its last stage.
 const RESUME_SMALL: (usize, usize) = (10, 1);
@@ -182,13 +184,17 @@ impl StageTimes {
 struct Resumed {
     took: Duration,
     statements: u64,
+    /// Read with GetExecution just before (not timed): the server had a
+    /// current view of it in memory.
+    read_first: bool,
 }
 
-fn resume_times(r: &[Resumed]) -> Vec<Duration> {
-    r.iter().map(|r| r.took).collect()
+fn resume_times(r: &[Resumed], read_first: bool) -> Vec<Duration> {
+    r.iter().filter(|r| r.read_first == read_first).map(|r| r.took).collect()
 }
 
-fn resume_statements(r: &[Resumed]) -> f64 {
+fn resume_statements(r: &[Resumed], read_first: bool) -> f64 {
+    let r: Vec<&Resumed> = r.iter().filter(|r| r.read_first == read_first).collect();
     r.iter().map(|r| r.statements).sum::<u64>() as f64 / r.len().max(1) as f64
 }
 
@@ -242,8 +248,8 @@ impl BackendReport {
         ratio(p50(&self.fan_large.times), p50(&self.fan_small.times) * (FAN_LARGE / FAN_SMALL) as u32)
     }
 
-    fn resume_ratio(&self) -> f64 {
-        ratio(p50(&resume_times(&self.resume_wide)), p50(&resume_times(&self.resume_small)))
+    fn resume_ratio(&self, read_first: bool) -> f64 {
+        ratio(p50(&resume_times(&self.resume_wide, read_first)), p50(&resume_times(&self.resume_small, read_first)))
     }
 
     fn idle_ratio(&self) -> f64 {
@@ -433,8 +439,13 @@ async fn run_then_resume(
     let (mut latest, times) = run?;
 
     let mut client = ExecutionServiceClient::new(server.channel.clone());
-    let mut samples = Vec::with_capacity(resumes);
-    for repeat in 0..resumes + usize::from(resumes > 0) {
+    let mut samples = Vec::with_capacity(2 * resumes);
+    for repeat in 0..2 * resumes + usize::from(resumes > 0) {
+        let read_first = repeat % 2 == 0;
+        if read_first {
+            let request = pb::GetExecutionRequest { execution_id: latest.clone(), ..Default::default() };
+            client.get_execution(request).await.context("GetExecution")?;
+        }
         let request = pb::ResumeRequest {
             execution_id: latest.clone(),
             from_stage: Some(pb::resume_request::FromStage::StageIndex(last as i32)),
@@ -456,7 +467,7 @@ async fn run_then_resume(
         let status = status?;
         ensure!(status == ExecutionStatus::Failed, "resumed execution ended {}", status.as_str());
         if repeat > 0 {
-            samples.push(Resumed { took, statements });
+            samples.push(Resumed { took, statements, read_first });
         }
         latest = resumed.id;
     }
@@ -598,16 +609,18 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
             println!("  one stage, start to last report: {}", r.fan_small.line(FAN_SMALL));
             println!("  one stage, start to last report: {}", r.fan_large.line(FAN_LARGE));
         }
-        println!(
-            "  Resume from the last stage, median of {RESUME_REPEATS}: {} × {} {} ms ({:.0} statements), \
-             {stages} × {width} {} ms ({:.0} statements)",
-            RESUME_SMALL.0,
-            RESUME_SMALL.1,
-            ms(p50(&resume_times(&r.resume_small))),
-            resume_statements(&r.resume_small),
-            ms(p50(&resume_times(&r.resume_wide))),
-            resume_statements(&r.resume_wide),
-        );
+        for (read_first, how) in [(false, "unread"), (true, "read just before")] {
+            println!(
+                "  Resume from the last stage, {how}, median of {RESUME_REPEATS}: {} × {} {} ms ({:.0} statements), \
+                 {stages} × {width} {} ms ({:.0} statements)",
+                RESUME_SMALL.0,
+                RESUME_SMALL.1,
+                ms(p50(&resume_times(&r.resume_small, read_first))),
+                resume_statements(&r.resume_small, read_first),
+                ms(p50(&resume_times(&r.resume_wide, read_first))),
+                resume_statements(&r.resume_wide, read_first),
+            );
+        }
         for i in &r.idle {
             println!(
                 "  idle CPU with {} executions ({}, seeded in {:.1} s): {} ms per {} s (windows: {})",
@@ -634,17 +647,19 @@ fn print_report(reports: &[BackendReport], sizes: Sizes) {
         line(format!("per-stage time, last ÷ first tenth, {} × 1", sizes.long), TARGET_STAGES, &|r| r.long.ratio());
         line(format!("{FAN_LARGE}-workflow stage ÷ 10 × {FAN_SMALL}-workflow stage"), TARGET_FAN, &|r| r.fan_ratio());
     }
-    line(
-        format!(
-            "Resume {stages}×{width} from {} ÷ {}×{} from {}",
-            stages - 1,
-            RESUME_SMALL.0,
-            RESUME_SMALL.1,
-            RESUME_SMALL.0 - 1
-        ),
-        TARGET_RESUME,
-        &|r| r.resume_ratio(),
-    );
+    for (read_first, how) in [(false, "unread"), (true, "read before")] {
+        line(
+            format!(
+                "Resume {stages}×{width} from {} ÷ {}×{} from {}, {how}",
+                stages - 1,
+                RESUME_SMALL.0,
+                RESUME_SMALL.1,
+                RESUME_SMALL.0 - 1
+            ),
+            TARGET_RESUME,
+            &|r| r.resume_ratio(read_first),
+        );
+    }
     if !sizes.resume_only {
         line(format!("idle CPU, {} ÷ {} executions", rows(large), rows(small)), TARGET_IDLE, &|r| r.idle_ratio());
     }

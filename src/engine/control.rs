@@ -91,8 +91,9 @@ impl Engine {
         details: serde_json::Value,
     ) -> Result<()> {
         let not_found = || Error::not_found("execution", execution_id);
-        let execution = executions::lock(&unit.tx, Key::Id(execution_id)).await?.ok_or_else(not_found)?;
-        let before = self.state_of(unit, execution).await?;
+        let (execution, revision) =
+            executions::lock_revision(&unit.tx, Key::Id(execution_id)).await?.ok_or_else(not_found)?;
+        let before = self.state_of(unit, execution, revision).await?;
         authorize::steer(caller, &before)?;
         let mut after = before.clone();
         let mut changes = Changes::default();

@@ -91,7 +91,7 @@ impl Engine {
         // Lock first: a resume racing this one has committed or not started.
         let locked =
             executions::lock_for_resume(tx, old_id, request.request_id.as_deref()).await?.ok_or_else(not_found)?;
-        let (execution, latest) = (locked.execution, locked.latest_version);
+        let (execution, revision, latest) = (locked.execution, locked.revision, locked.latest_version);
         authorize::read_execution(&request.caller, &execution)?;
         authorize::execute_somewhere(&request.caller, &execution.application)?;
         let fingerprint = request.fingerprint();
@@ -104,11 +104,11 @@ impl Engine {
                     existing.id
                 )));
             };
-            let old = self.state_of(unit, execution).await?;
+            let old = self.state_of(unit, execution, revision).await?;
             let outcome = self.outcome(&old, origin.stage_index, latest);
             return Ok((outcome, Some(Created::Earlier(existing.id))));
         }
-        let old = self.state_of(unit, execution).await?;
+        let old = self.state_of(unit, execution, revision).await?;
         if let Some(asked) = request.pipeline_version.filter(|v| *v != old.execution.pipeline_version) {
             return Err(Error::invalid(
                 "pipeline_version",
@@ -196,12 +196,26 @@ impl Engine {
         Ok((outcome, Some(Created::New(Box::new(detail)))))
     }
 
-    /// The locked execution with every stage, read in the unit's transaction.
+    /// The locked execution with every stage: the stages of the cached view
+    /// when it shows the state the lock found (`revision`, the one the lock
+    /// gave it, is one past it), else read in the unit's transaction. Every
+    /// write of a stage row bumps the revision in its transaction, so a view
+    /// of the revision before the lock has the stages as they are now; a
+    /// resume of a 200-stage execution then reads none of them.
     pub(super) async fn state_of(
         &self,
         unit: &Unit,
         execution: crate::domain::execution::Execution,
+        revision: i64,
     ) -> Result<ExecutionState> {
+        if let Some(seen) = self.view_at(&execution.id, revision - 1) {
+            let state = &seen.detail.state;
+            return Ok(ExecutionState {
+                execution,
+                definition: state.definition.clone(),
+                stages: state.stages.clone(),
+            });
+        }
         let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
         let stages = stages::of_execution(&unit.tx, &execution.id).await?;
         Ok(ExecutionState { execution, definition, stages })

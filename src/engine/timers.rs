@@ -107,10 +107,10 @@ impl Engine {
     }
 
     async fn expire_approval_in(&self, unit: &mut Unit, execution_id: &str) -> Result<bool> {
-        let Some(execution) = executions::lock(&unit.tx, Key::Id(execution_id)).await? else {
+        let Some((execution, revision)) = executions::lock_revision(&unit.tx, Key::Id(execution_id)).await? else {
             return Ok(false);
         };
-        let before = self.state_of(unit, execution).await?;
+        let before = self.state_of(unit, execution, revision).await?;
         let now = now();
         let Some(index) =
             before.waiting_approval().filter(|s| s.deadline_at.is_some_and(|t| t <= now)).map(|s| s.index)

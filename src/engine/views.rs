@@ -305,6 +305,11 @@ impl Engine {
         self.load_shared(id, current).await
     }
 
+    /// The cached view of an execution if it shows `revision`, without a query.
+    pub(super) fn view_at(&self, id: &str, revision: i64) -> Option<Cached> {
+        self.inner.views.get(id).filter(|c| c.key.0 == revision)
+    }
+
     /// The execution as shown after the change stamped `stamp` (a watcher
     /// was woken by it): from the cache when it is that recent, without a query.
     pub(super) async fn view_after(&self, id: &str, stamp: u64) -> Result<Cached> {

@@ -81,19 +81,27 @@ pub enum Key<'a> {
 /// writer does this first, so writers of one execution queue behind each
 /// other on any backend. None if it does not exist.
 pub async fn lock(c: &impl ConnectionTrait, key: Key<'_>) -> Result<Option<Execution>> {
+    Ok(lock_revision(c, key).await?.map(|(e, _)| e))
+}
+
+/// [`lock`], with the revision the lock gave the execution: the revision
+/// before it (one less) is the state a view read earlier may show.
+pub async fn lock_revision(c: &impl ConnectionTrait, key: Key<'_>) -> Result<Option<(Execution, i64)>> {
     let (which, id) = match key {
         Key::Id(id) => ("$1", id),
         Key::OfTask(id) => ("(SELECT execution_id FROM tasks WHERE id = $1)", id),
     };
     let sql = format!("UPDATE executions SET revision = revision + 1 WHERE id = {which} RETURNING {COLUMNS}");
     let row = c.query_one_raw(statement(c, &sql, vec![id.into()])).await?;
-    row.as_ref().map(from_row).transpose()
+    row.map(|r| Ok((from_row(&r)?, col::<i64>(&r, "revision")?))).transpose()
 }
 
 /// What a resume reads right after its lock, returned with it.
 #[derive(Debug)]
 pub struct LockedForResume {
     pub execution: Execution,
+    /// The revision the lock gave it (see [`lock_revision`]).
+    pub revision: i64,
     /// Whether the request id names an execution already (a retry, or a
     /// reuse the caller must be told about): only then is it read.
     pub request_taken: bool,
@@ -117,6 +125,7 @@ pub async fn lock_for_resume(
     let Some(row) = c.query_one_raw(statement(c, &sql, values)).await? else { return Ok(None) };
     Ok(Some(LockedForResume {
         execution: from_row(&row)?,
+        revision: col::<i64>(&row, "revision")?,
         request_taken: col::<bool>(&row, "request_taken")?,
         latest_version: col::<Option<i64>>(&row, "latest_version")?,
     }))

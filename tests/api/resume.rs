@@ -27,6 +27,7 @@ crate::on_both_backends!(
     get_execution_marks_valid_resume_points,
     resume_refuses_changed_inputs,
     chain_limits_refuse_resumes_past_them,
+    a_resume_sees_the_changes_made_since_the_execution_was_last_read,
 );
 
 /// A 4-stage pipeline whose stage 3 is four parallel workflows.
@@ -531,4 +532,41 @@ async fn chain_limits_refuse_resumes_past_them(app: TestApp) {
     let app = app.restart_with(reprise::engine::Settings { chain_limits: aged, ..test_settings() }).await;
     let refused = resume(&app, &second.id, "gate").await.unwrap_err();
     assert!(refused.message().contains("older than its limit"), "{}", refused.message());
+}
+
+/// A resume reuses the stages of a view read earlier only while the
+/// execution is unchanged since: read while "test" runs, then left to fail
+/// in "rollout" unread, it must be resumable from "rollout", which the view
+/// read earlier shows as never reached.
+async fn a_resume_sees_the_changes_made_since_the_execution_was_last_read(app: TestApp) {
+    let q = queue();
+    let p = four_stage_pipeline(&app, &q).await;
+    let _worker = app.worker(&q, |t| match t.stage_name.as_str() {
+        "test" => Script::Succeed(Duration::from_millis(600)),
+        "rollout" if t.workflow_name == "us" => Script::Fail(Duration::ZERO),
+        _ => Script::Succeed(Duration::ZERO),
+    });
+    let e = app.start(&p.id).await;
+    let seen = app.wait_until(&e.id, |e| stage_status(e, "test") == pb::StageStatus::Running).await;
+    assert_eq!(stage_status(&seen, "rollout"), pb::StageStatus::Pending);
+    // Wait for the failure without reading the execution through the API.
+    let failed = format!("SELECT count(*) AS n FROM executions WHERE id = '{}' AND status = 'FAILED'", e.id);
+    for _ in 0..200 {
+        if app.sql_count(&failed).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(app.sql_count(&failed).await, 1, "the execution failed in rollout");
+
+    let answer = resume(&app, &e.id, "rollout").await.expect("rollout was reached before the resume");
+    let carried: Vec<_> = answer.plan.iter().map(|s| (s.name.as_str(), s.action, s.carried_status)).collect();
+    let (carry, run) = (pb::PlannedAction::CarryOver as i32, pb::PlannedAction::Run as i32);
+    let succeeded = pb::StageStatus::Succeeded as i32;
+    assert_eq!(
+        carried,
+        [("build", carry, succeeded), ("test", carry, succeeded), ("rollout", run, 0), ("verify", run, 0)]
+    );
+    let resumed = answer.execution.expect("execution");
+    assert_eq!(stage_status(&resumed, "test"), pb::StageStatus::Succeeded, "the answer shows the stage as it ended");
 }
