@@ -445,6 +445,9 @@ async fn run_then_resume(
         if read_first {
             let request = pb::GetExecutionRequest { execution_id: latest.clone(), ..Default::default() };
             client.get_execution(request).await.context("GetExecution")?;
+            // A person reads before resuming; and the answer to that read
+            // (20,000 workflows) is still being freed when it arrives.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let request = pb::ResumeRequest {
             execution_id: latest.clone(),

@@ -18,9 +18,99 @@ const WIDTH: usize = 18;
 
 /// Every stage of an execution, in order.
 pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<StageRun>> {
+    if !super::is_pg(c) {
+        return of_execution_as_json(c, execution_id).await;
+    }
     let sql = format!("SELECT {COLUMNS} FROM stages WHERE execution_id = $1 ORDER BY stage_index");
     let rows = c.query_all_raw(statement(c, &sql, vec![execution_id.into()])).await?;
     rows.iter().map(from_row).collect()
+}
+
+/// [`of_execution`] on SQLite: every stage in one row, as a JSON array.
+/// The driver hands over each row separately, some 5 µs a row, so 200
+/// stages took about 1 ms as rows and take about half as one.
+async fn of_execution_as_json(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<StageRun>> {
+    let sql = "SELECT json_group_array(json_array(stage_index, name, status, status_message, started_at, ended_at, \
+        deadline_at, decided_by, decision_comment, carried_from_execution_id, wf_total, wf_open, wf_failed, \
+        wf_expired, wf_cancelled, failure_workflow, failure_message) ORDER BY stage_index) AS stages \
+        FROM stages WHERE execution_id = $1";
+    let Some(row) = c.query_one_raw(statement(c, sql, vec![execution_id.into()])).await? else {
+        return Ok(Vec::new());
+    };
+    let json: Option<String> = get(&row, "stages")?;
+    let rows: Vec<JsonRow> = match json {
+        Some(json) => serde_json::from_str(&json).map_err(|e| corrupt(format!("stages as JSON: {e}")))?,
+        None => Vec::new(),
+    };
+    rows.into_iter().map(JsonRow::into_stage).collect()
+}
+
+/// One stage as [`of_execution_as_json`] reads it: COLUMNS in order,
+/// without execution_id.
+#[derive(serde::Deserialize)]
+struct JsonRow(
+    i64,
+    String,
+    String,
+    String,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    String,
+);
+
+impl JsonRow {
+    fn into_stage(self) -> Result<StageRun> {
+        let JsonRow(
+            index,
+            name,
+            status,
+            status_message,
+            started_at,
+            ended_at,
+            deadline_at,
+            decided_by,
+            decision_comment,
+            carried_from,
+            total,
+            open,
+            failed,
+            expired,
+            cancelled,
+            failure_workflow,
+            failure_message,
+        ) = self;
+        let n = |v: i64| v.clamp(0, u32::MAX as i64) as u32;
+        Ok(StageRun {
+            index: usize::try_from(index).map_err(|_| corrupt(format!("stage index {index}")))?,
+            status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
+            name,
+            status_message,
+            started_at,
+            ended_at,
+            deadline_at,
+            decided_by,
+            decision_comment,
+            carried_from,
+            counts: WorkflowCounts {
+                total: n(total),
+                open: n(open),
+                failed: n(failed),
+                expired: n(expired),
+                cancelled: n(cancelled),
+            },
+            first_failure: failure_workflow.map(|workflow| FailureNote { workflow, message: failure_message }),
+        })
+    }
 }
 
 /// One stage of an execution.
@@ -186,4 +276,60 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<StageRun> {
             .map(|workflow| Ok::<_, super::StoreError>(FailureNote { workflow, message: c.get("failure_message")? }))
             .transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{Database, DbBackend, Statement};
+
+    use super::*;
+    use crate::store::sql::Batch;
+
+    fn stage(index: usize, status: StageStatus) -> StageRun {
+        StageRun { status, ..StageRun::pending(index, &format!("s{index}")) }
+    }
+
+    /// The one-row JSON read gives what the row-by-row read gives, field
+    /// for field: NULLs, text that JSON must escape, counts, failures.
+    #[tokio::test]
+    async fn stages_read_as_json_are_the_stages_read_as_rows() {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared(
+            "CREATE TABLE stages (execution_id TEXT NOT NULL, stage_index INTEGER NOT NULL, name TEXT NOT NULL, \
+             status TEXT NOT NULL, status_message TEXT NOT NULL, started_at BIGINT, ended_at BIGINT, \
+             deadline_at BIGINT, decided_by TEXT NOT NULL, decision_comment TEXT NOT NULL, \
+             carried_from_execution_id TEXT, wf_total INTEGER NOT NULL, wf_open INTEGER NOT NULL, \
+             wf_failed INTEGER NOT NULL, wf_expired INTEGER NOT NULL, wf_cancelled INTEGER NOT NULL, \
+             failure_workflow TEXT, failure_message TEXT NOT NULL, PRIMARY KEY (execution_id, stage_index))",
+        )
+        .await
+        .unwrap();
+        let full = StageRun {
+            status_message: "quote \" backslash \\ newline \n tab \t ünïcode ✓ \u{1}".into(),
+            started_at: Some(1_733_000_000_000),
+            ended_at: Some(i64::MAX),
+            deadline_at: Some(-1),
+            decided_by: "alice@example.com".into(),
+            decision_comment: "[\"not json\"]".into(),
+            carried_from: Some("01a2-origin".into()),
+            counts: WorkflowCounts { total: 1000, open: 0, failed: 3, expired: 2, cancelled: 995 },
+            first_failure: Some(FailureNote { workflow: "eu".into(), message: "exit 1…".into() }),
+            ..stage(2, StageStatus::Failed)
+        };
+        // Inserted out of order: the read orders them.
+        let stages = vec![full, stage(0, StageStatus::Succeeded), stage(1, StageStatus::Skipped)];
+        let mut batch = Batch::default();
+        batch.extend(insert_parts("e1", &stages));
+        batch.extend(insert_parts("e2", &[stage(0, StageStatus::Running)]));
+        batch.run(&db).await.unwrap();
+
+        let as_json = of_execution(&db, "e1").await.unwrap();
+        let sql = format!("SELECT {COLUMNS} FROM stages WHERE execution_id = 'e1' ORDER BY stage_index");
+        let rows = db.query_all_raw(Statement::from_string(DbBackend::Sqlite, sql)).await.unwrap();
+        let as_rows: Vec<StageRun> = rows.iter().map(from_row).collect::<Result<_>>().unwrap();
+        assert_eq!(as_json, as_rows);
+        assert_eq!(as_json.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(as_json[2], stages[0]);
+        assert!(of_execution(&db, "none").await.unwrap().is_empty());
+    }
 }
