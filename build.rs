@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Maps in key order: equal messages encode to equal bytes (the
+        // encoded views compare them), and listings print in a stable order.
+        .btree_map(".")
         // Written by hand in src/proto.rs: they can carry an execution encoded earlier.
         .extern_path(".reprise.v1.GetExecutionResponse", "crate::proto::GetExecutionResponse")
         .extern_path(".reprise.v1.WatchExecutionResponse", "crate::proto::WatchExecutionResponse")

@@ -1,7 +1,7 @@
 //! Every conversion between generated protobuf types and domain types.
 //! Proto → domain collects every problem, each naming its field path.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use prost_types::Timestamp;
@@ -320,8 +320,8 @@ pub fn execution(e: &Execution) -> pb::Execution {
         application: e.application.clone(),
         status: execution_status(e.status) as i32,
         status_message: e.status_message.clone(),
-        variables: e.variables.clone().into_iter().collect(),
-        artifacts: e.artifacts.clone().into_iter().collect(),
+        variables: e.variables.clone(),
+        artifacts: e.artifacts.clone(),
         stages: Vec::new(),
         request_id: e.request_id.clone(),
         triggered_by: e.triggered_by.clone(),
@@ -498,7 +498,7 @@ pub fn task(t: ClaimedTask) -> pb::Task {
         workflow_name: t.run.name,
         attempt: t.run.attempt,
         command: t.run.command,
-        environment: t.environment.into_iter().collect(),
+        environment: t.environment,
         deadline: t.run.deadline_at.map(timestamp),
         lease_duration: prost_types::Duration::try_from(t.lease).ok(),
     }
@@ -558,10 +558,6 @@ pub fn timestamp(ms: Millis) -> Timestamp {
 
 fn duration(ms: u64) -> prost_types::Duration {
     prost_types::Duration { seconds: (ms / 1000) as i64, nanos: ((ms % 1000) * 1_000_000) as i32 }
-}
-
-pub fn map(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
-    m.into_iter().collect()
 }
 
 /// A required id the server issued (a UUID), as the server writes it.

@@ -5,7 +5,6 @@
 //! encoding, malloc and copies: about a third of its CPU under 16 callers).
 
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Weak},
     time::Duration,
 };
@@ -15,10 +14,7 @@ use moka::sync::Cache;
 use prost::Message as _;
 
 use super::convert::{self, OutputView};
-use crate::{
-    domain::{execution::ExecutionDetail, resume::Block},
-    proto as pb,
-};
+use crate::domain::{execution::ExecutionDetail, resume::Block};
 
 /// For each stage: None if it is a valid resume point, else why not.
 pub type ResumePoints = Vec<Option<(Block, String)>>;
@@ -78,34 +74,18 @@ impl EncodedViews {
     }
 }
 
+/// Equal executions encode to equal bytes (a watch sends a change only
+/// when the bytes differ): prost writes fields in tag order, and build.rs
+/// makes every map a `BTreeMap`, written in key order.
 fn encode(d: &ExecutionDetail, view: OutputView, points: ResumePoints) -> Bytes {
-    in_key_order(convert::with_resume_points(convert::execution_view(d, view), points)).into()
-}
-
-/// Fields 7 and 8 of `Execution`: its two maps (never renumbered).
-const VARIABLES: u32 = 7;
-const ARTIFACTS: u32 = 8;
-
-/// `e` encoded with its maps in key order, after its other fields (protobuf
-/// allows fields in any order), so that equal executions encode to equal
-/// bytes: a watch sends a change only when the bytes differ, and prost
-/// writes a `HashMap` in an order of its own for each map.
-fn in_key_order(mut e: pb::Execution) -> Vec<u8> {
-    use prost::encoding::{btree_map, string};
-    let variables: BTreeMap<String, String> = std::mem::take(&mut e.variables).into_iter().collect();
-    let artifacts: BTreeMap<String, String> = std::mem::take(&mut e.artifacts).into_iter().collect();
-    let mut buf = e.encode_to_vec();
-    for (tag, map) in [(VARIABLES, &variables), (ARTIFACTS, &artifacts)] {
-        btree_map::encode(string::encode, string::encoded_len, string::encode, string::encoded_len, tag, map, &mut buf);
-    }
-    buf
+    convert::with_resume_points(convert::execution_view(d, view), points).encode_to_vec().into()
 }
 
 #[cfg(test)]
 mod tests {
     use prost::Message as _;
 
-    use super::*;
+    use crate::proto as pb;
 
     fn execution(pairs: &[(&str, &str)]) -> pb::Execution {
         let map = |prefix: &str| pairs.iter().map(|(k, v)| (format!("{prefix}{k}"), v.to_string())).collect();
@@ -125,15 +105,8 @@ mod tests {
         let reversed: Vec<(&str, &str)> = pairs.iter().rev().copied().collect();
         let (a, b) = (execution(&pairs), execution(&reversed));
         assert_eq!(a, b);
-        let bytes = in_key_order(a.clone());
-        assert_eq!(bytes, in_key_order(b), "the maps' order is the keys'");
-        assert_eq!(pb::Execution::decode(bytes.as_slice()).unwrap(), a, "every field where it belongs");
-        assert_eq!(bytes.len(), a.encoded_len());
-    }
-
-    #[test]
-    fn without_maps_it_is_prosts_encoding() {
-        let e = execution(&[]);
-        assert_eq!(in_key_order(e.clone()), e.encode_to_vec());
+        let bytes = a.encode_to_vec();
+        assert_eq!(bytes, b.encode_to_vec(), "the maps' order is the keys', whatever the order of insertion");
+        assert_eq!(pb::Execution::decode(bytes.as_slice()).unwrap(), a);
     }
 }

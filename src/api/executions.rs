@@ -55,7 +55,7 @@ impl ExecutionService for ExecutionApi {
         if r.pipeline_version < 0 {
             return Err(invalid("pipeline_version", "must not be negative; 0 means the latest"));
         }
-        let (variables, artifacts) = (convert::map(r.variables), convert::map(r.artifacts));
+        let (variables, artifacts) = (r.variables, r.artifacts);
         inputs::check_variables(&variables, limits).map_err(violations)?;
         inputs::check_artifacts(&artifacts, limits).map_err(violations)?;
         let start = StartRequest {

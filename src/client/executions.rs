@@ -1,7 +1,7 @@
 //! `start`, `get`, `list` and the controls: `abort`, `pause`, `continue`,
 //! `approve`, `reject`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use clap::Args;
 
@@ -92,8 +92,8 @@ fn parse_status(text: &str) -> std::result::Result<pb::ExecutionStatus, String> 
     }
 }
 
-fn to_map(pairs: Vec<(String, String)>, what: &str) -> Result<HashMap<String, String>> {
-    let mut map = HashMap::new();
+fn to_map(pairs: Vec<(String, String)>, what: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
     for (name, value) in pairs {
         if map.insert(name.clone(), value).is_some() {
             return Err(Failure::usage(format!("{what} {name:?} is given twice")));

@@ -4,7 +4,11 @@
 //! table` aligned columns made here, cut to the terminal's width and
 //! coloured by status when stdout is a terminal (see `style.rs`).
 
-use std::{collections::HashMap, io::Write as _, sync::OnceLock};
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write as _,
+    sync::OnceLock,
+};
 
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
@@ -273,11 +277,9 @@ pub fn elapsed(start: Option<&prost_types::Timestamp>, end: Option<&prost_types:
     humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
 }
 
-/// `k=v, k2=v2`, sorted by name.
-pub fn pairs(map: &HashMap<String, String>) -> String {
-    let mut entries: Vec<_> = map.iter().collect();
-    entries.sort();
-    entries.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+/// `k=v, k2=v2`, sorted by name (a map's order).
+pub fn pairs(map: &BTreeMap<String, String>) -> String {
+    map.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
 }
 
 /// What a stage's workflows are doing, e.g. `1/2 succeeded, 1 running`;

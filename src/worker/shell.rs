@@ -1,7 +1,7 @@
 //! Runs one task's shell script and reports how it ended, independent of gRPC
 //! so it can be tested on its own.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -84,7 +84,7 @@ pub(crate) struct RunResult {
 pub(crate) async fn run_shell(
     command: &str,
     inherited: &Inherited,
-    env: &HashMap<String, String>,
+    env: &BTreeMap<String, String>,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
     tail: &OutputSink,
@@ -170,7 +170,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn spawn(
     command: &str,
     inherited: &Inherited,
-    env: &HashMap<String, String>,
+    env: &BTreeMap<String, String>,
 ) -> std::io::Result<(Child, pipe::Receiver, ProcessGroup)> {
     let (reader, writer) = std::io::pipe()?;
     let output = pipe::Receiver::from_owned_fd(reader.into())?;
