@@ -73,7 +73,11 @@ impl Engine {
         let pending: Vec<StageRun> = (state.stages.iter().enumerate())
             .map(|(i, s)| if i < carried { s.clone() } else { StageRun::pending(s.index, &s.name) })
             .collect();
-        let before = ExecutionState { stages: pending, ..state.clone() };
+        let before = ExecutionState {
+            execution: state.execution.clone(),
+            definition: state.definition.clone(),
+            stages: pending,
+        };
         self.note_deadlines(unit, &before, &state);
         observe(unit, &before, &state);
         unit.after.changed(&id);
