@@ -26,89 +26,77 @@ pub async fn of_execution(c: &impl ConnectionTrait, execution_id: &str) -> Resul
     rows.iter().map(from_row).collect()
 }
 
-/// [`of_execution`] on SQLite: every stage in one row, as a JSON array.
-/// The driver hands over each row separately, some 5 µs a row, so 200
-/// stages took about 1 ms as rows and take about half as one.
+/// [`of_execution`] on SQLite: every stage in one row, as a JSON array of
+/// [`Row`]s. The driver hands over each row separately, some 5 µs a row, so
+/// 200 stages took about 1 ms as rows and take about half as one.
 async fn of_execution_as_json(c: &impl ConnectionTrait, execution_id: &str) -> Result<Vec<StageRun>> {
-    let sql = "SELECT json_group_array(json_array(stage_index, name, status, status_message, started_at, ended_at, \
-        deadline_at, decided_by, decision_comment, carried_from_execution_id, wf_total, wf_open, wf_failed, \
-        wf_expired, wf_cancelled, failure_workflow, failure_message) ORDER BY stage_index) AS stages \
-        FROM stages WHERE execution_id = $1";
-    let Some(row) = c.query_one_raw(statement(c, sql, vec![execution_id.into()])).await? else {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let fields = COLUMNS.strip_prefix("execution_id, ").expect("COLUMNS begins with execution_id");
+        format!(
+            "SELECT json_group_array(json_array({fields}) ORDER BY stage_index) AS stages \
+             FROM stages WHERE execution_id = $1"
+        )
+    });
+    let Some(row) = c.query_one_raw(statement(c, &SQL, vec![execution_id.into()])).await? else {
         return Ok(Vec::new());
     };
     let json: Option<String> = get(&row, "stages")?;
-    let rows: Vec<JsonRow> = match json {
+    let rows: Vec<Row> = match json {
         Some(json) => serde_json::from_str(&json).map_err(|e| corrupt(format!("stages as JSON: {e}")))?,
         None => Vec::new(),
     };
-    rows.into_iter().map(JsonRow::into_stage).collect()
+    rows.into_iter().map(Row::into_stage).collect()
 }
 
-/// One stage as [`of_execution_as_json`] reads it: COLUMNS in order,
-/// without execution_id.
+/// A stage row's values as stored (COLUMNS in order, without
+/// execution_id), read from its columns or, on SQLite, from a JSON array.
 #[derive(serde::Deserialize)]
-struct JsonRow(
-    i64,
-    String,
-    String,
-    String,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    i64,
-    i64,
-    i64,
-    Option<String>,
-    String,
-);
+struct Row {
+    stage_index: i64,
+    name: String,
+    status: String,
+    status_message: String,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    deadline_at: Option<i64>,
+    decided_by: String,
+    decision_comment: String,
+    carried_from_execution_id: Option<String>,
+    wf_total: i64,
+    wf_open: i64,
+    wf_failed: i64,
+    wf_expired: i64,
+    wf_cancelled: i64,
+    failure_workflow: Option<String>,
+    failure_message: String,
+}
 
-impl JsonRow {
+impl Row {
     fn into_stage(self) -> Result<StageRun> {
-        let JsonRow(
-            index,
-            name,
-            status,
-            status_message,
-            started_at,
-            ended_at,
-            deadline_at,
-            decided_by,
-            decision_comment,
-            carried_from,
-            total,
-            open,
-            failed,
-            expired,
-            cancelled,
-            failure_workflow,
-            failure_message,
-        ) = self;
         let n = |v: i64| v.clamp(0, u32::MAX as i64) as u32;
+        let index = self.stage_index;
         Ok(StageRun {
             index: usize::try_from(index).map_err(|_| corrupt(format!("stage index {index}")))?,
-            status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
-            name,
-            status_message,
-            started_at,
-            ended_at,
-            deadline_at,
-            decided_by,
-            decision_comment,
-            carried_from,
+            status: StageStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(format!("stage status {:?}", self.status)))?,
+            name: self.name,
+            status_message: self.status_message,
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            deadline_at: self.deadline_at,
+            decided_by: self.decided_by,
+            decision_comment: self.decision_comment,
+            carried_from: self.carried_from_execution_id,
             counts: WorkflowCounts {
-                total: n(total),
-                open: n(open),
-                failed: n(failed),
-                expired: n(expired),
-                cancelled: n(cancelled),
+                total: n(self.wf_total),
+                open: n(self.wf_open),
+                failed: n(self.wf_failed),
+                expired: n(self.wf_expired),
+                cancelled: n(self.wf_cancelled),
             },
-            first_failure: failure_workflow.map(|workflow| FailureNote { workflow, message: failure_message }),
+            first_failure: self
+                .failure_workflow
+                .map(|workflow| FailureNote { workflow, message: self.failure_message }),
         })
     }
 }
@@ -251,31 +239,27 @@ fn from_row(r: &QueryResult) -> Result<StageRun> {
 /// A row whose columns carry `p` before their names (a join of several tables).
 pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<StageRun> {
     let c = Columns::new(r, p);
-    let status: String = c.get("status")?;
-    let n = |column: &str| c.get::<i32>(column).map(|v| v.max(0) as u32);
-    Ok(StageRun {
-        index: c.get::<i32>("stage_index")? as usize,
-        status: StageStatus::parse(&status).ok_or_else(|| corrupt(format!("stage status {status:?}")))?,
+    let n = |column: &str| c.get::<i32>(column).map(i64::from);
+    Row {
+        stage_index: n("stage_index")?,
         name: c.get("name")?,
+        status: c.get("status")?,
         status_message: c.get("status_message")?,
         started_at: c.get("started_at")?,
         ended_at: c.get("ended_at")?,
         deadline_at: c.get("deadline_at")?,
         decided_by: c.get("decided_by")?,
         decision_comment: c.get("decision_comment")?,
-        carried_from: c.get("carried_from_execution_id")?,
-        counts: WorkflowCounts {
-            total: n("wf_total")?,
-            open: n("wf_open")?,
-            failed: n("wf_failed")?,
-            expired: n("wf_expired")?,
-            cancelled: n("wf_cancelled")?,
-        },
-        first_failure: c
-            .get::<Option<String>>("failure_workflow")?
-            .map(|workflow| Ok::<_, super::StoreError>(FailureNote { workflow, message: c.get("failure_message")? }))
-            .transpose()?,
-    })
+        carried_from_execution_id: c.get("carried_from_execution_id")?,
+        wf_total: n("wf_total")?,
+        wf_open: n("wf_open")?,
+        wf_failed: n("wf_failed")?,
+        wf_expired: n("wf_expired")?,
+        wf_cancelled: n("wf_cancelled")?,
+        failure_workflow: c.get("failure_workflow")?,
+        failure_message: c.get("failure_message")?,
+    }
+    .into_stage()
 }
 
 #[cfg(test)]
