@@ -30,6 +30,7 @@ pub const HANDED_AT_DISPATCH: &str = "reprise_tasks_handed_at_dispatch_total";
 pub const TASKS_WAITING: &str = "reprise_tasks_waiting";
 pub const SQLITE_COMMITS: &str = "reprise_sqlite_commits_total";
 pub const SQLITE_UNITS: &str = "reprise_sqlite_units_committed_total";
+pub const REPORTS_AT_ONCE: &str = "reprise_reports_sent_at_once_total";
 
 /// Serves `/metrics` on `address` from now on.
 pub fn install(address: SocketAddr) -> anyhow::Result<()> {
@@ -71,6 +72,12 @@ pub fn install(address: SocketAddr) -> anyhow::Result<()> {
         SQLITE_UNITS,
         "units of work those COMMITs carried (units that waited for the writer are committed together; \
          units ÷ commits near 1 means writes do not queue)"
+    );
+    metrics::describe_counter!(
+        REPORTS_AT_ONCE,
+        "units of task reports sent to PostgreSQL as one self-committing statement, by outcome (committed, or \
+         stale: the execution had changed since this replica last wrote it, nothing was written, and the reports \
+         went the usual way)"
     );
     tracing::info!(%address, "serving Prometheus metrics on /metrics");
     Ok(())

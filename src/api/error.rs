@@ -98,6 +98,11 @@ pub fn to_status(error: Error) -> Status {
             tracing::warn!(error = %u.message, "storage unavailable");
             status(Code::Unavailable, &format!("{}; nothing was changed, retry", u.message), R::StoreUnavailable)
         }
+        Error::Store(StoreError::Stale(m)) => {
+            // Decided again by the engine before it gets here; a bug if not.
+            tracing::warn!(error = %m, "a change was decided from a stale state");
+            status(Code::Aborted, "a concurrent change won; read again and retry", R::ConcurrentChange)
+        }
         Error::Store(StoreError::Duplicate(m)) => {
             tracing::warn!(error = %m, "unexpected duplicate key");
             status(Code::Aborted, "a concurrent change won; read again and retry", R::ConcurrentChange)

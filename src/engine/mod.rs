@@ -6,6 +6,7 @@
 
 mod access;
 mod actions;
+mod at_once;
 mod audit;
 mod authorize;
 mod coalesce;
@@ -14,6 +15,7 @@ mod dispatch;
 mod error;
 mod events;
 mod idempotency;
+mod known;
 mod locks;
 mod outputs;
 mod pipelines;
@@ -37,6 +39,7 @@ use crate::{
 };
 
 pub use actions::{Control, NotAllowed};
+pub use at_once::AtOnceCounts;
 pub use audit::{Attempt, Audit};
 pub use control::Decision;
 pub use dispatch::ClaimCounts;
@@ -100,6 +103,7 @@ struct Inner {
     views: views::Views,
     locks: locks::Locks,
     reports: reports::Reports,
+    known: known::Knowns,
     callers: access::Callers,
 }
 
@@ -115,6 +119,7 @@ impl Engine {
                 views: views::Views::default(),
                 locks: locks::Locks::default(),
                 reports: reports::Reports::default(),
+                known: known::Knowns::default(),
                 callers: access::Callers::default(),
             }),
         }

@@ -14,7 +14,7 @@ use std::{
 
 use tokio::sync::{oneshot, watch};
 
-use super::{Engine, Error, Result, dispatch::Eager, locks::Turn, tasks::Completion};
+use super::{Engine, Error, Result, at_once::AtOnce, dispatch::Eager, locks::Turn, tasks::Completion};
 use crate::{
     domain::execution::WorkflowRun,
     store::{Cause, StoreError},
@@ -133,23 +133,50 @@ impl Engine {
     }
 
     async fn commit_group(&self, turn: Turn, started: Instant, id: &str, mut group: Vec<Queued>) {
+        let eager: Vec<Eager> = group.iter_mut().filter_map(|q| q.eager.take()).collect();
+        let reports: Vec<&Completion> = group.iter().map(|q| &q.completion).collect();
+        let (turn, mut eager) = match self.report_at_once(turn, started, id, &reports, eager).await {
+            AtOnce::Sent(Ok(runs)) => {
+                self.answer(group, runs);
+                return;
+            }
+            AtOnce::Sent(Err(e)) if group.len() == 1 => {
+                let _ = group.into_iter().next().expect("one report").answer.send(Err(e));
+                return;
+            }
+            // One of them failed: each runs alone, below.
+            AtOnce::Sent(Err(e)) => {
+                tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
+                for q in group {
+                    let _ = q.answer.send(self.report_alone(None, id, &q.completion, None).await);
+                }
+                return;
+            }
+            AtOnce::Declined(turn, eager) => (turn, eager),
+        };
         if group.len() == 1 {
-            let mut q = group.into_iter().next().expect("one report");
-            let _ = q.answer.send(self.report_alone(Some((turn, started)), id, &q.completion, q.eager.take()).await);
+            let q = group.into_iter().next().expect("one report");
+            let _ = q.answer.send(self.report_alone(Some((turn, started)), id, &q.completion, eager.pop()).await);
             return;
         }
         // Should the group fail, its reporters get no next task (their
         // reports, run again alone, may still be accepted): they poll.
-        let eager = group.iter_mut().filter_map(|q| q.eager.take()).collect();
         if let Some(runs) = self.try_group(turn, started, id, &group, eager).await {
-            self.inner.reports.grouped.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for (q, run) in group.into_iter().zip(runs) {
-                let _ = q.answer.send(Ok(run));
-            }
+            self.answer(group, runs);
             return;
         }
         for q in group {
             let _ = q.answer.send(self.report_alone(None, id, &q.completion, None).await);
+        }
+    }
+
+    /// Answers each report of a group committed together with its run.
+    fn answer(&self, group: Vec<Queued>, runs: Vec<WorkflowRun>) {
+        if group.len() > 1 {
+            self.inner.reports.grouped.fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (q, run) in group.into_iter().zip(runs) {
+            let _ = q.answer.send(Ok(run));
         }
     }
 

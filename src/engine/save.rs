@@ -28,7 +28,9 @@ impl Engine {
         now: Millis,
     ) -> Result<()> {
         let id = after.execution.id.as_str();
-        if before.execution != after.execution {
+        // A unit sent at once writes the execution's row with its check of
+        // the revision (see `tasks::report_at_once`).
+        if before.execution != after.execution && !unit.tx.is_at_once() {
             unit.batch.push(executions::update_part(&after.execution));
         }
         unit.batch.extend(stages::changed_parts(id, &before.stages, &after.stages));

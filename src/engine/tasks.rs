@@ -139,7 +139,7 @@ impl Engine {
         let now = now();
         let claimed = {
             let single = self.store().single().await?;
-            tasks::claim(&single, queue, worker, &token, now, lease.as_millis() as i64).await?
+            tasks::claim(&single, queue, worker, &token, now, lease.as_millis() as i64, self.events().origin()).await?
         };
         let Some(run) = claimed else { return Ok(None) };
         let at = run.lease_expires_at.into_iter().chain(run.deadline_at).min().unwrap_or(now);
@@ -267,38 +267,10 @@ impl Engine {
     ) -> Result<Vec<WorkflowRun>> {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
-        let limits = &self.settings().limits;
-        let mut kept = Vec::with_capacity(reports.len());
-        for c in reports {
-            let fresh = match c.output_offset {
-                // Not held: the report below is refused as stale.
-                Some(offset) => unseen_in(&unit.tx, &c.task_id, &c.lease_token, &c.output, offset)
-                    .await?
-                    .map_or(c.output.as_str(), |(fresh, _)| fresh),
-                None => &c.output,
-            };
-            let output = masked_piece(&unit.tx, &c.task_id, &inputs, fresh, limits.kept_output_bytes).await?;
-            kept.push((output, truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes)));
-        }
-        let task_reports: Vec<_> = reports
-            .iter()
-            .zip(&kept)
-            .map(|(c, (output, message))| tasks::TaskReport {
-                task_id: &c.task_id,
-                lease_token: &c.lease_token,
-                report: Report {
-                    status: match c.outcome {
-                        Outcome::Succeeded => WorkflowStatus::Succeeded,
-                        Outcome::Failed => WorkflowStatus::Failed,
-                    },
-                    exit_code: c.exit_code,
-                    output: output.piece(),
-                    message,
-                },
-            })
-            .collect();
+        let kept = self.kept(&unit.tx, &inputs, reports).await?;
+        let task_reports = task_reports(reports, &kept);
         let first = reports.first().map_or("", |c| c.task_id.as_str());
-        let reported = tasks::report_counted(&unit.tx, execution_id, &task_reports, now)
+        let reported = tasks::report_counted(&unit.tx, execution_id, &task_reports, now, self.events().origin())
             .await?
             .ok_or_else(|| Error::not_found("task", first))?;
         unit.after.changed_told(execution_id);
@@ -320,8 +292,32 @@ impl Engine {
             // a change of the execution, which each decides alone.
             return Err(Error::Conflict(format!("reports of execution {execution_id} were not of one running stage")));
         };
-        self.decide_after_end(unit, reported.execution, &runs, stage, now).await?;
+        self.decide_after_end(unit, reported.execution, &runs, stage, now, Some(reported.revision)).await?;
         Ok(runs)
+    }
+
+    /// Each report's output and message as they are kept: secrets masked,
+    /// cut to size, what the server has of the output already left out.
+    pub(super) async fn kept(
+        &self,
+        tx: &crate::store::Tx,
+        inputs: &super::views::Inputs,
+        reports: &[&Completion],
+    ) -> Result<Vec<(Masked, String)>> {
+        let limits = &self.settings().limits;
+        let mut kept = Vec::with_capacity(reports.len());
+        for c in reports {
+            let fresh = match c.output_offset {
+                // Not held: the report below is refused as stale.
+                Some(offset) if !c.output.is_empty() => unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset)
+                    .await?
+                    .map_or(c.output.as_str(), |(fresh, _)| fresh),
+                _ => &c.output,
+            };
+            let output = masked_piece(tx, &c.task_id, inputs, fresh, limits.kept_output_bytes).await?;
+            kept.push((output, truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes)));
+        }
+        Ok(kept)
     }
 
     /// Counts the end of `run` on its stage, then lets the domain decide
@@ -339,12 +335,13 @@ impl Engine {
         let stage = stages::count_end(&unit.tx, &execution.id, run.stage_index, delta, failure.as_ref())
             .await?
             .ok_or_else(|| crate::store::corrupt(format!("task {} has no stage {}", run.task_id, run.stage_index)))?;
-        self.decide_after_end(unit, execution, std::slice::from_ref(run), stage, now).await
+        self.decide_after_end(unit, execution, std::slice::from_ref(run), stage, now, None).await
     }
 
     /// With the ends of `runs` counted on `stage` (theirs), the domain
     /// decides what follows (the stage ends, the next one starts, the
-    /// execution finishes).
+    /// execution finishes). `revision`: the one the unit's lock gave the
+    /// execution, if known.
     async fn decide_after_end(
         &self,
         unit: &mut Unit,
@@ -352,17 +349,43 @@ impl Engine {
         runs: &[WorkflowRun],
         stage: crate::domain::execution::StageRun,
         now: Millis,
+        revision: Option<i64>,
     ) -> Result<()> {
         let definition = self.definitions().pinned_by(&unit.tx, &execution).await?;
-        let index = stage.index;
-        let before = ExecutionState::around_running_stage(execution, definition, stage);
-        let mut after = before.clone();
+        let counted = stage.clone();
+        let held = ExecutionState::around_running_stage(execution, definition, stage);
+        self.decide_end(unit, &held, counted, runs, now, revision).await.map(drop)
+    }
+
+    /// The domain decides what follows the ends of `runs` on the stage
+    /// `counted` (that stage with their ends counted) and the unit writes it;
+    /// `held` is the execution as the database holds it before the unit's
+    /// writes, `revision` the one they leave it at, if known. The execution
+    /// as decided.
+    pub(super) async fn decide_end(
+        &self,
+        unit: &mut Unit,
+        held: &ExecutionState,
+        counted: crate::domain::execution::StageRun,
+        runs: &[WorkflowRun],
+        now: Millis,
+        revision: Option<i64>,
+    ) -> Result<ExecutionState> {
+        let index = counted.index;
+        let mut after = held.clone();
+        after.stages[index] = counted;
         let mut changes = Changes::default();
         for run in runs.iter().filter(|r| r.status == WorkflowStatus::Expired) {
             progress::expire_siblings(&mut after, run.stage_index, &run.name, &mut changes);
         }
         progress::settle_stage(&mut after, index, now, &mut new_id, &mut changes);
-        self.save(unit, &before, &after, changes, now).await
+        self.save(unit, held, &after, changes, now).await?;
+        // Only where a report can be sent at once (see `at_once`).
+        if let Some(revision) = revision.filter(|_| self.store().is_postgres()) {
+            let known = super::known::Known::after(revision, &after.execution, &after.stages);
+            unit.after.known = known.map(|k| (after.execution.id.clone(), k));
+        }
+        Ok(after)
     }
 
     /// Queues a lease that never reached its worker again (see [`super::work`]).
@@ -491,6 +514,27 @@ fn unseen(piece: &str, offset: i64, received: i64) -> (&str, i64) {
     let skip = (received - offset).clamp(0, chars);
     let start = piece.char_indices().nth(skip as usize).map_or(piece.len(), |(i, _)| i);
     (&piece[start..], received.max(offset.saturating_add(chars)))
+}
+
+/// The store's form of each report, with what is kept of it.
+pub(super) fn task_reports<'a>(reports: &[&'a Completion], kept: &'a [(Masked, String)]) -> Vec<tasks::TaskReport<'a>> {
+    reports
+        .iter()
+        .zip(kept)
+        .map(|(c, (output, message))| tasks::TaskReport {
+            task_id: &c.task_id,
+            lease_token: &c.lease_token,
+            report: Report {
+                status: match c.outcome {
+                    Outcome::Succeeded => WorkflowStatus::Succeeded,
+                    Outcome::Failed => WorkflowStatus::Failed,
+                },
+                exit_code: c.exit_code,
+                output: output.piece(),
+                message,
+            },
+        })
+        .collect()
 }
 
 /// A piece of a task's output as it is kept: its secrets masked, cut to

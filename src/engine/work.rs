@@ -47,6 +47,9 @@ pub(super) struct After {
     pub access: bool,
     /// Log lines and metrics of the stage changes, emitted once committed.
     pub observed: Vec<Observed>,
+    /// The execution as this unit leaves it, when a report can be decided
+    /// from that next (see [`super::known`]).
+    pub known: Option<(String, super::known::Known)>,
 }
 
 /// A change to report once it is committed.
@@ -67,6 +70,13 @@ pub(super) enum Observed {
     },
     /// A stage ended and the next began in a unit that started then.
     Transition(std::time::Instant),
+}
+
+impl Unit {
+    /// Gives back the turn of a unit that ends without writing anything.
+    pub fn into_turn(self) -> Option<Turn> {
+        self._turn
+    }
 }
 
 impl After {
@@ -123,6 +133,48 @@ impl Engine {
         Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), eager: Vec::new(), started })
     }
 
+    /// Opens a unit of work in `turn` (taken at `started`) that opens no
+    /// transaction: its writes are sent as one statement by
+    /// [`Engine::finish_at_once`]. The turn back on SQLite, or while the
+    /// database is known to be down.
+    pub(super) fn unit_at_once(&self, turn: Turn, started: std::time::Instant) -> std::result::Result<Unit, Turn> {
+        match self.store().at_once() {
+            Ok(Some(tx)) => Ok(Unit {
+                _turn: Some(turn),
+                tx,
+                batch: Batch::default(),
+                after: After::default(),
+                eager: Vec::new(),
+                started,
+            }),
+            Ok(None) | Err(_) => Err(turn),
+        }
+    }
+
+    /// Ends a unit opened at once: `send` makes its one statement of the
+    /// unit's writes and sends it, which commits it; then what the unit
+    /// makes happen. Err with the unit's turn when nothing was written:
+    /// `send` had nothing to send (Ok(None)), or the database no longer
+    /// held what the unit was decided from.
+    pub(super) async fn finish_at_once<T, F, Fut>(&self, unit: Unit, send: F) -> Result<Result<T>, Option<Turn>>
+    where
+        F: FnOnce(Tx, Batch) -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<Option<T>>>,
+    {
+        let Unit { _turn, tx, mut batch, mut after, .. } = unit;
+        batch.notify(after.announce.take(self.events().origin()));
+        match send(tx, batch).await {
+            Ok(Some(value)) => {
+                self.remember(&mut after);
+                drop(_turn);
+                self.apply(after);
+                Ok(Ok(value))
+            }
+            Ok(None) | Err(crate::store::StoreError::Stale(_)) => Err(_turn),
+            Err(e) => Ok(Err(e.into())),
+        }
+    }
+
     /// Ends a unit: commits if `result` is Ok, then applies what it makes
     /// happen; rolls back otherwise. The result is returned only once its
     /// changes are durable.
@@ -143,9 +195,16 @@ impl Engine {
         // A failed commit drops `after`: leases granted at dispatch were not
         // written, and the parked workers whose tasks they were simply wait on.
         tx.commit().await?;
+        self.remember(&mut after);
         drop(_turn);
         self.apply(after);
         Ok(value)
+    }
+
+    /// What a committed unit knows of the executions it changed, noted
+    /// before its turn passes on: the next unit on the execution finds it.
+    fn remember(&self, after: &mut After) {
+        self.inner.known.committed(&after.changed, after.known.take());
     }
 
     fn apply(&self, after: After) {

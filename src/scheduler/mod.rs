@@ -89,13 +89,14 @@ pub async fn relay(engine: Engine, shutdown: CancellationToken) {
                 return;
             }
             if payload.is_empty() {
-                engine.events().set_relayed(true);
                 engine.forget_queues();
+                engine.forget_known();
                 engine.access_changed_elsewhere();
+                engine.events().set_relayed(true);
             }
-            engine.events().apply_remote(payload, &|queue, n| engine.queue_woken(queue, n), &|id| {
-                engine.events().execution_changed(id)
-            });
+            engine
+                .events()
+                .apply_remote(payload, &|queue, n| engine.queue_woken(queue, n), &|id| engine.changed_elsewhere(id));
             if payload.lines().any(|l| l == "a") {
                 engine.access_changed_elsewhere();
             }

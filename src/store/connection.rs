@@ -127,7 +127,7 @@ fn try_lock(_: &std::fs::File) -> bool {
 /// the database cannot be reached, is refusing connections, or is busy.
 fn not_begun(e: DbErr) -> StoreError {
     match StoreError::from(e) {
-        StoreError::Rejected(why) | StoreError::Corrupt(why) | StoreError::Duplicate(why) => {
+        StoreError::Rejected(why) | StoreError::Corrupt(why) | StoreError::Duplicate(why) | StoreError::Stale(why) => {
             StoreError::unavailable(Cause::Unreachable, format!("cannot begin a transaction: {why}"))
         }
         unavailable => unavailable,
@@ -443,6 +443,10 @@ async fn out_of_transaction(db: &DatabaseConnection) -> Result<bool> {
 enum TxKind {
     Sqlite(Writing),
     Postgres(DatabaseTransaction),
+    /// PostgreSQL, no transaction opened: reads go to the pool, and the one
+    /// write is a single statement that is its own transaction (see
+    /// [`Store::at_once`]).
+    AtOnce,
 }
 
 /// A unit of work on SQLite's writer, holding the write turn.
@@ -478,16 +482,24 @@ impl Tx {
         Ok(Tx { store: store.clone(), kind: Some(kind) })
     }
 
+    pub(super) fn at_once(store: &Store) -> Tx {
+        Tx { store: store.clone(), kind: Some(TxKind::AtOnce) }
+    }
+
     /// Commits. Nothing is acknowledged before this returns Ok; when it
     /// fails, nothing of the transaction is kept and the connection is not
     /// reused as it was.
     pub async fn commit(mut self) -> Result<()> {
         let store = self.store.clone();
         let kind = self.kind.take().expect("a transaction ends once");
+        if matches!(kind, TxKind::AtOnce) {
+            return Ok(()); // its statement committed itself
+        }
         store.count(2); // BEGIN and COMMIT (or SAVEPOINT and RELEASE)
         let result = match kind {
             TxKind::Sqlite(writing) => commit_writing(&store, writing).await,
             TxKind::Postgres(txn) => txn.commit().await.map_err(StoreError::from),
+            TxKind::AtOnce => unreachable!("returned above"),
         };
         let result = store.observe(result);
         if result.is_ok() {
@@ -499,19 +511,39 @@ impl Tx {
     /// Rolls back; a connection that cannot be rolled back is replaced.
     pub async fn rollback(mut self) {
         let kind = self.kind.take().expect("a transaction ends once");
-        self.store.count(2); // BEGIN and ROLLBACK
         match kind {
-            TxKind::Sqlite(writing) => rollback_writing(&self.store, writing).await,
+            TxKind::Sqlite(writing) => {
+                self.store.count(2); // BEGIN and ROLLBACK
+                rollback_writing(&self.store, writing).await
+            }
             TxKind::Postgres(txn) => {
+                self.store.count(2);
                 let _ = txn.rollback().await;
             }
+            TxKind::AtOnce => {}
         }
+    }
+
+    /// Whether this unit sends its write as one statement of its own (see
+    /// [`Store::at_once`]).
+    pub fn is_at_once(&self) -> bool {
+        matches!(self.kind, Some(TxKind::AtOnce))
     }
 
     fn target(&self) -> &dyn DynConnection {
         match self.kind.as_ref().expect("an open transaction") {
             TxKind::Sqlite(Writing { txn, .. }) | TxKind::Postgres(txn) => txn,
+            TxKind::AtOnce => &self.store.inner.pool,
         }
+    }
+
+    /// Refuses a statement that is not a query on a unit sent at once: a
+    /// write before its last statement would commit alone.
+    fn writable(&self) -> Result<(), DbErr> {
+        if self.is_at_once() {
+            return Err(DbErr::Custom("a unit sent as one statement writes only with that statement".into()));
+        }
+        Ok(())
     }
 }
 
@@ -876,12 +908,14 @@ impl ConnectionTrait for Tx {
         self.store.backend()
     }
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.writable()?;
         self.tally();
         let r = self.target().exec(stmt).await;
         self.seen(&r);
         r
     }
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.writable()?;
         self.tally();
         let r = self.target().exec_unprepared(sql).await;
         self.seen(&r);

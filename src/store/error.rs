@@ -19,7 +19,15 @@ pub enum StoreError {
     /// A stored value the code cannot read back (a bug or a foreign write).
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A change sent as one statement was decided from what the database
+    /// no longer holds (see `reprise_expect`): nothing was written, and the
+    /// change is to be decided again from what it holds now.
+    #[error("the database changed since this change was decided: {0}")]
+    Stale(String),
 }
+
+/// The SQLSTATE of a failed `reprise_expect`.
+const EXPECTATION_FAILED: &str = "RPX01";
 
 /// Why the database cannot do it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +130,9 @@ fn classify_code(code: &str, message: &str, text: String) -> StoreError {
     if unique {
         return StoreError::Duplicate(message.to_owned());
     }
+    if code == EXPECTATION_FAILED {
+        return StoreError::Stale(message.to_owned());
+    }
     // SQLSTATEs have five characters; SQLite's (extended) codes stay below 10000.
     if code.len() == 5 {
         return classify_sqlstate(code, text);
@@ -158,6 +169,7 @@ mod tests {
     fn codes_say_whether_a_retry_can_succeed() {
         let t = || String::from("x");
         assert!(matches!(classify_code("23505", "dup", t()), StoreError::Duplicate(_)));
+        assert!(matches!(classify_code("RPX01", "changed", t()), StoreError::Stale(_)));
         assert!(matches!(classify_code("2067", "dup", t()), StoreError::Duplicate(_)));
         assert_eq!(classify_code("08006", "", t()).cause(), Some(Cause::Unreachable));
         assert_eq!(classify_code("57P01", "", t()).cause(), Some(Cause::Unreachable));

@@ -142,8 +142,25 @@ pub async fn update(c: &impl ConnectionTrait, e: &Execution) -> Result<()> {
 pub fn update_part(e: &Execution) -> Part {
     // Placeholders in order: SQLite binds them as anonymous ones, which is
     // cheaper (see `sql::statement`), also in a batch's statement list.
-    let sql = "UPDATE executions SET status = $1, status_message = $2, started_at = $3, ended_at = $4, \
-        resumed_by_execution_id = $5, end_stage_index = $6, end_stage_name = $7 WHERE id = $8";
+    let (set, mut values) = decided_columns(e, 1);
+    values.push(e.id.clone().into());
+    Part { sql: format!("UPDATE executions SET {set} WHERE id = ${}", values.len()), values }
+}
+
+/// The columns of an execution's row that its progress changes (status,
+/// times, where it ended), as `column = $n, …` numbered from `first`, and
+/// their values.
+pub(crate) fn decided_columns(e: &Execution, first: usize) -> (String, Vec<Value>) {
+    let columns = [
+        "status",
+        "status_message",
+        "started_at",
+        "ended_at",
+        "resumed_by_execution_id",
+        "end_stage_index",
+        "end_stage_name",
+    ];
+    let set = columns.iter().enumerate().map(|(i, c)| format!("{c} = ${}", first + i)).collect::<Vec<_>>().join(", ");
     let values = vec![
         e.status.as_str().into(),
         e.status_message.clone().into(),
@@ -152,9 +169,8 @@ pub fn update_part(e: &Execution) -> Part {
         e.resumed_by.clone().into(),
         e.end_stage.as_ref().map(|m| m.index as i32).into(),
         e.end_stage.as_ref().map(|m| m.name.clone()).into(),
-        e.id.clone().into(),
     ];
-    Part { sql: sql.to_owned(), values }
+    (set, values)
 }
 
 pub async fn get(c: &impl ConnectionTrait, id: &str) -> Result<Option<Execution>> {

@@ -165,6 +165,18 @@ impl Store {
         self.observe(tx)
     }
 
+    /// A unit of work that opens no transaction, on PostgreSQL: its reads
+    /// go to the pool and its one write is its last statement, which is its
+    /// own transaction — one round trip where BEGIN, the statement and
+    /// COMMIT are three. None on SQLite.
+    pub fn at_once(&self) -> Result<Option<Tx>> {
+        if !self.is_postgres() {
+            return Ok(None);
+        }
+        self.check_up()?;
+        Ok(Some(Tx::at_once(self)))
+    }
+
     /// A connection for one write statement (its own transaction): on SQLite
     /// the writer, under the write turn.
     pub async fn single(&self) -> Result<Single> {

@@ -210,9 +210,17 @@ impl Batch {
 /// `WITH p0 AS (… RETURNING 1), p1 AS (…), n AS (SELECT pg_notify(…))
 /// SELECT …` referencing every part, so all of them run.
 fn as_one_statement(parts: Vec<Part>, notify: Option<String>) -> (String, Vec<Value>) {
+    let mut values = Vec::new();
+    let (ctes, counts) = as_ctes(parts, notify, &mut values);
+    (format!("WITH {} SELECT {} AS n", ctes.join(", "), counts.join(" + ")), values)
+}
+
+/// The parts as CTEs `p0`, `p1`, … (and `n`, the notification), their
+/// placeholders numbered after the `values` there are, which they join;
+/// with an expression counting each one's rows.
+fn as_ctes(parts: Vec<Part>, notify: Option<String>, values: &mut Vec<Value>) -> (Vec<String>, Vec<String>) {
     let mut ctes = Vec::new();
     let mut counts = Vec::new();
-    let mut values = Vec::new();
     for (i, part) in parts.into_iter().enumerate() {
         ctes.push(format!("p{i} AS ({} RETURNING 1)", shift_placeholders(&part.sql, values.len())));
         counts.push(format!("(SELECT count(*) FROM p{i})"));
@@ -224,7 +232,37 @@ fn as_one_statement(parts: Vec<Part>, notify: Option<String>) -> (String, Vec<Va
         ctes.push(format!("n AS (SELECT 1 AS one FROM pg_notify(${}, ${}))", values.len() - 1, values.len()));
         counts.push("(SELECT count(*) FROM n)".into());
     }
-    (format!("WITH {} SELECT {} AS n", ctes.join(", "), counts.join(" + ")), values)
+    (ctes, counts)
+}
+
+impl Batch {
+    /// The batch behind `head` — CTEs whose placeholders number `values` —
+    /// as one PostgreSQL statement ending in the query `select` makes of an
+    /// expression that sends the notification (a CTE that only reads runs
+    /// only if read; the data-modifying parts run whether read or not). The
+    /// parts and the notification follow the head, their placeholders
+    /// renumbered. None if it would pass the parameter limit.
+    pub fn behind(
+        self,
+        head: &str,
+        mut values: Vec<Value>,
+        select: impl FnOnce(&str) -> String,
+    ) -> Option<(String, Vec<Value>)> {
+        let batch: usize = self.parts.iter().map(|p| p.values.len()).sum();
+        if values.len() + batch + 2 > MAX_PARAMETERS {
+            return None;
+        }
+        let notifies = self.notify.is_some();
+        let (ctes, _) = as_ctes(self.parts, self.notify, &mut values);
+        let mut sql = format!("WITH {head}");
+        for cte in ctes {
+            sql.push_str(", ");
+            sql.push_str(&cte);
+        }
+        sql.push(' ');
+        sql.push_str(&select(if notifies { "(SELECT count(*) FROM n)" } else { "0" }));
+        Some((sql, values))
+    }
 }
 
 /// Parameters per SQLite call, under its limit of 32,766.
@@ -309,6 +347,29 @@ mod batch_tests {
              SELECT (SELECT count(*) FROM p0) + (SELECT count(*) FROM p1) + (SELECT count(*) FROM n) AS n"
         );
         assert_eq!(values.len(), 5);
+    }
+
+    #[test]
+    fn a_batch_behind_a_head_numbers_its_placeholders_after_the_heads() {
+        let mut batch = Batch::default();
+        batch.push(Part { sql: "UPDATE x SET a = $1".into(), values: vec![1i32.into()] });
+        batch.notify("c e1".into());
+        let head = "h AS (UPDATE y SET b = $1 WHERE c = $2 RETURNING 1)";
+        let (sql, values) = batch
+            .behind(head, vec![7i32.into(), 8i32.into()], |told| format!("SELECT {told} AS told, * FROM h"))
+            .unwrap();
+        assert_eq!(
+            sql,
+            "WITH h AS (UPDATE y SET b = $1 WHERE c = $2 RETURNING 1), p0 AS (UPDATE x SET a = $3 RETURNING 1), \
+             n AS (SELECT 1 AS one FROM pg_notify($4, $5)) SELECT (SELECT count(*) FROM n) AS told, * FROM h"
+        );
+        assert_eq!(values.len(), 5);
+        let quiet = Batch::default().behind("h AS (SELECT 1)", vec![], |told| format!("SELECT {told}")).unwrap();
+        assert_eq!(quiet.0, "WITH h AS (SELECT 1) SELECT 0", "nothing to tell");
+        let mut big = Batch::default();
+        big.push(Part { sql: "INSERT INTO z VALUES ($1)".into(), values: vec![0i32.into(); MAX_PARAMETERS] });
+        let over = big.behind("h AS (SELECT 1)", vec![], |_| "SELECT 1".into());
+        assert!(over.is_none(), "over the limit: the caller goes another way");
     }
 
     #[test]

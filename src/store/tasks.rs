@@ -318,6 +318,7 @@ pub async fn claim(
     lease_token: &str,
     now: Millis,
     lease_ms: i64,
+    origin: &str,
 ) -> Result<Option<WorkflowRun>> {
     let update = "UPDATE tasks SET status = 'RUNNING', attempt = attempt + 1, lease_token = $1, lease_owner = $2, \
          lease_expires_at = $3, deadline_at = $4 + timeout_ms, started_at = COALESCE(started_at, $4), \
@@ -328,12 +329,13 @@ pub async fn claim(
     let sql = if super::is_pg(c) {
         // The same statement tells the other replicas: the execution's
         // watchers, and their timers (the lease must expire somewhere if
-        // this replica dies).
+        // this replica dies), signed so that this replica knows it as its own.
         values.push(super::EVENTS_CHANNEL.into());
+        values.push(format!("r {origin}\nc ").into());
         values.push(format!("\nd {}", now + lease_ms).into());
         format!(
             "WITH claimed AS ({update} FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}), \
-             told AS (SELECT pg_notify($6, 'c ' || execution_id || $7) FROM claimed) \
+             told AS (SELECT pg_notify($6, $7 || execution_id || $8) FROM claimed) \
              SELECT claimed.* FROM claimed LEFT JOIN told ON true"
         )
     } else {
@@ -505,6 +507,8 @@ pub(crate) fn from_prefixed(r: &QueryResult, p: &str) -> Result<WorkflowRun> {
 #[derive(Debug)]
 pub struct Reported {
     pub execution: crate::domain::execution::Execution,
+    /// The revision the lock gave the execution.
+    pub revision: i64,
     pub tasks: Vec<Option<WorkflowRun>>,
     pub stages: Vec<StageRun>,
 }
@@ -533,11 +537,14 @@ pub async fn report_counted(
     execution_id: &str,
     reports: &[TaskReport<'_>],
     now: Millis,
+    origin: &str,
 ) -> Result<Option<Reported>> {
     use super::{executions, stages};
     use crate::domain::execution::{CountsDelta, FailureNote, WorkflowCounts};
     if !super::is_pg(c) {
-        let Some(execution) = executions::lock(c, executions::Key::Id(execution_id)).await? else { return Ok(None) };
+        let Some((execution, revision)) = executions::lock_revision(c, executions::Key::Id(execution_id)).await? else {
+            return Ok(None);
+        };
         let mut tasks = Vec::with_capacity(reports.len());
         let mut ends: Vec<(usize, CountsDelta, Option<FailureNote>)> = Vec::new();
         for r in reports {
@@ -562,7 +569,7 @@ pub async fn report_counted(
         for (index, delta, failure) in ends {
             counted.extend(stages::count_end(c, execution_id, index, delta, failure.as_ref()).await?);
         }
-        return Ok(Some(Reported { execution, tasks, stages: counted }));
+        return Ok(Some(Reported { execution, revision, tasks, stages: counted }));
     }
     let alias = |table: &str, columns: &str| {
         columns
@@ -576,6 +583,7 @@ pub async fn report_counted(
         columns.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
     };
     let mut execution = None;
+    let mut revision = 0;
     let mut tasks: Vec<Option<WorkflowRun>> = Vec::with_capacity(reports.len());
     let mut counted: Vec<StageRun> = Vec::new();
     // Chunks keep the statement within the parameter limit; each counts its
@@ -610,37 +618,27 @@ pub async fn report_counted(
                FROM a LEFT JOIN f ON f.stage_index = a.stage_index \
                WHERE stages.execution_id = a.execution_id AND stages.stage_index = a.stage_index \
                RETURNING {stage_cols}), \
-             n AS (SELECT 1 AS one FROM e, pg_notify($3, 'c ' || e.id)) \
+             n AS (SELECT 1 AS one FROM e, pg_notify($3, $4 || e.id)) \
              SELECT {e}, t.ord AS t_ord, {t}, {s} FROM e LEFT JOIN t ON true \
              LEFT JOIN s ON s.stage_index = t.stage_index LEFT JOIN n ON true ORDER BY t.ord",
             exec = executions::COLUMNS,
             output = appended(true, "tasks.output", "r.output", "r.replaces"),
-            rows = value_rows(chunk.len(), REPORT_WIDTH, 4),
+            rows = value_rows(chunk.len(), REPORT_WIDTH, 5),
             task_cols = qualified("tasks", COLUMNS),
             stage_cols = qualified("stages", stages::COLUMNS),
             e = alias("e", executions::COLUMNS),
             t = alias("t", COLUMNS),
             s = alias("s", stages::COLUMNS),
         );
-        let mut values: Vec<Value> = Vec::with_capacity(3 + chunk.len() * REPORT_WIDTH);
-        values.extend([execution_id.into(), now.into(), super::EVENTS_CHANNEL.into()]);
-        for (i, r) in chunk.iter().enumerate() {
-            values.extend([
-                (i as i32).into(),
-                r.task_id.into(),
-                r.lease_token.into(),
-                r.report.status.as_str().into(),
-                r.report.exit_code.into(),
-                r.report.output.text.to_owned().into(),
-                r.report.message.to_owned().into(),
-                r.report.output.added().into(),
-                r.report.output.replaces.into(),
-            ]);
-        }
+        let mut values: Vec<Value> = Vec::with_capacity(4 + chunk.len() * REPORT_WIDTH);
+        let told = format!("r {origin}\nc ");
+        values.extend([execution_id.into(), now.into(), super::EVENTS_CHANNEL.into(), told.into()]);
+        report_values(chunk, &mut values);
         let rows = c.query_all_raw(statement(c, &sql, values)).await?;
         let Some(first) = rows.first() else { return Ok(None) };
         if n == 0 {
             execution = Some(executions::from_prefixed(first, "e_")?);
+            revision = get::<i64>(first, "e_revision")?;
         }
         let mut chunk_tasks: Vec<Option<WorkflowRun>> = (0..chunk.len()).map(|_| None).collect();
         for row in &rows {
@@ -656,7 +654,100 @@ pub async fn report_counted(
         tasks.extend(chunk_tasks);
     }
     let execution = execution.ok_or_else(|| corrupt("a group of no reports"))?;
-    Ok(Some(Reported { execution, tasks, stages: counted }))
+    Ok(Some(Reported { execution, revision, tasks, stages: counted }))
+}
+
+/// The rows of the reports' `r (ord, id, lease_token, status, exit_code,
+/// output, message, added, replaces)`.
+fn report_values(reports: &[TaskReport<'_>], values: &mut Vec<Value>) {
+    for (i, r) in reports.iter().enumerate() {
+        values.extend([
+            (i as i32).into(),
+            r.task_id.into(),
+            r.lease_token.into(),
+            r.report.status.as_str().into(),
+            r.report.exit_code.into(),
+            r.report.output.text.to_owned().into(),
+            r.report.message.to_owned().into(),
+            r.report.output.added().into(),
+            r.report.output.replaces.into(),
+        ]);
+    }
+}
+
+/// What a change sent at once was decided from, and leaves (see [`report_at_once`]).
+pub struct Expected<'a> {
+    /// The execution's revision it was decided from.
+    pub revision: i64,
+    /// The stage whose tasks are reported, running then.
+    pub stage_index: usize,
+    /// The execution's row as the change leaves it.
+    pub execution: &'a crate::domain::execution::Execution,
+}
+
+/// Reports of tasks that succeeded, and `batch`, the writes that follow
+/// from them — both decided beforehand from the execution as it was at
+/// `expected.revision` — as one PostgreSQL statement that is its own
+/// transaction. It writes only if the execution is still at that revision
+/// (every change to an execution's row or stages bumps it) and every
+/// report is recorded as a success of that stage (the lease held, its
+/// deadline not passed); otherwise nothing, and it says
+/// [`super::StoreError::Stale`]. The execution's row is written here (the
+/// batch must not write it: a row is written once per statement). The
+/// tasks as they now are, in the order given. None if the statement would
+/// pass the parameter limit (nothing was sent).
+pub async fn report_at_once(
+    c: &impl ConnectionTrait,
+    expected: Expected<'_>,
+    reports: &[TaskReport<'_>],
+    batch: super::Batch,
+    now: Millis,
+) -> Result<Option<Vec<WorkflowRun>>> {
+    let e = expected.execution;
+    let (decided, decided_values) = super::executions::decided_columns(e, 5);
+    let first_report = 5 + decided_values.len();
+    let head = format!(
+        "e AS (UPDATE executions SET revision = revision + 1, {decided} WHERE id = $1 AND revision = $3 RETURNING id), \
+         r (ord, id, lease_token, status, exit_code, output, message, added, replaces) AS (VALUES {rows}), \
+         t AS (UPDATE tasks SET status = r.status, exit_code = r.exit_code, output = {output}, \
+           output_chars = tasks.output_chars + r.added, status_message = r.message, ended_at = $2, \
+           lease_expires_at = NULL \
+           FROM r WHERE tasks.id = r.id AND tasks.lease_token = r.lease_token AND tasks.status = 'RUNNING' \
+           AND tasks.execution_id = $1 AND tasks.stage_index = $4 \
+           AND (tasks.deadline_at IS NULL OR tasks.deadline_at > $2) AND r.status = 'SUCCEEDED' \
+           AND EXISTS (SELECT 1 FROM e) \
+           RETURNING r.ord, {task_cols})",
+        rows = value_rows(reports.len(), REPORT_WIDTH, first_report),
+        output = appended(true, "tasks.output", "r.output", "r.replaces"),
+        task_cols = COLUMNS.split(',').map(|c| format!("tasks.{}", c.trim())).collect::<Vec<_>>().join(", "),
+    );
+    // The assertion's one row is the outer side of the join, and its value
+    // is returned, so it is evaluated whatever `t` holds; it fails the
+    // statement, and so undoes all of it, unless what was expected holds.
+    // The notification is read after it (and is sent only on commit).
+    let n = reports.len();
+    let select = |told: &str| {
+        format!(
+            "SELECT g.ok AS expected, g.told, t.* FROM \
+             (SELECT reprise_expect((SELECT count(*) FROM e) = 1 AND (SELECT count(*) FROM t) = {n}) AS ok, \
+               {told} AS told) g \
+             LEFT JOIN t ON true ORDER BY t.ord"
+        )
+    };
+    let mut values: Vec<Value> = Vec::with_capacity(first_report + reports.len() * REPORT_WIDTH);
+    values.extend([e.id.clone().into(), now.into(), expected.revision.into(), (expected.stage_index as i32).into()]);
+    values.extend(decided_values);
+    report_values(reports, &mut values);
+    let Some((sql, values)) = batch.behind(&head, values, select) else { return Ok(None) };
+    let rows = c.query_all_raw(statement(c, &sql, values)).await?;
+    if rows.len() != reports.len() {
+        return Err(corrupt(format!(
+            "{} of {} reports came back from a change sent at once",
+            rows.len(),
+            reports.len()
+        )));
+    }
+    rows.iter().map(from_row).collect::<Result<Vec<_>>>().map(Some)
 }
 
 /// What a stage's "why" repeats of a workflow's failure message.

@@ -3,6 +3,7 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod at_once;
 mod auth;
 mod cli;
 mod commit;

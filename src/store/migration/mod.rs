@@ -8,6 +8,7 @@ mod m20261126_000002_access;
 mod m20261203_000003_units_of_work;
 mod m20261203_000004_outputs_and_retention;
 mod m20261204_000005_output_received;
+mod m20261206_000006_expect;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000003_units_of_work::Migration),
             Box::new(m20261203_000004_outputs_and_retention::Migration),
             Box::new(m20261204_000005_output_received::Migration),
+            Box::new(m20261206_000006_expect::Migration),
         ]
     }
 }
