@@ -144,7 +144,7 @@ impl Engine {
                 let _ = group.into_iter().next().expect("one report").answer.send(Err(e));
                 return;
             }
-            // One of them failed: each runs alone, below.
+            // One of them failed: each runs alone (their reporters poll).
             AtOnce::Sent(Err(e)) => {
                 tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
                 for q in group {
