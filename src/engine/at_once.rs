@@ -61,8 +61,8 @@ impl Engine {
     /// Sends `reports` (of execution `id`, in its `turn` taken at `started`)
     /// at once when they can be decided without reading anything: the
     /// execution is known, every report is a success of its running stage,
-    /// and none needs the output kept so far (an output offset to skip what
-    /// was received, or secrets to mask across a seam).
+    /// and every piece of output is kept as sent (no secret in it or across
+    /// its seam with what is kept, not over the size kept).
     pub(super) async fn report_at_once(
         &self,
         turn: Turn,
@@ -76,9 +76,15 @@ impl Engine {
         }
         let Some(known) = self.inner.known.get(id) else { return AtOnce::Declined(turn, eager) };
         let Ok(inputs) = self.inputs(id).await else { return AtOnce::Declined(turn, eager) };
+        // Kept as sent: no secret to mask in it or across its seam, and not
+        // over the size kept (the statement then leaves out what was received).
+        let kept_bytes = self.settings().limits.kept_output_bytes;
         let plain = |c: &&Completion| {
             c.outcome == Outcome::Succeeded
-                && (c.output.is_empty() || (c.output_offset.is_none() && inputs.mask_reach() == 0))
+                && (c.output.is_empty()
+                    || (inputs.mask_reach() == 0
+                        && matches!(inputs.mask(&c.output), std::borrow::Cow::Borrowed(_))
+                        && c.output.len() <= kept_bytes))
         };
         if !reports.iter().all(plain) || (known.stage.counts.open as usize) < reports.len() {
             return AtOnce::Declined(turn, eager);
@@ -91,7 +97,7 @@ impl Engine {
         let now = now();
         let decided = async {
             // Nothing is read here: every report's output is kept as sent.
-            let kept = self.kept(&unit.tx, &inputs, reports).await?;
+            let kept = self.kept(&unit.tx, &inputs, reports, false).await?;
             let definition = self.definitions().pinned_by(&unit.tx, &known.execution).await?;
             let held = ExecutionState::around_running_stage(known.execution.clone(), definition, known.stage.clone());
             let mut counted = known.stage.clone();
@@ -110,7 +116,7 @@ impl Engine {
                 return AtOnce::Declined(unit.into_turn().expect("a unit sent at once has a turn"), eager);
             }
         };
-        let reported = task_reports(reports, &kept);
+        let reported = task_reports(reports, &kept, true);
         let expected =
             Expected { revision: known.revision, stage_index: known.stage.index, execution: &after.execution };
         let sent = self

@@ -267,8 +267,8 @@ impl Engine {
     ) -> Result<Vec<WorkflowRun>> {
         let now = now();
         let inputs = self.inputs(execution_id).await?;
-        let kept = self.kept(&unit.tx, &inputs, reports).await?;
-        let task_reports = task_reports(reports, &kept);
+        let kept = self.kept(&unit.tx, &inputs, reports, true).await?;
+        let task_reports = task_reports(reports, &kept, false);
         let first = reports.first().map_or("", |c| c.task_id.as_str());
         let reported = tasks::report_counted(&unit.tx, execution_id, &task_reports, now, self.events().origin())
             .await?
@@ -297,21 +297,25 @@ impl Engine {
     }
 
     /// Each report's output and message as they are kept: secrets masked,
-    /// cut to size, what the server has of the output already left out.
+    /// cut to size, and (if `reconcile`) what the server has of the output
+    /// already left out — else the statement leaves it out.
     pub(super) async fn kept(
         &self,
         tx: &crate::store::Tx,
         inputs: &super::views::Inputs,
         reports: &[&Completion],
+        reconcile: bool,
     ) -> Result<Vec<(Masked, String)>> {
         let limits = &self.settings().limits;
         let mut kept = Vec::with_capacity(reports.len());
         for c in reports {
             let fresh = match c.output_offset {
                 // Not held: the report below is refused as stale.
-                Some(offset) if !c.output.is_empty() => unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset)
-                    .await?
-                    .map_or(c.output.as_str(), |(fresh, _)| fresh),
+                Some(offset) if reconcile && !c.output.is_empty() => {
+                    unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset)
+                        .await?
+                        .map_or(c.output.as_str(), |(fresh, _)| fresh)
+                }
                 _ => &c.output,
             };
             let output = masked_piece(tx, &c.task_id, inputs, fresh, limits.kept_output_bytes).await?;
@@ -516,8 +520,13 @@ fn unseen(piece: &str, offset: i64, received: i64) -> (&str, i64) {
     (&piece[start..], received.max(offset.saturating_add(chars)))
 }
 
-/// The store's form of each report, with what is kept of it.
-pub(super) fn task_reports<'a>(reports: &[&'a Completion], kept: &'a [(Masked, String)]) -> Vec<tasks::TaskReport<'a>> {
+/// The store's form of each report, with what is kept of it; `from_offset`:
+/// the statement leaves out what was received of a piece sent from an offset.
+pub(super) fn task_reports<'a>(
+    reports: &[&'a Completion],
+    kept: &'a [(Masked, String)],
+    from_offset: bool,
+) -> Vec<tasks::TaskReport<'a>> {
     reports
         .iter()
         .zip(kept)
@@ -533,6 +542,7 @@ pub(super) fn task_reports<'a>(reports: &[&'a Completion], kept: &'a [(Masked, S
                 output: output.piece(),
                 message,
             },
+            received_from: c.output_offset.filter(|_| from_offset),
         })
         .collect()
 }

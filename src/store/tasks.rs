@@ -518,13 +518,17 @@ pub struct TaskReport<'a> {
     pub task_id: &'a str,
     pub lease_token: &'a str,
     pub report: Report<'a>,
+    /// For [`report_at_once`]: the output is the piece as the worker sent
+    /// it, beginning this many characters into what it sent; the statement
+    /// keeps only what the task's row says was not received yet.
+    pub received_from: Option<i64>,
 }
 
 /// Of a failure message, what a stage's and execution's "why" repeats.
 pub const NOTE_CHARS: usize = 256;
 
 /// Values per report in [`report_counted`]'s statement.
-const REPORT_WIDTH: usize = 9;
+const REPORT_WIDTH: usize = 10;
 
 /// Locks the execution, records the reports of its tasks and counts their
 /// ends on their stages (a stage's first failure, in the order given, is
@@ -591,7 +595,8 @@ pub async fn report_counted(
     for (n, chunk) in reports.chunks(chunk_rows(REPORT_WIDTH)).enumerate() {
         let sql = format!(
             "WITH e AS (UPDATE executions SET revision = revision + 1 WHERE id = $1 RETURNING {exec}), \
-             r (ord, id, lease_token, status, exit_code, output, message, added, replaces) AS (VALUES {rows}), \
+             r (ord, id, lease_token, status, exit_code, output, message, added, replaces, received_from) \
+               AS (VALUES {rows}), \
              t AS (UPDATE tasks SET \
                status = CASE WHEN tasks.deadline_at <= $2 THEN 'EXPIRED' ELSE r.status END, exit_code = r.exit_code, \
                output = {output}, \
@@ -658,7 +663,7 @@ pub async fn report_counted(
 }
 
 /// The rows of the reports' `r (ord, id, lease_token, status, exit_code,
-/// output, message, added, replaces)`.
+/// output, message, added, replaces, received_from)`.
 fn report_values(reports: &[TaskReport<'_>], values: &mut Vec<Value>) {
     for (i, r) in reports.iter().enumerate() {
         values.extend([
@@ -671,6 +676,7 @@ fn report_values(reports: &[TaskReport<'_>], values: &mut Vec<Value>) {
             r.report.message.to_owned().into(),
             r.report.output.added().into(),
             r.report.output.replaces.into(),
+            r.received_from.into(),
         ]);
     }
 }
@@ -706,11 +712,16 @@ pub async fn report_at_once(
     let e = expected.execution;
     let (decided, decided_values) = super::executions::decided_columns(e, 5);
     let first_report = 5 + decided_values.len();
+    // Characters of a piece sent from an offset that the task's row says
+    // were received already (what `engine::tasks::unseen` leaves out).
+    let skip = "CAST(CASE WHEN r.received_from IS NULL THEN 0 ELSE LEAST(GREATEST(tasks.output_received - \
+        r.received_from, 0), char_length(r.output)) END AS INTEGER)";
     let head = format!(
         "e AS (UPDATE executions SET revision = revision + 1, {decided} WHERE id = $1 AND revision = $3 RETURNING id), \
-         r (ord, id, lease_token, status, exit_code, output, message, added, replaces) AS (VALUES {rows}), \
+         r (ord, id, lease_token, status, exit_code, output, message, added, replaces, received_from) \
+           AS (VALUES {rows}), \
          t AS (UPDATE tasks SET status = r.status, exit_code = r.exit_code, output = {output}, \
-           output_chars = tasks.output_chars + r.added, status_message = r.message, ended_at = $2, \
+           output_chars = tasks.output_chars + r.added - {skip}, status_message = r.message, ended_at = $2, \
            lease_expires_at = NULL \
            FROM r WHERE tasks.id = r.id AND tasks.lease_token = r.lease_token AND tasks.status = 'RUNNING' \
            AND tasks.execution_id = $1 AND tasks.stage_index = $4 \
@@ -718,7 +729,7 @@ pub async fn report_at_once(
            AND EXISTS (SELECT 1 FROM e) \
            RETURNING r.ord, {task_cols})",
         rows = value_rows(reports.len(), REPORT_WIDTH, first_report),
-        output = appended(true, "tasks.output", "r.output", "r.replaces"),
+        output = appended(true, "tasks.output", &format!("substr(r.output, {skip} + 1)"), "r.replaces"),
         task_cols = COLUMNS.split(',').map(|c| format!("tasks.{}", c.trim())).collect::<Vec<_>>().join(", "),
     );
     // The assertion's one row is the outer side of the join, and its value

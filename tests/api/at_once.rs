@@ -13,6 +13,7 @@ crate::on_both_backends!(
     reports_of_an_execution_this_replica_last_wrote_are_sent_as_one_statement,
     a_report_decided_from_a_state_changed_unheard_of_writes_nothing_and_goes_the_usual_way,
     a_report_another_replica_has_taken_meanwhile_is_refused_and_starts_nothing_again,
+    output_a_report_sends_again_from_an_offset_is_kept_once,
 );
 
 /// Polls the next task of `queue`, which must come.
@@ -150,4 +151,41 @@ async fn assert_ran_once(app: &TestApp, id: &str, n: usize) {
     assert!(workflows.iter().all(|w| w.status() == pb::WorkflowStatus::Succeeded && w.attempt == 1));
     let open = app.sql_count(&format!("SELECT sum(wf_open) AS n FROM stages WHERE execution_id = '{id}'")).await;
     assert_eq!(open, 0);
+}
+
+async fn output_a_report_sends_again_from_an_offset_is_kept_once(app: TestApp) {
+    listening(&app).await;
+    let q = queue();
+    let p = app.create_pipeline("offsets", vec![workflows("one", &q, &["a", "b"])]).await;
+    let id = app.start(&p.id).await.id;
+    let (a, b) = (next(&app, &q).await, next(&app, &q).await);
+    succeed(&app, &a).await.expect("a accepted");
+    // b's worker sent "hello " with a heartbeat; its report sends from
+    // character 3 on, "lo " again (the heartbeat's answer was lost) and the rest.
+    let beat = pb::HeartbeatRequest {
+        task_id: b.task_id.clone(),
+        lease_token: b.lease_token.clone(),
+        output: "hello ".into(),
+        output_offset: Some(0),
+    };
+    app.workers.clone().heartbeat(beat).await.expect("heartbeat");
+    let before = app.engine.reports_at_once();
+    let report = pb::CompleteTaskRequest {
+        task_id: b.task_id.clone(),
+        lease_token: b.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: "lo wörld\n".into(),
+        output_offset: Some(3),
+        ..Default::default()
+    };
+    app.workers.clone().complete_task(report).await.expect("b accepted");
+    let after = app.engine.reports_at_once();
+    if app.backend == Backend::Postgres {
+        assert_eq!(after.committed - before.committed, 1, "sent at once, the overlap left out by the statement");
+    }
+    let done = app.wait_final(&id).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded);
+    assert_eq!(workflow_of(&done, "one", "b").output, "hello wörld\n", "what was received is kept once");
+    let chars = app.sql_count(&format!("SELECT output_chars AS n FROM tasks WHERE id = '{}'", b.task_id)).await;
+    assert_eq!(chars, 12);
 }
