@@ -106,16 +106,11 @@ impl Knowns {
     /// After a commit that changed `changed`: what it knows replaces what was
     /// known of them, the others are forgotten.
     pub fn committed(&self, changed: &[String], known: Option<(String, Known)>) {
-        let (id, known) = match known {
-            Some((id, known)) => (Some(id), Some(known)),
-            None => (None, None),
-        };
-        for c in changed {
-            if id.as_deref() != Some(c.as_str()) {
-                self.known.invalidate(c);
-            }
+        let kept = known.as_ref().map(|(id, _)| id.as_str());
+        for c in changed.iter().filter(|c| Some(c.as_str()) != kept) {
+            self.known.invalidate(c);
         }
-        if let (Some(id), Some(known)) = (id, known) {
+        if let Some((id, known)) = known {
             self.known.insert(id, Arc::new(known));
         }
     }

@@ -147,10 +147,7 @@ impl Engine {
             // One of them failed: each runs alone (their reporters poll).
             AtOnce::Sent(Err(e)) => {
                 tracing::debug!(error = %e, execution_id = %id, "a report of a group failed; each runs alone");
-                for q in group {
-                    let _ = q.answer.send(self.report_alone(None, id, &q.completion, None).await);
-                }
-                return;
+                return self.each_alone(id, group).await;
             }
             AtOnce::Declined(turn, eager) => (turn, eager),
         };
@@ -161,10 +158,15 @@ impl Engine {
         }
         // Should the group fail, its reporters get no next task (their
         // reports, run again alone, may still be accepted): they poll.
-        if let Some(runs) = self.try_group(turn, started, id, &group, eager).await {
-            self.answer(group, runs);
-            return;
+        match self.try_group(turn, started, id, &group, eager).await {
+            Some(runs) => self.answer(group, runs),
+            None => self.each_alone(id, group).await,
         }
+    }
+
+    /// Each report of a group that failed together in a unit of its own,
+    /// answered with its own result; its reporter gets no next task (it polls).
+    async fn each_alone(&self, id: &str, group: Vec<Queued>) {
         for q in group {
             let _ = q.answer.send(self.report_alone(None, id, &q.completion, None).await);
         }

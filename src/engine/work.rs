@@ -73,6 +73,10 @@ pub(super) enum Observed {
 }
 
 impl Unit {
+    fn open(turn: Option<Turn>, tx: Tx, started: std::time::Instant) -> Unit {
+        Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), eager: Vec::new(), started }
+    }
+
     /// Gives back the turn of a unit that ends without writing anything.
     pub fn into_turn(self) -> Option<Turn> {
         self._turn
@@ -130,7 +134,7 @@ impl Engine {
         tracing::trace!("unit: turn taken, waiting for a connection");
         let tx = self.store().write().await?;
         tracing::trace!("unit: transaction begun");
-        Ok(Unit { _turn: turn, tx, batch: Batch::default(), after: After::default(), eager: Vec::new(), started })
+        Ok(Unit::open(turn, tx, started))
     }
 
     /// Opens a unit of work in `turn` (taken at `started`) that opens no
@@ -139,14 +143,7 @@ impl Engine {
     /// database is known to be down.
     pub(super) fn unit_at_once(&self, turn: Turn, started: std::time::Instant) -> std::result::Result<Unit, Turn> {
         match self.store().at_once() {
-            Ok(Some(tx)) => Ok(Unit {
-                _turn: Some(turn),
-                tx,
-                batch: Batch::default(),
-                after: After::default(),
-                eager: Vec::new(),
-                started,
-            }),
+            Ok(Some(tx)) => Ok(Unit::open(Some(turn), tx, started)),
             Ok(None) | Err(_) => Err(turn),
         }
     }

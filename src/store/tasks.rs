@@ -583,9 +583,6 @@ pub async fn report_counted(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let qualified = |table: &str, columns: &str| {
-        columns.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
-    };
     let mut execution = None;
     let mut revision = 0;
     let mut tasks: Vec<Option<WorkflowRun>> = Vec::with_capacity(reports.len());
@@ -662,6 +659,11 @@ pub async fn report_counted(
     Ok(Some(Reported { execution, revision, tasks, stages: counted }))
 }
 
+/// `columns` (a comma-separated list) of `table`, each named with it.
+fn qualified(table: &str, columns: &str) -> String {
+    columns.split(',').map(|c| format!("{table}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
 /// The rows of the reports' `r (ord, id, lease_token, status, exit_code,
 /// output, message, added, replaces, received_from)`.
 fn report_values(reports: &[TaskReport<'_>], values: &mut Vec<Value>) {
@@ -730,7 +732,7 @@ pub async fn report_at_once(
            RETURNING r.ord, {task_cols})",
         rows = value_rows(reports.len(), REPORT_WIDTH, first_report),
         output = appended(true, "tasks.output", &format!("substr(r.output, {skip} + 1)"), "r.replaces"),
-        task_cols = COLUMNS.split(',').map(|c| format!("tasks.{}", c.trim())).collect::<Vec<_>>().join(", "),
+        task_cols = qualified("tasks", COLUMNS),
     );
     // The assertion's one row is the outer side of the join, and its value
     // is returned, so it is evaluated whatever `t` holds; it fails the

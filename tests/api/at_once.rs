@@ -21,6 +21,21 @@ async fn next(app: &TestApp, queue: &str) -> pb::Task {
     poll_once(app.workers.clone(), queue.to_owned(), Duration::from_secs(5)).await.expect("a task is queued")
 }
 
+/// A pipeline of "one" (a, b) then "two" (c, d) started, and "one"'s tasks
+/// polled: its queue, the execution, a and b.
+async fn started_two_stages(app: &TestApp, name: &str) -> (String, String, pb::Task, pb::Task) {
+    let q = queue();
+    let p = app.create_pipeline(name, vec![workflows("one", &q, &["a", "b"]), workflows("two", &q, &["c", "d"])]).await;
+    let id = app.start(&p.id).await.id;
+    let (a, b) = (next(app, &q).await, next(app, &q).await);
+    (q, id, a, b)
+}
+
+/// How many task rows execution `id` has.
+async fn task_count(app: &TestApp, id: &str) -> i64 {
+    app.sql_count(&format!("SELECT count(*) AS n FROM tasks WHERE execution_id = '{id}'")).await
+}
+
 async fn succeed(app: &TestApp, task: &pb::Task) -> Result<pb::CompleteTaskResponse, tonic::Status> {
     complete_task(&app.workers, &task.task_id, &task.lease_token, pb::TaskOutcome::Succeeded, "done\n").await
 }
@@ -69,7 +84,7 @@ async fn reports_of_an_execution_this_replica_last_wrote_are_sent_as_one_stateme
             assert_eq!((w.status(), w.attempt, w.output.as_str()), (pb::WorkflowStatus::Succeeded, 1, "done\n"));
         }
     }
-    let tasks = app.sql_count(&format!("SELECT count(*) AS n FROM tasks WHERE execution_id = '{id}'")).await;
+    let tasks = task_count(&app, &id).await;
     assert_eq!(tasks, 5, "each workflow ran once");
     let open = app.sql_count(&format!("SELECT sum(wf_open) AS n FROM stages WHERE execution_id = '{id}'")).await;
     assert_eq!(open, 0, "every stage's count came down to nothing open");
@@ -88,12 +103,7 @@ async fn a_report_decided_from_a_state_changed_unheard_of_writes_nothing_and_goe
         return; // reports are never sent at once there
     }
     listening(&app).await;
-    let q = queue();
-    let p = app
-        .create_pipeline("unheard", vec![workflows("one", &q, &["a", "b"]), workflows("two", &q, &["c", "d"])])
-        .await;
-    let id = app.start(&p.id).await.id;
-    let (a, b) = (next(&app, &q).await, next(&app, &q).await);
+    let (q, id, a, b) = started_two_stages(&app, "unheard").await;
     // This replica writes last: it knows "one" with one workflow open.
     succeed(&app, &a).await.expect("a accepted");
     // Another writer changes the execution, and this replica does not hear
@@ -108,7 +118,7 @@ async fn a_report_decided_from_a_state_changed_unheard_of_writes_nothing_and_goe
     succeed(&app, &b).await.expect("b accepted");
     let after = app.engine.reports_at_once();
     assert_eq!((after.committed - before.committed, after.stale - before.stale), (0, 1), "sent, found changed");
-    let tasks = app.sql_count(&format!("SELECT count(*) AS n FROM tasks WHERE execution_id = '{id}'")).await;
+    let tasks = task_count(&app, &id).await;
     assert_eq!(tasks, 4, "\"two\" started once");
     let (c, d) = (next(&app, &q).await, next(&app, &q).await);
     succeed(&app, &c).await.expect("c accepted");
@@ -121,11 +131,7 @@ async fn a_report_another_replica_has_taken_meanwhile_is_refused_and_starts_noth
         return; // one process per SQLite file
     }
     let other = app.replica(test_settings()).await;
-    let q = queue();
-    let p =
-        app.create_pipeline("raced", vec![workflows("one", &q, &["a", "b"]), workflows("two", &q, &["c", "d"])]).await;
-    let id = app.start(&p.id).await.id;
-    let (a, b) = (next(&app, &q).await, next(&app, &q).await);
+    let (q, id, a, b) = started_two_stages(&app, "raced").await;
     succeed(&app, &a).await.expect("a accepted");
     // The other replica ends "one" and starts "two".
     succeed(&other, &b).await.expect("b accepted");
@@ -133,7 +139,7 @@ async fn a_report_another_replica_has_taken_meanwhile_is_refused_and_starts_noth
     // yet: decided from what it knew, it would start "two" a second time.
     let again = succeed(&app, &b).await;
     assert_refused(again, tonic::Code::FailedPrecondition, pb::ErrorReason::LeaseNotHeld);
-    let tasks = app.sql_count(&format!("SELECT count(*) AS n FROM tasks WHERE execution_id = '{id}'")).await;
+    let tasks = task_count(&app, &id).await;
     assert_eq!(tasks, 4, "\"two\" was not started again");
     let (c, d) = (next(&app, &q).await, next(&app, &q).await);
     succeed(&app, &c).await.expect("c accepted");
@@ -170,15 +176,7 @@ async fn output_a_report_sends_again_from_an_offset_is_kept_once(app: TestApp) {
     };
     app.workers.clone().heartbeat(beat).await.expect("heartbeat");
     let before = app.engine.reports_at_once();
-    let report = pb::CompleteTaskRequest {
-        task_id: b.task_id.clone(),
-        lease_token: b.lease_token.clone(),
-        outcome: pb::TaskOutcome::Succeeded as i32,
-        output: "lo wörld\n".into(),
-        output_offset: Some(3),
-        ..Default::default()
-    };
-    app.workers.clone().complete_task(report).await.expect("b accepted");
+    app.workers.clone().complete_task(succeeded_from(&b, "lo wörld\n", 3)).await.expect("b accepted");
     let after = app.engine.reports_at_once();
     if app.backend == Backend::Postgres {
         assert_eq!(after.committed - before.committed, 1, "sent at once, the overlap left out by the statement");

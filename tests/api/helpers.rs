@@ -660,6 +660,19 @@ pub async fn complete_task(
     client.clone().complete_task(request).await.map(tonic::Response::into_inner)
 }
 
+/// CompleteTask of `task`, succeeded, with `output` that begins `offset`
+/// characters into what the worker sent.
+pub fn succeeded_from(task: &pb::Task, output: &str, offset: i64) -> pb::CompleteTaskRequest {
+    pb::CompleteTaskRequest {
+        task_id: task.task_id.clone(),
+        lease_token: task.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        output: output.into(),
+        output_offset: Some(offset),
+        ..Default::default()
+    }
+}
+
 /// Heartbeat under `lease_token`.
 pub async fn heartbeat(
     client: &WorkerServiceClient<Channel>,

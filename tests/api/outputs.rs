@@ -390,14 +390,7 @@ async fn a_heartbeat_sent_again_keeps_its_output_once(app: TestApp) {
     assert_eq!(kept.output, "one\ntwo\né✓\nfive\nsix\n");
     // The report repeats what the last heartbeat carried (its answer was
     // lost) and says so: kept once. Received so far: 29 characters.
-    let report = pb::CompleteTaskRequest {
-        task_id: task.task_id.clone(),
-        lease_token: task.lease_token.clone(),
-        outcome: pb::TaskOutcome::Succeeded as i32,
-        output: "six\nend\n".into(),
-        output_offset: Some(25),
-        ..Default::default()
-    };
+    let report = succeeded_from(&task, "six\nend\n", 25);
     let negative = pb::CompleteTaskRequest { output_offset: Some(-5), ..report.clone() };
     let refused = workers.complete_task(negative).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
