@@ -18,7 +18,10 @@
 //!    with each report, and 4 that only poll) and with the reference shell
 //!    worker (`worker::run_with_channel`, concurrency 4) running `true`.
 //!
-//! Besides, for reading the figures: a gRPC round trip (health check), the
+//! Besides, for reading the figures: a gRPC round trip (health check); the
+//! floor and that round trip each after the pause a transition is measured
+//! after (on a virtual machine, waking idle threads and cores costs a call
+//! that starts from quiet about 0.1–0.2 ms more than one of a busy loop); the
 //! CompleteTask round trip, transitions early vs. late in a 50-stage
 //! execution, and CompleteTask latency while several workers complete at once.
 //!
@@ -56,6 +59,9 @@ const E2E_WIDTH: usize = 4;
 /// Measured runs per end-to-end series; one more runs first as warm-up.
 const E2E_RUNS: usize = 5;
 const PING_ITERATIONS: usize = 300;
+/// Samples of the floor and of the round trip taken each after the pause a
+/// one-workflow transition is measured after.
+const PACED_ITERATIONS: usize = 200;
 /// Transitions slower than this are listed as suspects (missed wake-up,
 /// busy-timeout sleeps, recheck timer).
 const SUSPECT: Duration = Duration::from_millis(100);
@@ -131,7 +137,11 @@ struct BackendReport {
     /// Task reports committed together with another (group commit).
     grouped: u64,
     floor: Vec<Duration>,
+    /// The floor and the round trip, each after the pause a transition
+    /// waits before it is measured (threads and cores idle by then).
+    floor_paced: Vec<Duration>,
     ping: Vec<Duration>,
+    ping_paced: Vec<Duration>,
     /// Statements sent while idle over [`IDLE_WINDOW`], pollers parked.
     idle: u64,
     one: Transitions,
@@ -151,11 +161,15 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
 
     eprintln!("[{name}] floor: {FLOOR_ITERATIONS} × INSERT + COMMIT");
     let floor = floor(&db).await?;
+    eprintln!("[{name}] floor: {PACED_ITERATIONS} × INSERT + COMMIT, each after a {} ms pause", settle(1).as_millis());
+    let floor_paced = floor_paced(&db, Some(settle(1)), PACED_ITERATIONS).await?;
 
     let server = Server::start(db).await?;
     let result = async {
         eprintln!("[{name}] gRPC round trip (health check) × {PING_ITERATIONS}");
-        let ping = grpc_ping(&server).await?;
+        let ping = grpc_ping(&server, None, PING_ITERATIONS).await?;
+        eprintln!("[{name}] gRPC round trip × {PACED_ITERATIONS}, each after a {} ms pause", settle(1).as_millis());
+        let ping_paced = grpc_ping(&server, Some(settle(1)), PACED_ITERATIONS).await?;
         eprintln!("[{name}] idle, {IDLE_POLLERS} pollers parked: {} s", IDLE_WINDOW.as_secs());
         let idle = idle_statements(&server).await?;
         eprintln!("[{name}] transitions, 1 workflow per stage: {TRANSITION_EXECUTIONS} × {TRANSITION_STAGES} stages");
@@ -179,7 +193,9 @@ async fn bench_backend(backend: Backend) -> anyhow::Result<BackendReport> {
             claims: server.engine.claim_counts(),
             grouped: server.engine.grouped_reports(),
             floor,
+            floor_paced,
             ping,
+            ping_paced,
             idle,
             one,
             four,
@@ -269,11 +285,15 @@ fn poll_request(queue: &str, worker_id: &str) -> pb::PollTaskRequest {
 
 // ---- baseline: a gRPC round trip ---------------------------------------
 
-async fn grpc_ping(server: &Server) -> anyhow::Result<Vec<Duration>> {
+/// `iterations` health checks, each after `pause` if given.
+async fn grpc_ping(server: &Server, pause: Option<Duration>, iterations: usize) -> anyhow::Result<Vec<Duration>> {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let mut client = HealthClient::new(server.channel.clone());
-    let mut samples = Vec::with_capacity(PING_ITERATIONS);
-    for i in 0..PING_ITERATIONS + 20 {
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..iterations + 20 {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         client.check(HealthCheckRequest { service: String::new() }).await?;
         if i >= 20 {
@@ -586,6 +606,17 @@ fn print_report(reports: &[BackendReport]) {
         println!("  transition (1 wf):                     {}", trio(&r.one.first));
         println!("  transition (4 wf):                     {}", trio(&r.four.first));
         println!("  gRPC round trip (health check):        {}", trio(&r.ping));
+        let pause = settle(1).as_millis();
+        println!(
+            "  after a {pause} ms pause each, as a 1-wf transition is measured (the floor above runs back to back):"
+        );
+        println!("    floor insert+commit:                 {}", trio(&r.floor_paced));
+        println!("    gRPC round trip (health check):      {}", trio(&r.ping_paced));
+        println!(
+            "    transition p50 / that floor p50:     {:.1}× (1 wf)   {:.1}× (4 wf)   (the target is the ratio to the floor above)",
+            ratio(p50(&r.one.first), p50(&r.floor_paced)),
+            ratio(p50(&r.four.first), p50(&r.floor_paced))
+        );
         println!(
             "  CompleteTask round trip (1 wf):        {}   (the call that commits the transition)",
             trio(&r.one.complete_rpc)

@@ -182,6 +182,13 @@ pub fn replace_database(url: &str, name: &str) -> String {
 /// through the store's own write transaction (the SQLite writer connection,
 /// a pooled PostgreSQL one): the cheapest durable write the engine can do.
 pub async fn floor(store: &Store) -> anyhow::Result<Vec<Duration>> {
+    floor_paced(store, None, FLOOR_ITERATIONS).await
+}
+
+/// [`floor`], `iterations` times, each after `pause` if given: a write
+/// that starts from a quiet process, as a bench's measured call does after
+/// a settle pause (waking idle threads and cores costs some of its time).
+pub async fn floor_paced(store: &Store, pause: Option<Duration>, iterations: usize) -> anyhow::Result<Vec<Duration>> {
     let db = store.connection();
     let backend = db.get_database_backend();
     db.execute_unprepared("DROP TABLE IF EXISTS bench_floor").await?;
@@ -191,8 +198,11 @@ pub async fn floor(store: &Store) -> anyhow::Result<Vec<Duration>> {
         _ => "INSERT INTO bench_floor (id, payload) VALUES (?, ?)",
     };
     let payload = "x".repeat(64);
-    let mut samples = Vec::with_capacity(FLOOR_ITERATIONS);
-    for i in 0..FLOOR_WARMUP + FLOOR_ITERATIONS {
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..FLOOR_WARMUP + iterations {
+        if let Some(pause) = pause {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         let txn = store.write().await?;
         txn.execute_raw(Statement::from_sql_and_values(backend, sql, [(i as i64).into(), payload.clone().into()]))
