@@ -83,6 +83,12 @@ impl Engine {
         self.note_deadlines(unit, &before, &state);
         observe(unit, &before, &state);
         unit.after.changed(&id);
+        // The rows just written are what the database holds once this
+        // commits: the first report of the new execution can go at once too.
+        if self.store().is_postgres() {
+            let known = super::known::Known::after(executions::FIRST_REVISION, &state.execution, &state.stages);
+            unit.after.known = known.map(|k| (id.clone(), k));
+        }
         Ok(Some(ExecutionDetail { state, workflows }))
     }
 

@@ -32,6 +32,9 @@ pub struct ListFilter {
 /// taken: false then (the caller reads the one that holds it). On
 /// PostgreSQL a concurrent insert of the same request id waits for the other
 /// transaction, so exactly one of any number of concurrent starts inserts.
+/// The revision [`insert`] gives a new execution.
+pub const FIRST_REVISION: i64 = 0;
+
 pub async fn insert(c: &impl ConnectionTrait, e: &Execution, fingerprint: &str) -> Result<bool> {
     let origin = e.resumed_from.as_ref();
     let values: Vec<Value> = vec![
@@ -48,7 +51,7 @@ pub async fn insert(c: &impl ConnectionTrait, e: &Execution, fingerprint: &str) 
         e.triggered_by.clone().into(),
         e.chain_id.clone().into(),
         e.attempt.into(),
-        0i64.into(),
+        FIRST_REVISION.into(),
         e.created_at.into(),
         e.started_at.into(),
         e.ended_at.into(),

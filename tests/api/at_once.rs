@@ -14,6 +14,7 @@ crate::on_both_backends!(
     a_report_decided_from_a_state_changed_unheard_of_writes_nothing_and_goes_the_usual_way,
     a_report_another_replica_has_taken_meanwhile_is_refused_and_starts_nothing_again,
     output_a_report_sends_again_from_an_offset_is_kept_once,
+    the_first_report_of_a_resumed_execution_is_sent_at_once_and_carries_nothing_again,
 );
 
 /// Polls the next task of `queue`, which must come.
@@ -59,7 +60,6 @@ async fn reports_of_an_execution_this_replica_last_wrote_are_sent_as_one_stateme
         .await;
     let id = app.start(&p.id).await.id;
     let before = app.engine.reports_at_once();
-    let mut reported = 0;
     for width in [2, 2, 1] {
         let mut tasks = Vec::new();
         for _ in 0..width {
@@ -69,11 +69,11 @@ async fn reports_of_an_execution_this_replica_last_wrote_are_sent_as_one_stateme
             let statements = app.engine.store().statements();
             succeed(&app, task).await.expect("accepted");
             let sent = app.engine.store().statements() - statements;
-            if app.backend == Backend::Postgres && reported > 0 {
-                // The report, the stage's count, what follows: one statement.
+            if app.backend == Backend::Postgres {
+                // The report, the stage's count, what follows: one statement
+                // (the first report too: the start left what it wrote known).
                 assert_eq!(sent, 1, "statements for the report of {}/{}", task.stage_name, task.workflow_name);
             }
-            reported += 1;
         }
     }
     let done = app.wait_final(&id).await;
@@ -91,9 +91,7 @@ async fn reports_of_an_execution_this_replica_last_wrote_are_sent_as_one_stateme
     let after = app.engine.reports_at_once();
     let (committed, stale) = (after.committed - before.committed, after.stale - before.stale);
     match app.backend {
-        // The first report goes the usual way (nothing is known of a new
-        // execution); every later one at once.
-        Backend::Postgres => assert_eq!((committed, stale), (4, 0)),
+        Backend::Postgres => assert_eq!((committed, stale), (5, 0)),
         Backend::Sqlite => assert_eq!((committed, stale), (0, 0), "SQLite has no round trips to save"),
     }
 }
@@ -186,4 +184,41 @@ async fn output_a_report_sends_again_from_an_offset_is_kept_once(app: TestApp) {
     assert_eq!(workflow_of(&done, "one", "b").output, "hello wörld\n", "what was received is kept once");
     let chars = app.sql_count(&format!("SELECT output_chars AS n FROM tasks WHERE id = '{}'", b.task_id)).await;
     assert_eq!(chars, 12);
+}
+
+async fn the_first_report_of_a_resumed_execution_is_sent_at_once_and_carries_nothing_again(app: TestApp) {
+    listening(&app).await;
+    let (q, id, a, b) = started_two_stages(&app, "resumed").await;
+    succeed(&app, &a).await.expect("a accepted");
+    succeed(&app, &b).await.expect("b accepted");
+    let (c, d) = (next(&app, &q).await, next(&app, &q).await);
+    succeed(&app, &c).await.expect("c accepted");
+    complete_task(&app.workers, &d.task_id, &d.lease_token, pb::TaskOutcome::Failed, "boom\n").await.expect("d failed");
+    assert_eq!(status(&app.wait_final(&id).await), pb::ExecutionStatus::Failed);
+    let request = pb::ResumeRequest {
+        execution_id: id.clone(),
+        from_stage: Some(pb::resume_request::FromStage::StageName("two".into())),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    };
+    let resumed = app.executions.clone().resume(request).await.expect("resume").into_inner();
+    let resumed = resumed.execution.expect("execution").id;
+    let (c2, d2) = (next(&app, &q).await, next(&app, &q).await);
+    let before = app.engine.reports_at_once();
+    let statements = app.engine.store().statements();
+    succeed(&app, &c2).await.expect("c accepted");
+    if app.backend == Backend::Postgres {
+        assert_eq!(app.engine.store().statements() - statements, 1, "the resumed execution's first report");
+    }
+    succeed(&app, &d2).await.expect("d accepted");
+    let after = app.engine.reports_at_once();
+    let at_once = (after.committed - before.committed, after.stale - before.stale);
+    assert_eq!(at_once, if app.backend == Backend::Postgres { (2, 0) } else { (0, 0) });
+    let done = app.wait_final(&resumed).await;
+    assert_eq!(status(&done), pb::ExecutionStatus::Succeeded);
+    let one = done.stages.iter().find(|s| s.name == "one").expect("stage one");
+    assert!(one.workflows.iter().all(|w| w.status() == pb::WorkflowStatus::Succeeded), "\"one\" carried as it was");
+    assert_eq!(task_count(&app, &resumed).await, 2, "only \"two\" ran again");
+    let open = app.sql_count(&format!("SELECT sum(wf_open) AS n FROM stages WHERE execution_id = '{resumed}'")).await;
+    assert_eq!(open, 0, "every stage's count came down to nothing open");
 }
