@@ -67,11 +67,7 @@ pub(super) struct Knowns {
 impl Default for Knowns {
     fn default() -> Self {
         Knowns {
-            known: Cache::builder()
-                .max_capacity(16 * 1024 * 1024)
-                .weigher(|_, k: &Arc<Known>| k.weight())
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            known: super::views::per_execution(|_, k: &Arc<Known>| k.weight()),
             missed: Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(60)).build(),
             sent: Default::default(),
             stale: Default::default(),

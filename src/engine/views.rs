@@ -43,21 +43,22 @@ pub(super) struct Views {
     keys: Coalesced<crate::store::Result<Option<(i64, i64)>>>,
 }
 
+/// A cache of what the engine keeps per execution: at most 16 MiB by
+/// `weigh`'s estimate of each entry, an entry gone after 10 minutes unread.
+pub(super) fn per_execution<V>(weigh: impl Fn(&String, &V) -> u32 + Send + Sync + 'static) -> Cache<String, V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    Cache::builder().max_capacity(16 * 1024 * 1024).weigher(weigh).time_to_idle(Duration::from_secs(600)).build()
+}
+
 impl Default for Views {
     fn default() -> Self {
         Views {
             // Weighed by size: a big execution takes the room of many small ones.
-            details: Cache::builder()
-                .max_capacity(16 * 1024 * 1024)
-                .weigher(|_, c: &Cached| weight(&c.detail))
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            details: per_execution(|_, c: &Cached| weight(&c.detail)),
             // Weighed too: a start may bind 100 variables of 4 KiB each.
-            inputs: Cache::builder()
-                .max_capacity(16 * 1024 * 1024)
-                .weigher(|_, i: &Arc<Inputs>| i.weight())
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            inputs: per_execution(|_, i: &Arc<Inputs>| i.weight()),
             tasks: Cache::builder().max_capacity(20_000).time_to_idle(Duration::from_secs(3600)).build(),
             loading: super::locks::Locks::default(),
             keys: Coalesced::default(),

@@ -28,13 +28,13 @@ pub struct ListFilter {
     pub readable: Option<Vec<String>>,
 }
 
+/// The revision [`insert`] gives a new execution.
+pub const FIRST_REVISION: i64 = 0;
+
 /// Inserts a new execution in its final state, unless its request id is
 /// taken: false then (the caller reads the one that holds it). On
 /// PostgreSQL a concurrent insert of the same request id waits for the other
 /// transaction, so exactly one of any number of concurrent starts inserts.
-/// The revision [`insert`] gives a new execution.
-pub const FIRST_REVISION: i64 = 0;
-
 pub async fn insert(c: &impl ConnectionTrait, e: &Execution, fingerprint: &str) -> Result<bool> {
     let origin = e.resumed_from.as_ref();
     let values: Vec<Value> = vec![

@@ -20,15 +20,6 @@ crate::on_both_backends!(
 
 use pb::ErrorReason as R;
 
-fn resume_request(id: &str, stage: &str) -> pb::ResumeRequest {
-    pb::ResumeRequest {
-        execution_id: id.into(),
-        from_stage: Some(pb::resume_request::FromStage::StageName(stage.into())),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    }
-}
-
 /// For every stage of execution `id`: a Resume preview from it is accepted
 /// exactly when GetExecution calls the stage resumable, and otherwise is
 /// refused with the reason the resume point names. Returns the points.

@@ -660,6 +660,16 @@ pub async fn complete_task(
     client.clone().complete_task(request).await.map(tonic::Response::into_inner)
 }
 
+/// Resume of execution `id` from the stage named `stage`, under a new request id.
+pub fn resume_request(id: &str, stage: &str) -> pb::ResumeRequest {
+    pb::ResumeRequest {
+        execution_id: id.into(),
+        from_stage: Some(pb::resume_request::FromStage::StageName(stage.into())),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        ..Default::default()
+    }
+}
+
 /// CompleteTask of `task`, succeeded, with `output` that begins `offset`
 /// characters into what the worker sent.
 pub fn succeeded_from(task: &pb::Task, output: &str, offset: i64) -> pb::CompleteTaskRequest {

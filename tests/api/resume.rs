@@ -44,15 +44,6 @@ async fn four_stage_pipeline(app: &TestApp, q: &str) -> pb::Pipeline {
     .await
 }
 
-fn resume_request(id: &str, stage: &str) -> pb::ResumeRequest {
-    pb::ResumeRequest {
-        execution_id: id.into(),
-        from_stage: Some(pb::resume_request::FromStage::StageName(stage.into())),
-        request_id: uuid::Uuid::new_v4().to_string(),
-        ..Default::default()
-    }
-}
-
 async fn resume(app: &TestApp, id: &str, stage: &str) -> Result<pb::ResumeResponse, tonic::Status> {
     app.executions.clone().resume(resume_request(id, stage)).await.map(|r| r.into_inner())
 }
