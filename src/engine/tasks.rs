@@ -187,11 +187,13 @@ impl Engine {
                 let unit = self.unit(None).await?;
                 let tx = &unit.tx;
                 let result = async {
-                    let Some((fresh, total)) = unseen_in(tx, task_id, lease_token, output, offset).await? else {
+                    let inputs = self.inputs(&self.execution_of_task(task_id).await?).await?;
+                    let Some(seen) = unseen_in(tx, task_id, lease_token, output, offset, &inputs).await? else {
                         return Ok(false);
                     };
-                    let piece = self.masked_output(tx, task_id, fresh).await?;
-                    let received = Received::Now(total);
+                    let kept = self.settings().limits.kept_output_bytes;
+                    let piece = masked_piece(tx, task_id, &inputs, seen.fresh, kept, Some(&seen.kept_end)).await?;
+                    let received = Received::Now(seen.received);
                     Ok(tasks::extend_lease(tx, task_id, lease_token, until, piece.piece(), received).await?)
                 }
                 .await;
@@ -309,16 +311,16 @@ impl Engine {
         let limits = &self.settings().limits;
         let mut kept = Vec::with_capacity(reports.len());
         for c in reports {
-            let fresh = match c.output_offset {
-                // Not held: the report below is refused as stale.
+            let seen = match c.output_offset {
                 Some(offset) if reconcile && !c.output.is_empty() => {
-                    unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset)
-                        .await?
-                        .map_or(c.output.as_str(), |(fresh, _)| fresh)
+                    unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset, inputs).await?
                 }
-                _ => &c.output,
+                _ => None,
             };
-            let output = masked_piece(tx, &c.task_id, inputs, fresh, limits.kept_output_bytes).await?;
+            // Not held (`seen` None): the report below is refused as stale.
+            let (fresh, kept_end) = seen.map_or((c.output.as_str(), None), |s| (s.fresh, Some(s.kept_end)));
+            let output =
+                masked_piece(tx, &c.task_id, inputs, fresh, limits.kept_output_bytes, kept_end.as_deref()).await?;
             kept.push((output, truncate_marked(&inputs.mask(&c.message), limits.max_message_bytes)));
         }
         Ok(kept)
@@ -497,16 +499,32 @@ pub(super) fn stale(task: &WorkflowRun, token: &str) -> Error {
     )
 }
 
+/// What the server has of an attempt's output, against a piece of it.
+struct Seen<'a> {
+    /// The part of the piece the server has not received.
+    fresh: &'a str,
+    /// How many characters it has received once that is kept.
+    received: i64,
+    /// The end of what it keeps, as far as a secret reaches back over the seam.
+    kept_end: String,
+}
+
 /// [`unseen`] against what the server received of the attempt under
-/// `lease_token` (read under the row lock); None when the lease is not held.
+/// `lease_token`, read under the row lock with the kept output's end (one
+/// statement); None when the lease is not held.
 async fn unseen_in<'a>(
     c: &impl sea_orm::ConnectionTrait,
     task_id: &str,
     lease_token: &str,
     piece: &'a str,
     offset: i64,
-) -> Result<Option<(&'a str, i64)>> {
-    Ok(tasks::output_received(c, task_id, lease_token).await?.map(|received| unseen(piece, offset, received)))
+    inputs: &super::views::Inputs,
+) -> Result<Option<Seen<'a>>> {
+    let held = tasks::output_received(c, task_id, lease_token, inputs.mask_reach() as i64).await?;
+    Ok(held.map(|(received, kept_end)| {
+        let (fresh, received) = unseen(piece, offset, received);
+        Seen { fresh, received, kept_end }
+    }))
 }
 
 /// Of a piece of output that begins `offset` characters into what the
@@ -574,16 +592,19 @@ impl Engine {
         }
         let execution_id = self.execution_of_task(task_id).await?;
         let kept = self.settings().limits.kept_output_bytes;
-        masked_piece(c, task_id, &*self.inputs(&execution_id).await?, piece, kept).await
+        masked_piece(c, task_id, &*self.inputs(&execution_id).await?, piece, kept, None).await
     }
 }
 
+/// `kept_end`: the end of the output kept already, when the caller read it
+/// with the row (else it is read here, if a secret could reach over the seam).
 pub(super) async fn masked_piece(
     c: &impl sea_orm::ConnectionTrait,
     task_id: &str,
     inputs: &super::views::Inputs,
     piece: &str,
     kept: usize,
+    kept_end: Option<&str>,
 ) -> Result<Masked> {
     let masked = inputs.mask(piece);
     let masked = tail(&masked, kept);
@@ -591,7 +612,10 @@ pub(super) async fn masked_piece(
     if reach == 0 || masked.is_empty() {
         return Ok(Masked { text: masked.to_owned(), replaces: 0 });
     }
-    let before = tasks::output_tail(c, task_id, reach as i64).await?;
+    let before = match kept_end {
+        Some(end) => end.to_owned(),
+        None => tasks::output_tail(c, task_id, reach as i64).await?,
+    };
     let joined = format!("{before}{masked}");
     let seamless = inputs.mask(&joined);
     Ok(match seamless.strip_prefix(before.as_str()) {

@@ -67,14 +67,26 @@ pub enum Received {
 }
 
 /// How many characters of output the attempt holding `lease_token` has
-/// sent (see [`Received`]), its row locked until the transaction ends; None
-/// if the lease is not held.
-pub async fn output_received(c: &impl ConnectionTrait, id: &str, lease_token: &str) -> Result<Option<i64>> {
-    let lock = if super::is_pg(c) { " FOR UPDATE" } else { "" };
-    let sql =
-        format!("SELECT output_received FROM tasks WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'{lock}");
-    let row = c.query_one_raw(statement(c, &sql, vec![id.into(), lease_token.into()])).await?;
-    row.map(|r| get::<i64>(&r, "output_received")).transpose()
+/// sent (see [`Received`]) and the last `tail` characters of what is kept
+/// of it ("" for 0; what a secret cut by the seam is masked across), its
+/// row locked until the transaction ends; None if the lease is not held.
+pub async fn output_received(
+    c: &impl ConnectionTrait,
+    id: &str,
+    lease_token: &str,
+    tail: i64,
+) -> Result<Option<(i64, String)>> {
+    let (tail_sql, lock) = if super::is_pg(c) {
+        ("right(output, CAST($3 AS INTEGER))", " FOR UPDATE")
+    } else {
+        ("CASE WHEN $3 > 0 THEN substr(output, -$3) ELSE '' END", "")
+    };
+    let sql = format!(
+        "SELECT output_received, {tail_sql} AS tail FROM tasks \
+         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'{lock}"
+    );
+    let row = c.query_one_raw(statement(c, &sql, vec![id.into(), lease_token.into(), tail.into()])).await?;
+    row.map(|r| Ok((get::<i64>(&r, "output_received")?, get::<String>(&r, "tail")?))).transpose()
 }
 
 /// The last `chars` characters a task keeps of its output ("" if none).

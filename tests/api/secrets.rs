@@ -14,6 +14,7 @@ use crate::helpers::*;
 crate::on_both_backends!(
     a_secret_reaches_only_its_workflow_and_no_read_shows_it,
     a_secret_split_across_reports_is_masked_where_the_pieces_meet,
+    a_secret_split_across_pieces_sent_from_offsets_is_masked_where_they_meet,
     a_resume_keeps_the_frozen_secret,
     secrets_are_refused_where_they_would_leak,
     without_a_secrets_key_a_pipeline_with_secrets_cannot_start,
@@ -201,6 +202,45 @@ async fn a_secret_split_across_reports_is_masked_where_the_pieces_meet(app: Test
     let output = &workflow_of(&done, "deploy", "uses").output;
     assert!(!output.contains(&SECRET[SECRET.len() / 2..]), "a piece of the secret is kept: {:?}", &output[..20]);
     assert!(output.starts_with("xxxxxx***yyy"), "masked, then cut: {:?}", &output[..20]);
+}
+
+/// Pieces sent from an offset (a worker that resends what it is not sure
+/// arrived): the part the server has is left out and the secret is masked
+/// across the seams, a resent piece and the report's included.
+async fn a_secret_split_across_pieces_sent_from_offsets_is_masked_where_they_meet(app: TestApp) {
+    let q = queue();
+    let p = app.create_pipeline_with("secretive", variables(), vec![deploy(&q)]).await;
+    let e = start(&app, &p.id, "offsets-1").await;
+    let (uses, other) = take_both(&app, &q).await;
+    let beat = |output: String, offset: usize| pb::HeartbeatRequest {
+        task_id: uses.task_id.clone(),
+        lease_token: uses.lease_token.clone(),
+        output,
+        output_offset: Some(offset as i64),
+    };
+    let (a, b) = SECRET.split_at(7);
+    let (c, d) = SECRET.split_at(12);
+    let first = format!("one {a}");
+    let second = format!("{b} two {c}");
+    app.workers.clone().heartbeat(beat(first.clone(), 0)).await.unwrap();
+    app.workers.clone().heartbeat(beat(second.clone(), first.len())).await.unwrap();
+    // Sent again from where it began, and from inside it: nothing is added.
+    app.workers.clone().heartbeat(beat(second.clone(), first.len())).await.unwrap();
+    app.workers.clone().heartbeat(beat(second[3..].to_owned(), first.len() + 3)).await.unwrap();
+    let report = pb::CompleteTaskRequest {
+        task_id: uses.task_id.clone(),
+        lease_token: uses.lease_token.clone(),
+        outcome: pb::TaskOutcome::Succeeded as i32,
+        // Overlaps the last piece by its last two characters.
+        output: format!("{}{d} four\n", &c[c.len() - 2..]),
+        output_offset: Some((first.len() + second.len() - 2) as i64),
+        ..Default::default()
+    };
+    app.workers.clone().complete_task(report).await.unwrap();
+    complete_task(&app.workers, &other.task_id, &other.lease_token, pb::TaskOutcome::Succeeded, "ok").await.unwrap();
+    let done = app.wait_final(&e.id).await;
+    assert_eq!(workflow_of(&done, "deploy", "uses").output, "one *** two *** four\n");
+    assert_not_stored(&app).await;
 }
 
 async fn a_resume_keeps_the_frozen_secret(app: TestApp) {
