@@ -144,6 +144,9 @@ impl Engine {
                 w.deadline_at = Some(now + w.timeout_ms);
                 w.started_at = Some(now);
                 unit.after.deadline(w.lease_expires_at.into_iter().chain(w.deadline_at).min().unwrap_or(now));
+                // Its report finds the execution without a lookup; a task
+                // left queued is noted when it is claimed.
+                self.inner.views.task_of(&w.task_id, &w.execution_id);
                 let stage_name = state.stages[w.stage_index].name.clone();
                 let task = ClaimedTask {
                     environment: inputs.environment(&stage_name, &w.name, &e.id),
@@ -158,9 +161,6 @@ impl Engine {
             }
         }
         unit.batch.extend(tasks::insert_parts(&unit.tx, &queued));
-        for w in &queued {
-            self.inner.views.task_of(&w.task_id, &w.execution_id);
-        }
         Ok(queued)
     }
 }
