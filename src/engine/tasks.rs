@@ -385,7 +385,8 @@ impl Engine {
             progress::expire_siblings(&mut after, run.stage_index, &run.name, &mut changes);
         }
         progress::settle_stage(&mut after, index, now, &mut new_id, &mut changes);
-        self.save(unit, held, &after, changes, now).await?;
+        // Stages before the reported one have ended: the decision leaves them.
+        self.save_from(unit, held, &after, index, changes, now).await?;
         // Only where a report can be sent at once (see `at_once`).
         if let Some(revision) = revision.filter(|_| self.store().is_postgres()) {
             let known = super::known::Known::after(revision, &after.execution, &after.stages);
