@@ -227,15 +227,9 @@ async fn a_secret_split_across_pieces_sent_from_offsets_is_masked_where_they_mee
     // Sent again from where it began, and from inside it: nothing is added.
     app.workers.clone().heartbeat(beat(second.clone(), first.len())).await.unwrap();
     app.workers.clone().heartbeat(beat(second[3..].to_owned(), first.len() + 3)).await.unwrap();
-    let report = pb::CompleteTaskRequest {
-        task_id: uses.task_id.clone(),
-        lease_token: uses.lease_token.clone(),
-        outcome: pb::TaskOutcome::Succeeded as i32,
-        // Overlaps the last piece by its last two characters.
-        output: format!("{}{d} four\n", &c[c.len() - 2..]),
-        output_offset: Some((first.len() + second.len() - 2) as i64),
-        ..Default::default()
-    };
+    // Overlaps the last piece by its last two characters.
+    let last = format!("{}{d} four\n", &c[c.len() - 2..]);
+    let report = succeeded_from(&uses, &last, (first.len() + second.len() - 2) as i64);
     app.workers.clone().complete_task(report).await.unwrap();
     complete_task(&app.workers, &other.task_id, &other.lease_token, pb::TaskOutcome::Succeeded, "ok").await.unwrap();
     let done = app.wait_final(&e.id).await;
