@@ -187,12 +187,23 @@ impl Engine {
                 let unit = self.unit(None).await?;
                 let tx = &unit.tx;
                 let result = async {
-                    let inputs = self.inputs(&self.execution_of_task(task_id).await?).await?;
-                    let Some(seen) = unseen_in(tx, task_id, lease_token, output, offset, &inputs).await? else {
+                    // An empty beat only moves the lease and the count on: no
+                    // execution to look up, no secret to mask.
+                    let inputs = match output.is_empty() {
+                        true => None,
+                        false => Some(self.inputs(&self.execution_of_task(task_id).await?).await?),
+                    };
+                    let reach = inputs.as_ref().map_or(0, |i| i.mask_reach());
+                    let Some(seen) = unseen_in(tx, task_id, lease_token, output, offset, reach).await? else {
                         return Ok(false);
                     };
-                    let kept = self.settings().limits.kept_output_bytes;
-                    let piece = masked_piece(tx, task_id, &inputs, seen.fresh, kept, Some(&seen.kept_end)).await?;
+                    let piece = match &inputs {
+                        Some(inputs) => {
+                            let kept = self.settings().limits.kept_output_bytes;
+                            masked_piece(tx, task_id, inputs, seen.fresh, kept, Some(&seen.kept_end)).await?
+                        }
+                        None => Masked::default(),
+                    };
                     let received = Received::Now(seen.received);
                     Ok(tasks::extend_lease(tx, task_id, lease_token, until, piece.piece(), received).await?)
                 }
@@ -313,7 +324,7 @@ impl Engine {
         for c in reports {
             let seen = match c.output_offset {
                 Some(offset) if reconcile && !c.output.is_empty() => {
-                    unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset, inputs).await?
+                    unseen_in(tx, &c.task_id, &c.lease_token, &c.output, offset, inputs.mask_reach()).await?
                 }
                 _ => None,
             };
@@ -511,17 +522,17 @@ struct Seen<'a> {
 }
 
 /// [`unseen`] against what the server received of the attempt under
-/// `lease_token`, read under the row lock with the kept output's end (one
-/// statement); None when the lease is not held.
+/// `lease_token`, read under the row lock with the kept output's last
+/// `reach` characters (one statement); None when the lease is not held.
 async fn unseen_in<'a>(
     c: &impl sea_orm::ConnectionTrait,
     task_id: &str,
     lease_token: &str,
     piece: &'a str,
     offset: i64,
-    inputs: &super::views::Inputs,
+    reach: usize,
 ) -> Result<Option<Seen<'a>>> {
-    let held = tasks::output_received(c, task_id, lease_token, inputs.mask_reach() as i64).await?;
+    let held = tasks::output_received(c, task_id, lease_token, reach as i64).await?;
     Ok(held.map(|(received, kept_end)| {
         let (fresh, received) = unseen(piece, offset, received);
         Seen { fresh, received, kept_end }
@@ -613,13 +624,13 @@ pub(super) async fn masked_piece(
     if reach == 0 || masked.is_empty() {
         return Ok(Masked { text: masked.to_owned(), replaces: 0 });
     }
-    let before = match kept_end {
-        Some(end) => end.to_owned(),
-        None => tasks::output_tail(c, task_id, reach as i64).await?,
+    let before: std::borrow::Cow<str> = match kept_end {
+        Some(end) => end.into(),
+        None => tasks::output_tail(c, task_id, reach as i64).await?.into(),
     };
     let joined = format!("{before}{masked}");
     let seamless = inputs.mask(&joined);
-    Ok(match seamless.strip_prefix(before.as_str()) {
+    Ok(match seamless.strip_prefix(&*before) {
         Some(rest) => Masked { text: rest.to_owned(), replaces: 0 },
         None => Masked { text: seamless.into_owned(), replaces: before.chars().count() as i64 },
     })
