@@ -164,7 +164,7 @@ impl Engine {
             Ok(Some(value)) => {
                 self.remember(&mut after);
                 drop(_turn);
-                self.apply(after);
+                self.apply_and_yield(after).await;
                 Ok(Ok(value))
             }
             Ok(None) | Err(crate::store::StoreError::Stale(_)) => Err(_turn),
@@ -194,8 +194,20 @@ impl Engine {
         tx.commit().await?;
         self.remember(&mut after);
         drop(_turn);
-        self.apply(after);
+        self.apply_and_yield(after).await;
         Ok(value)
+    }
+
+    /// [`Engine::apply`], then, if it handed tasks to parked workers, lets
+    /// them go first: woken by this task, they wait for it to yield the
+    /// thread, and the reporter's answer (or a group's other answers) can
+    /// wait the few microseconds their hand-off takes.
+    async fn apply_and_yield(&self, after: After) {
+        let handed = !after.handoffs.is_empty();
+        self.apply(after);
+        if handed {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// What a committed unit knows of the executions it changed, noted

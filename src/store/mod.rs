@@ -60,6 +60,14 @@ impl Default for StoreOptions {
 /// own checkpoint finds left to copy is at most that many commits' pages.
 const CHECKPOINT_EVERY: u64 = 16;
 
+/// How long a pooled PostgreSQL connection may sit idle before it is tested
+/// (a round trip) on its way out of the pool. The driver would test it on
+/// every checkout: one round trip more on each statement of the hot path (a
+/// transition is one statement). A connection in use within this time that
+/// broke meanwhile (the database restarted) fails its next statement, which
+/// answers UNAVAILABLE and is retried; the pool then drops it.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
+
 /// The database: a pool, and on SQLite its one writer connection.
 #[derive(Clone)]
 pub struct Store {
@@ -312,8 +320,10 @@ pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store> {
         .acquire_timeout(options.acquire_timeout)
         .sqlx_logging(false);
     if sqlite {
-        pool_options.map_sqlx_sqlite_opts(connection::sqlite_options);
+        // A file does not hang up: nothing to test a connection for.
+        pool_options.test_before_acquire(false).map_sqlx_sqlite_opts(connection::sqlite_options);
     } else {
+        pool_options.test_before_acquire_if_idle_for(IDLE_BEFORE_PING);
         let port = url.parse::<sea_orm::sqlx::postgres::PgConnectOptions>().map_or(5432, |o| o.get_port());
         pool_options.map_sqlx_postgres_pool_opts(move |o| {
             o.after_release(connection::shrink_after_use).after_connect(move |_, _| {
