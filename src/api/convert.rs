@@ -119,7 +119,7 @@ fn stage(i: usize, s: pb::Stage, out: &mut Vec<Violation>) -> Option<dp::Stage> 
             return None;
         }
     };
-    Some(dp::Stage { name: s.name, environment_name: env.name, environment_type, skip, kind, failure_policy })
+    Some(dp::Stage { name: s.name.into(), environment_name: env.name, environment_type, skip, kind, failure_policy })
 }
 
 fn workflow(at: &str, w: pb::Workflow, out: &mut Vec<Violation>) -> dp::Workflow {
@@ -232,7 +232,7 @@ fn stage_to_pb(s: dp::Stage) -> pb::Stage {
                 pb::stage::Kind::Approval(pb::ApprovalStage { timeout: Some(duration(timeout_ms)), instructions })
             }
         }),
-        name: s.name,
+        name: s.name.to_string(),
     }
 }
 
@@ -380,7 +380,7 @@ fn stage_run<'a>(
         }),
         workflows_omitted: omitted,
         index: run.index as i32,
-        name: run.name.clone(),
+        name: run.name.to_string(),
         environment: Some(environment(def)),
         status: stage_status(run.status) as i32,
         status_message: run.status_message.clone(),

@@ -90,7 +90,7 @@ pub fn apply(
             st.decision_comment = comment.clone();
             st.ended_at = Some(now);
             st.deadline_at = None;
-            let name = st.name.clone();
+            let name = st.name.to_string();
             if *approve {
                 st.status = StageStatus::Succeeded;
                 st.status_message = format!("approved by {actor}");
@@ -149,7 +149,7 @@ pub fn would_act(s: &ExecutionState, command: Command) -> Result<(), Refusal> {
 
 fn waiting_stage(s: &ExecutionState, asked: Option<&str>) -> Result<usize, CommandError> {
     let Some(waiting) = s.waiting_approval() else {
-        let current = s.stages.iter().find(|st| st.status.is_active()).map(|st| st.name.as_str());
+        let current = s.stages.iter().find(|st| st.status.is_active()).map(|st| &*st.name);
         return Err(CommandError::Refused(Refusal::new(
             Reason::NoApprovalWaiting,
             match current {
@@ -161,8 +161,8 @@ fn waiting_stage(s: &ExecutionState, asked: Option<&str>) -> Result<usize, Comma
         )));
     };
     match asked {
-        Some(name) if name != waiting.name => {
-            if s.stages.iter().any(|st| st.name == name) {
+        Some(name) if name != &*waiting.name => {
+            if s.stages.iter().any(|st| &*st.name == name) {
                 Err(CommandError::Refused(
                     Refusal::new(
                         Reason::StageNotWaiting,

@@ -115,7 +115,7 @@ impl std::ops::AddAssign for CountsDelta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageRun {
     pub index: usize,
-    pub name: String,
+    pub name: Arc<str>,
     pub status: StageStatus,
     pub status_message: String,
     pub started_at: Option<Millis>,
@@ -141,10 +141,10 @@ pub struct FailureNote {
 
 impl StageRun {
     /// A stage that has not started.
-    pub fn pending(index: usize, name: &str) -> StageRun {
+    pub fn pending(index: usize, name: &Arc<str>) -> StageRun {
         StageRun {
             index,
-            name: name.to_owned(),
+            name: name.clone(),
             status: StageStatus::Pending,
             status_message: String::new(),
             started_at: None,

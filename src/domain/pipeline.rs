@@ -2,7 +2,7 @@
 //! stored. Every rule is checked here, at write time, so a bad pipeline never
 //! reaches a run.
 
-use std::{collections::HashSet, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,8 @@ pub enum EnvironmentType {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stage {
-    pub name: String,
+    /// Shared by every run of the definition (see [`super::execution::StageRun::pending`]).
+    pub name: Arc<str>,
     pub environment_name: String,
     pub environment_type: EnvironmentType,
     pub skip: Option<Skip>,
@@ -165,7 +166,7 @@ impl Definition {
                 break;
             }
             let at = format!("definition.stages[{i}]");
-            if !names.insert(stage.name.as_str()) {
+            if !names.insert(&*stage.name) {
                 out.push(Violation::new(
                     format!("{at}.name"),
                     format!("duplicate stage name {}; stage names must be unique", quote(&stage.name)),
@@ -435,7 +436,7 @@ pub(crate) mod tests {
         type Edit = Box<dyn Fn(&mut Definition)>;
         let cases: Vec<(Edit, &str, &str)> = vec![
             (Box::new(|d| d.description = long(4097)), "definition.description", "4096"),
-            (Box::new(|d| d.stages[0].name = long(129)), "definition.stages[0].name", "128"),
+            (Box::new(|d| d.stages[0].name = long(129).into()), "definition.stages[0].name", "128"),
             (Box::new(|d| d.stages[0].name = "a\0".into()), "definition.stages[0].name", "NUL"),
             (Box::new(|d| d.stages[0].name = "a\u{7}".into()), "definition.stages[0].name", "control"),
             (Box::new(|d| d.stages[0].environment_name = long(129)), "definition.stages[0].environment.name", "128"),

@@ -31,6 +31,21 @@ pub struct CancelOpen {
 /// Where new task ids come from (time-ordered ids in production).
 pub type Ids<'a> = &'a mut dyn FnMut() -> String;
 
+/// The stages a decision on a running stage's report (`settle_stage` and
+/// what it leads to) can have changed: the reported one through the one
+/// the execution goes on to (skipped ones between), or, once the execution
+/// ended, every one from the reported on (pending ones become not run).
+/// Stages outside are as they were: a long execution's report need not
+/// compare its thousands of pending stages.
+pub fn touched_by_report(after: &ExecutionState, reported: usize) -> std::ops::Range<usize> {
+    let len = after.stages.len();
+    if after.execution.status.is_final() {
+        return reported..len;
+    }
+    let next = after.stages[reported..].iter().position(|s| s.status.is_active() || s.status == StageStatus::Pending);
+    reported..next.map_or(len, |p| reported + p + 1)
+}
+
 /// Skips, starts the next stage, or finishes, as the machine's plan says.
 pub fn advance(s: &mut ExecutionState, now: Millis, ids: Ids<'_>, ch: &mut Changes) {
     let pairs: Vec<_> = s.stages.iter().map(|st| st.status).zip(&s.definition.stages).collect();
@@ -194,7 +209,7 @@ pub fn finish(
     if e.started_at.is_none() {
         e.started_at = Some(now);
     }
-    e.end_stage = stage.map(|index| StageMark { index, name: s.stages[index].name.clone() });
+    e.end_stage = stage.map(|index| StageMark { index, name: s.stages[index].name.to_string() });
     let mut cancelled = false;
     for st in &mut s.stages {
         if st.status == StageStatus::Pending {
@@ -308,6 +323,67 @@ pub(crate) mod tests {
                 assert_eq!(s.execution.end_stage.as_ref().map(|m| m.index), Some(0));
                 assert_eq!(s.stages[1].status, StageStatus::NotRun);
             }
+        }
+    }
+
+    /// Each way a report's decision can go: the range names the stages it
+    /// changed, and no stage outside it changed.
+    #[test]
+    fn a_report_touches_its_stage_through_the_next_active_one_or_all_once_ended() {
+        use crate::domain::pipeline::Skip;
+        let skipped = |name| Stage { skip: Some(Skip::Always), ..stage(name, &["s"]) };
+        let fast = |name| Stage { failure_policy: FailurePolicy::FailFast, ..stage(name, &["f", "g"]) };
+        // (stages, report's outcome, paused, expected range)
+        let cases: Vec<(&str, Vec<Stage>, WorkflowStatus, bool, std::ops::Range<usize>)> = vec![
+            (
+                "sibling still open",
+                vec![stage("a", &["x", "y"]), stage("b", &["z"]), stage("c", &["z"])],
+                WorkflowStatus::Succeeded,
+                false,
+                0..1,
+            ),
+            (
+                "next starts",
+                vec![stage("a", &["x"]), stage("b", &["z"]), stage("c", &["z"])],
+                WorkflowStatus::Succeeded,
+                false,
+                0..2,
+            ),
+            (
+                "skips to the one after",
+                vec![stage("a", &["x"]), skipped("b"), stage("c", &["z"]), stage("d", &["z"])],
+                WorkflowStatus::Succeeded,
+                false,
+                0..3,
+            ),
+            (
+                "paused: the next waits",
+                vec![stage("a", &["x"]), stage("b", &["z"]), stage("c", &["z"])],
+                WorkflowStatus::Succeeded,
+                true,
+                0..2,
+            ),
+            (
+                "fails fast: ended",
+                vec![fast("a"), stage("b", &["z"]), stage("c", &["z"])],
+                WorkflowStatus::Failed,
+                false,
+                0..3,
+            ),
+            ("last stage: succeeded", vec![stage("a", &["x"])], WorkflowStatus::Succeeded, false, 0..1),
+        ];
+        for (what, stages, outcome, paused, want) in cases {
+            let mut s = state(stages);
+            advance(&mut s, 10, &mut counter(), &mut Changes::default());
+            if paused {
+                s.execution.status = ExecutionStatus::Paused;
+            }
+            let before = s.clone();
+            s.stages[0].counts.apply(WorkflowCounts::delta_of_end(outcome));
+            settle_stage(&mut s, 0, 20, &mut counter(), &mut Changes::default());
+            let touched = touched_by_report(&s, 0);
+            assert_eq!(touched, want, "{what}");
+            assert_eq!(before.stages[touched.end..], s.stages[touched.end..], "{what}: nothing changed after");
         }
     }
 

@@ -164,7 +164,7 @@ pub fn never_reached_message(d: &ExecutionState, index: usize) -> String {
 /// Finds the stage to resume from: it must exist and be a resume point.
 pub fn resolve_stage(d: &ExecutionState, wanted: &StageRef) -> Result<usize, ResolveError> {
     let index = match wanted {
-        StageRef::Name(name) => d.stages.iter().position(|s| &s.name == name).ok_or_else(|| {
+        StageRef::Name(name) => d.stages.iter().position(|s| *s.name == **name).ok_or_else(|| {
             ResolveError::Invalid(Violation::new(
                 "stage_name",
                 format!("the pipeline has no stage {}; {}", super::quote(name), furthest_words(&d.stages)),
@@ -227,7 +227,7 @@ pub fn not_rolled_back(d: &ExecutionState) -> Vec<String> {
         .iter()
         .zip(&d.definition.stages)
         .filter(|(s, def)| s.status == StageStatus::Aborted && !def.is_approval())
-        .map(|(s, _)| s.name.clone())
+        .map(|(s, _)| s.name.to_string())
         .collect()
 }
 
@@ -255,7 +255,7 @@ pub fn successor(old: &ExecutionState, from: usize, new: NewAttempt) -> Executio
     execution.resumed_from = Some(ResumeOrigin {
         execution_id: old.execution.id.clone(),
         stage_index: from,
-        stage_name: old.stages[from].name.clone(),
+        stage_name: old.stages[from].name.to_string(),
         reason: new.reason,
     });
     execution.resumed_by = None;

@@ -66,7 +66,7 @@ impl Engine {
             .filter(|w| stage.is_none_or(|s| w.stage_index == s))
             .filter(|w| after.is_none_or(|a| (w.stage_index, w.workflow_index) > a))
             .take(size as usize + 1)
-            .map(|w| (d.stages.get(w.stage_index).map(|s| s.name.clone()).unwrap_or_default(), w.clone()))
+            .map(|w| (d.stages.get(w.stage_index).map(|s| s.name.to_string()).unwrap_or_default(), w.clone()))
             .collect();
         Ok(Page::cut(&mut items, size, |(_, w)| format!("{}.{}", w.stage_index, w.workflow_index)))
     }

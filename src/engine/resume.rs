@@ -246,7 +246,7 @@ impl Engine {
         let plan = resume::plan(old, from)
             .into_iter()
             .zip(&old.stages)
-            .map(|(planned, s)| PlannedStage { index: s.index, name: s.name.clone(), planned })
+            .map(|(planned, s)| PlannedStage { index: s.index, name: s.name.to_string(), planned })
             .collect();
         ResumeOutcome {
             execution: None,

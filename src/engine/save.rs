@@ -2,6 +2,8 @@
 //! the set-wise cancellation the domain asked for, and the workflows it
 //! queued — leased right away to workers parked on this replica.
 
+use std::ops::Range;
+
 use super::{
     Engine, Result, new_id,
     tasks::ClaimedTask,
@@ -27,36 +29,37 @@ impl Engine {
         changes: Changes,
         now: Millis,
     ) -> Result<()> {
-        self.save_from(unit, before, after, 0, changes, now).await
+        self.save_within(unit, before, after, 0..after.stages.len(), changes, now).await
     }
 
-    /// [`Engine::save`] of a decision that left the stages before `from` as
-    /// they were: they are not compared. A report's decision touches its
-    /// stage and later ones only; comparing the rest was most of a report's
-    /// CPU in a long execution (2,000 stages: a quarter of it in memcmp).
-    pub(super) async fn save_from(
+    /// [`Engine::save`] of a decision that changed no stage outside
+    /// `stages`: the others are not compared (see
+    /// [`progress::touched_by_report`]). Comparing every stage was most of
+    /// a report's CPU in a long execution (2,000 stages: a quarter of it).
+    pub(super) async fn save_within(
         &self,
         unit: &mut Unit,
         before: &ExecutionState,
         after: &ExecutionState,
-        from: usize,
+        stages: Range<usize>,
         changes: Changes,
         now: Millis,
     ) -> Result<()> {
-        debug_assert_eq!(before.stages[..from], after.stages[..from], "stages before {from} unchanged");
+        debug_assert_eq!(before.stages[..stages.start], after.stages[..stages.start], "stages before {stages:?}");
+        debug_assert_eq!(before.stages[stages.end..], after.stages[stages.end..], "stages after {stages:?}");
         let id = after.execution.id.as_str();
         // A unit sent at once writes the execution's row with its check of
         // the revision (see `tasks::report_at_once`).
         if before.execution != after.execution && !unit.tx.is_at_once() {
             unit.batch.push(executions::update_part(&after.execution));
         }
-        unit.batch.extend(stages::changed_parts(id, &before.stages[from..], &after.stages[from..]));
+        unit.batch.extend(stages::changed_parts(id, &before.stages[stages.clone()], &after.stages[stages.clone()]));
         if let Some(cancel) = &changes.cancel_open {
             unit.batch.push(tasks::cancel_open_part(id, cancel.stage, &cancel.message, now));
         }
         self.dispatch(unit, after, changes.queued, now).await?;
-        self.note_deadlines(unit, before, after);
-        observe(unit, before, after);
+        self.note_deadlines(unit, &before.stages[stages.clone()], &after.stages[stages.clone()]);
+        observe(unit, before, after, stages);
         unit.after.changed(id);
         Ok(())
     }
@@ -97,8 +100,8 @@ impl Engine {
             definition: state.definition.clone(),
             stages: pending,
         };
-        self.note_deadlines(unit, &before, &state);
-        observe(unit, &before, &state);
+        self.note_deadlines(unit, &before.stages, &state.stages);
+        observe(unit, &before, &state, 0..state.stages.len());
         unit.after.changed(&id);
         // The rows just written are what the database holds once this
         // commits: the first report of the new execution can go at once too.
@@ -110,8 +113,8 @@ impl Engine {
     }
 
     /// Approval deadlines a decision set: the timer must look by then.
-    fn note_deadlines(&self, unit: &mut Unit, before: &ExecutionState, after: &ExecutionState) {
-        for (old, new) in before.stages.iter().zip(&after.stages) {
+    fn note_deadlines(&self, unit: &mut Unit, before: &[StageRun], after: &[StageRun]) {
+        for (old, new) in before.iter().zip(after) {
             if let Some(at) = new.deadline_at.filter(|_| old.deadline_at != new.deadline_at) {
                 unit.after.deadline(at);
             }
@@ -164,7 +167,7 @@ impl Engine {
                 // Its report finds the execution without a lookup; a task
                 // left queued is noted when it is claimed.
                 self.inner.views.task_of(&w.task_id, &w.execution_id);
-                let stage_name = state.stages[w.stage_index].name.clone();
+                let stage_name = state.stages[w.stage_index].name.to_string();
                 let task = ClaimedTask {
                     environment: inputs.environment(&stage_name, &w.name, &e.id),
                     run: w.clone(),
@@ -184,10 +187,10 @@ impl Engine {
 
 /// Notes each stage change (and the execution's) for the log, and times a
 /// transition: a stage ended and the next one started in this unit.
-fn observe(unit: &mut Unit, before: &ExecutionState, after: &ExecutionState) {
+fn observe(unit: &mut Unit, before: &ExecutionState, after: &ExecutionState, stages: Range<usize>) {
     let e = &after.execution;
     let (mut ended, mut began) = (false, false);
-    for (old, new) in before.stages.iter().zip(&after.stages) {
+    for (old, new) in before.stages[stages.clone()].iter().zip(&after.stages[stages]) {
         if old.status == new.status {
             continue;
         }
@@ -196,7 +199,7 @@ fn observe(unit: &mut Unit, before: &ExecutionState, after: &ExecutionState) {
         unit.after.observed.push(Observed::Stage {
             execution: e.id.clone(),
             chain: e.chain_id.clone(),
-            stage: new.name.clone(),
+            stage: new.name.to_string(),
             index: new.index,
             from: old.status.to_string(),
             to: new.status.to_string(),

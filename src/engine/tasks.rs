@@ -147,7 +147,7 @@ impl Engine {
         self.events().execution_changed(&run.execution_id);
         self.inner.views.task_of(&run.task_id, &run.execution_id);
         let inputs = self.inputs(&run.execution_id).await?;
-        let stage_name = inputs.definition.stages.get(run.stage_index).map(|s| s.name.clone()).unwrap_or_default();
+        let stage_name = inputs.definition.stages.get(run.stage_index).map(|s| s.name.to_string()).unwrap_or_default();
         tracing::info!(task_id = %run.task_id, execution_id = %run.execution_id, workflow = %run.name,
             attempt = run.attempt, worker, "task leased");
         Ok(Some(ClaimedTask {
@@ -396,8 +396,8 @@ impl Engine {
             progress::expire_siblings(&mut after, run.stage_index, &run.name, &mut changes);
         }
         progress::settle_stage(&mut after, index, now, &mut new_id, &mut changes);
-        // Stages before the reported one have ended: the decision leaves them.
-        self.save_from(unit, held, &after, index, changes, now).await?;
+        let touched = progress::touched_by_report(&after, index);
+        self.save_within(unit, held, &after, touched, changes, now).await?;
         // Only where a report can be sent at once (see `at_once`).
         if let Some(revision) = revision.filter(|_| self.store().is_postgres()) {
             let known = super::known::Known::after(revision, &after.execution, &after.stages);

@@ -234,7 +234,7 @@ impl Inputs {
             .definition
             .stages
             .iter()
-            .find(|s| s.name == stage)
+            .find(|s| &*s.name == stage)
             .and_then(|s| s.workflows().iter().find(|w| w.name == workflow))
             .map_or(&[][..], |w| w.secrets.as_slice());
         let secrets = wanted.iter().filter_map(|name| self.secrets.get_key_value(name));

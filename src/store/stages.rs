@@ -79,7 +79,7 @@ impl Row {
             index: usize::try_from(index).map_err(|_| corrupt(format!("stage index {index}")))?,
             status: StageStatus::parse(&self.status)
                 .ok_or_else(|| corrupt(format!("stage status {:?}", self.status)))?,
-            name: self.name,
+            name: self.name.into(),
             status_message: self.status_message,
             started_at: self.started_at,
             ended_at: self.ended_at,
@@ -197,7 +197,7 @@ fn row_values(execution_id: &str, s: &StageRun) -> [Value; WIDTH] {
     [
         execution_id.to_owned().into(),
         (s.index as i32).into(),
-        s.name.clone().into(),
+        s.name.to_string().into(),
         s.status.as_str().into(),
         s.status_message.clone().into(),
         s.started_at.into(),
@@ -270,7 +270,7 @@ mod tests {
     use crate::store::sql::Batch;
 
     fn stage(index: usize, status: StageStatus) -> StageRun {
-        StageRun { status, ..StageRun::pending(index, &format!("s{index}")) }
+        StageRun { status, ..StageRun::pending(index, &format!("s{index}").into()) }
     }
 
     /// The one-row JSON read gives what the row-by-row read gives, field
