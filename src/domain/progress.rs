@@ -333,8 +333,10 @@ pub(crate) mod tests {
         use crate::domain::pipeline::Skip;
         let skipped = |name| Stage { skip: Some(Skip::Always), ..stage(name, &["s"]) };
         let fast = |name| Stage { failure_policy: FailurePolicy::FailFast, ..stage(name, &["f", "g"]) };
-        // (stages, report's outcome, paused, expected range)
-        let cases: Vec<(&str, Vec<Stage>, WorkflowStatus, bool, std::ops::Range<usize>)> = vec![
+        /// What happens, the stages, the report's outcome, whether the
+        /// execution is paused, and the stages the decision may change.
+        type Case = (&'static str, Vec<Stage>, WorkflowStatus, bool, std::ops::Range<usize>);
+        let cases: Vec<Case> = vec![
             (
                 "sibling still open",
                 vec![stage("a", &["x", "y"]), stage("b", &["z"]), stage("c", &["z"])],
