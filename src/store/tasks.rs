@@ -76,14 +76,11 @@ pub async fn output_received(
     lease_token: &str,
     tail: i64,
 ) -> Result<Option<(i64, String)>> {
-    let (tail_sql, lock) = if super::is_pg(c) {
-        ("right(output, CAST($3 AS INTEGER))", " FOR UPDATE")
-    } else {
-        ("CASE WHEN $3 > 0 THEN substr(output, -$3) ELSE '' END", "")
-    };
+    let lock = if super::is_pg(c) { " FOR UPDATE" } else { "" };
     let sql = format!(
-        "SELECT output_received, {tail_sql} AS tail FROM tasks \
-         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'{lock}"
+        "SELECT output_received, {} AS tail FROM tasks \
+         WHERE id = $1 AND lease_token = $2 AND status = 'RUNNING'{lock}",
+        kept_tail(c, "$3")
     );
     let row = c.query_one_raw(statement(c, &sql, vec![id.into(), lease_token.into(), tail.into()])).await?;
     row.map(|r| Ok((get::<i64>(&r, "output_received")?, get::<String>(&r, "tail")?))).transpose()
@@ -91,13 +88,19 @@ pub async fn output_received(
 
 /// The last `chars` characters a task keeps of its output ("" if none).
 pub async fn output_tail(c: &impl ConnectionTrait, id: &str, chars: i64) -> Result<String> {
-    let sql = if super::is_pg(c) {
-        "SELECT right(output, CAST($2 AS INTEGER)) AS tail FROM tasks WHERE id = $1"
-    } else {
-        "SELECT substr(output, -$2) AS tail FROM tasks WHERE id = $1"
-    };
-    let row = c.query_one_raw(statement(c, sql, vec![id.into(), chars.into()])).await?;
+    let sql = format!("SELECT {} AS tail FROM tasks WHERE id = $1", kept_tail(c, "$2"));
+    let row = c.query_one_raw(statement(c, &sql, vec![id.into(), chars.into()])).await?;
     Ok(row.map(|r| get::<String>(&r, "tail")).transpose()?.unwrap_or_default())
+}
+
+/// The last `chars` (a parameter) characters of the kept output, "" for 0
+/// (SQLite's `substr(x, -0)` would be all of it).
+fn kept_tail(c: &impl ConnectionTrait, chars: &str) -> String {
+    if super::is_pg(c) {
+        format!("right(output, CAST({chars} AS INTEGER))")
+    } else {
+        format!("CASE WHEN {chars} > 0 THEN substr(output, -{chars}) ELSE '' END")
+    }
 }
 
 pub async fn get_one(c: &impl ConnectionTrait, id: &str) -> Result<Option<WorkflowRun>> {
