@@ -185,7 +185,7 @@ impl Engine {
             }
         };
         batch.notify(after.announce.take(self.events().origin()));
-        if let Err(e) = batch.run(&tx).await {
+        if let Err(e) = tx.run_last(batch).await {
             tx.rollback().await;
             return Err(e.into());
         }

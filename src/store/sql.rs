@@ -166,18 +166,18 @@ impl Batch {
         }
     }
 
+    /// Whether it holds statements (a notification alone writes nothing).
+    pub fn has_statements(&self) -> bool {
+        !self.parts.is_empty()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty() && self.notify.is_none()
     }
 
     pub async fn run(self, c: &impl ConnectionTrait) -> Result<()> {
         if c.get_database_backend() != DbBackend::Postgres {
-            // One call with every statement in it: each call is a round trip
-            // to the thread that owns the SQLite connection.
-            for (sql, values) in as_statement_lists(self.parts) {
-                c.execute_raw(statement(c, &sql, values)).await?;
-            }
-            return Ok(());
+            return self.run_then(c, "").await;
         }
         let mut groups: Vec<Vec<Part>> = vec![Vec::new()];
         let mut params = 0;
@@ -202,6 +202,27 @@ impl Batch {
             }
             let (sql, values) = as_one_statement(group, notify);
             c.query_one_raw(statement(c, &sql, values)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Batch {
+    /// Runs the statements on SQLite, then `tail` (no placeholders) in the
+    /// same call as the last of them. One call holds every statement it can:
+    /// each call is a round trip to the thread that owns the connection.
+    pub(super) async fn run_then(self, c: &impl ConnectionTrait, tail: &str) -> Result<()> {
+        let mut lists = as_statement_lists(self.parts);
+        match lists.last_mut() {
+            Some((sql, _)) if !tail.is_empty() => {
+                sql.push_str(";\n");
+                sql.push_str(tail);
+            }
+            None if !tail.is_empty() => lists.push((tail.to_owned(), Vec::new())),
+            _ => {}
+        }
+        for (sql, values) in lists {
+            c.execute_raw(statement(c, &sql, values)).await?;
         }
         Ok(())
     }
