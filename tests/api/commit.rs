@@ -21,6 +21,7 @@ crate::on_both_backends!(
     a_unit_that_fails_in_a_group_takes_only_its_own_changes_back,
     a_unit_abandoned_in_a_group_leaves_the_others_committed,
     units_that_commit_roll_back_or_give_up_at_random_leave_exactly_the_committed,
+    last_writes_that_fail_in_a_group_take_back_only_their_own_unit,
     a_full_database_under_concurrent_writes_acknowledges_only_what_it_stored,
 );
 
@@ -232,6 +233,64 @@ async fn units_that_commit_roll_back_or_give_up_at_random_leave_exactly_the_comm
         .expect("read back");
     let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
     assert_eq!(ids, committed, "exactly the committed rows");
+}
+
+/// Units that end with their last writes sent together (the engine's
+/// `finish`: on SQLite a unit in a group releases its SAVEPOINT in the same
+/// call), a third of which fail in those last writes (a duplicate key):
+/// each failed unit loses its own first write too, every other unit keeps
+/// both, and the writer is free afterwards.
+async fn last_writes_that_fail_in_a_group_take_back_only_their_own_unit(app: TestApp) {
+    let store = app.engine.store().clone();
+    let db = store.connection();
+    db.execute_unprepared("CREATE TABLE last_rows (id BIGINT PRIMARY KEY)").await.expect("schema");
+    db.execute_unprepared("INSERT INTO last_rows (id) VALUES (-1)").await.expect("the row that collides");
+    let before = store.writer_held();
+    let mut units = tokio::task::JoinSet::new();
+    for i in 0..240_i64 {
+        let store = store.clone();
+        units.spawn(async move {
+            let tx = store.write().await.expect("begin");
+            tx.execute_unprepared(&format!("INSERT INTO last_rows (id) VALUES ({i})")).await.expect("first write");
+            let mut last = reprise::store::Batch::default();
+            let second = if i % 3 == 0 { -1 } else { 1000 + i };
+            for id in [10_000 + i, second] {
+                last.push(reprise::store::Part {
+                    sql: format!("INSERT INTO last_rows (id) VALUES ({id})"),
+                    values: vec![],
+                });
+            }
+            match tx.run_last(last).await {
+                Ok(()) => {
+                    tx.commit().await.expect("every commit succeeds");
+                    assert_ne!(i % 3, 0, "unit {i}'s last writes collide");
+                    vec![i, 1000 + i, 10_000 + i]
+                }
+                Err(e) => {
+                    assert_eq!(i % 3, 0, "unit {i}: {e}");
+                    tx.rollback().await;
+                    vec![]
+                }
+            }
+        });
+    }
+    let mut kept: Vec<i64> = units.join_all().await.into_iter().flatten().collect();
+    kept.push(-1);
+    kept.sort_unstable();
+    assert_eq!(kept.len(), 1 + 160 * 3);
+    if let (Some(after), Some(before)) = (store.writer_held(), before) {
+        let held = after - before;
+        assert!(held.commits < held.transactions, "no unit shared a COMMIT: {held:?}");
+    }
+    let tx =
+        tokio::time::timeout(Duration::from_secs(5), store.write()).await.expect("the writer is free").expect("begin");
+    tx.commit().await.expect("commit");
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT id FROM last_rows ORDER BY id"))
+        .await
+        .expect("read back");
+    let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
+    assert_eq!(ids, kept, "exactly the rows of the units that committed");
 }
 
 /// The database fills up while many callers write at once (starts and the
