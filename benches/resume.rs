@@ -762,8 +762,9 @@ fn print_report(reports: &[BackendReport]) {
         if let Some(held) = r.many.writer.filter(|h| h.transactions > 0) {
             let per = |d: Duration| d.as_secs_f64() * 1e6 / held.transactions as f64;
             println!(
-                "    SQLite's one writer held per unit of work: {:.0} µs (BEGIN or SAVEPOINT {:.0}, COMMIT or RELEASE \
-                 {:.0}, the rest {:.0}): at most {:.0} units/s; {:.1} units per COMMIT",
+                "    SQLite's one writer held per unit of work: {:.0} µs (BEGIN {:.0}, COMMIT {:.0}, the rest — its \
+                 statements, with them a grouped unit's SAVEPOINT and RELEASE — {:.0}): at most {:.0} units/s; \
+                 {:.1} units per COMMIT",
                 per(held.held),
                 per(held.begin),
                 per(held.commit),

@@ -183,9 +183,11 @@ pub struct WriterHeld {
     pub commits: u64,
     /// From taking the writer to releasing it, in all.
     pub held: Duration,
-    /// Of that, in BEGIN IMMEDIATE (or the SAVEPOINT of a unit in a group).
+    /// Of that, in BEGIN IMMEDIATE (a unit that joins a group sends its
+    /// SAVEPOINT with its first statement: that is in neither figure).
     pub begin: Duration,
-    /// Of that, in COMMIT (or the RELEASE of a unit that left the COMMIT to the next).
+    /// Of that, in COMMIT (a unit that leaves the COMMIT to the next sends
+    /// its RELEASE with its last writes, before this).
     pub commit: Duration,
 }
 
@@ -238,9 +240,9 @@ struct Group {
     waiting: Vec<oneshot::Sender<Result<()>>>,
     /// Units whose changes it holds.
     units: u64,
-    /// A unit of it was abandoned midway (its SAVEPOINT ended by the
-    /// driver, unobserved): the COMMIT is checked to have ended the
-    /// transaction before anyone is told it succeeded.
+    /// A unit of it was abandoned midway (cancelled inside its own end, so
+    /// how its SAVEPOINT ended was not seen): the COMMIT is checked to have
+    /// ended the transaction before anyone is told it succeeded.
     abandoned: bool,
     /// The SAVEPOINT of the unit that joined it was sent and not yet
     /// released or rolled back to (see [`Writing::savepoint_due`]).
