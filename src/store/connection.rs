@@ -27,7 +27,7 @@
 //! open (a unit of work) or commits it first (a single statement, a PRAGMA).
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -244,10 +244,18 @@ struct Group {
     /// how its SAVEPOINT ended was not seen): the COMMIT is checked to have
     /// ended the transaction before anyone is told it succeeded.
     abandoned: bool,
-    /// The SAVEPOINT of the unit that joined it was sent and not yet
-    /// released or rolled back to (see [`Writing::savepoint_due`]).
-    unit_open: AtomicBool,
+    /// Where the SAVEPOINT of the unit that joined it last stands: one of
+    /// [`UNIT_DUE`], [`UNIT_OPEN`], [`UNIT_ENDED`].
+    unit: AtomicU8,
 }
+
+/// The unit that joined the group has sent nothing yet: its SAVEPOINT goes
+/// with its first statement.
+const UNIT_DUE: u8 = 0;
+/// Its SAVEPOINT was sent, and neither released nor rolled back to.
+const UNIT_OPEN: u8 = 1;
+/// Its RELEASE was sent (its changes are the group's), or no unit joined.
+const UNIT_ENDED: u8 = 2;
 
 /// The SAVEPOINT of a unit that joined a group. Its statements travel with
 /// the unit's own — the SAVEPOINT before its first, the RELEASE after its
@@ -466,15 +474,10 @@ enum TxKind {
 /// A unit of work on SQLite's writer, holding the write turn.
 struct Writing {
     /// The unit's own transaction; None when it joined the open group's,
-    /// whose transaction its statements then run in.
+    /// whose transaction its statements then run in (its SAVEPOINT's state
+    /// is the group's `unit`).
     txn: Option<DatabaseTransaction>,
     turn: Turn,
-    /// A unit that joined a group: its SAVEPOINT is still to be sent (with
-    /// its first statement).
-    savepoint_due: AtomicBool,
-    /// A unit that joined a group: its RELEASE was sent with its last
-    /// writes, so its changes are the group's now.
-    released: AtomicBool,
     /// A statement failed in a way that may have ended SQLite's whole
     /// transaction (a full disk, I/O): the group cannot be trusted to commit.
     poisoned: AtomicBool,
@@ -563,15 +566,20 @@ impl Tx {
     /// `sql`, after the unit's SAVEPOINT if it joined a group and this is
     /// its first statement.
     fn joining<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
-        if let Some(TxKind::Sqlite(writing)) = &self.kind
-            && writing.savepoint_due.swap(false, Ordering::AcqRel)
+        if let Some(group) = self.joined_group()
+            && group.unit.compare_exchange(UNIT_DUE, UNIT_OPEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
-            if let Some(group) = &writing.turn.group {
-                group.unit_open.store(true, Ordering::Release);
-            }
             return format!("{UNIT_SAVEPOINT};\n{sql}").into();
         }
         sql.into()
+    }
+
+    /// The group whose transaction this unit joined, if it joined one.
+    fn joined_group(&self) -> Option<&Group> {
+        match &self.kind {
+            Some(TxKind::Sqlite(Writing { txn: None, turn, .. })) => turn.group.as_ref(),
+            _ => None,
+        }
     }
 
     fn joined(&self, mut stmt: Statement) -> Statement {
@@ -584,18 +592,12 @@ impl Tx {
     /// Runs the unit's last writes; a unit that joined a group releases its
     /// SAVEPOINT in the same round trip (see [`UNIT_SAVEPOINT`]).
     pub async fn run_last(&self, batch: super::Batch) -> Result<()> {
-        let Some(TxKind::Sqlite(writing @ Writing { txn: None, .. })) = &self.kind else {
-            return batch.run(self).await;
-        };
-        let due = writing.savepoint_due.load(Ordering::Acquire);
-        if due && !batch.has_statements() {
+        let Some(group) = self.joined_group() else { return batch.run(self).await };
+        if group.unit.load(Ordering::Acquire) == UNIT_DUE && !batch.has_statements() {
             return Ok(()); // nothing written: nothing to release
         }
-        batch.run_then(self, UNIT_RELEASE).await?;
-        writing.released.store(true, Ordering::Release);
-        if let Some(group) = &writing.turn.group {
-            group.unit_open.store(false, Ordering::Release);
-        }
+        batch.run_then(self, Some(UNIT_RELEASE)).await?;
+        group.unit.store(UNIT_ENDED, Ordering::Release);
         Ok(())
     }
 
@@ -615,17 +617,10 @@ async fn begin_writing(store: &Store) -> Result<Writing> {
     let writer = store.inner.writer.as_ref().expect("SQLite");
     let mut turn = writer.take(store).await;
     let taken = Instant::now();
-    let writing = |txn: Option<DatabaseTransaction>, turn| Writing {
-        savepoint_due: AtomicBool::new(txn.is_none()),
-        released: AtomicBool::new(false),
-        txn,
-        turn,
-        poisoned: AtomicBool::new(false),
-        taken,
-        begun: Instant::now(),
-    };
-    if turn.group.is_some() {
+    let writing = |txn, turn| Writing { txn, turn, poisoned: AtomicBool::new(false), taken, begun: Instant::now() };
+    if let Some(group) = &turn.group {
         // Its SAVEPOINT goes with its first statement.
+        group.unit.store(UNIT_DUE, Ordering::Release);
         return Ok(writing(None, turn));
     }
     if turn.dirty {
@@ -647,18 +642,19 @@ async fn begin_writing(store: &Store) -> Result<Writing> {
 /// it commits the group itself.
 async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
     let writer = store.inner.writer.as_ref().expect("SQLite");
-    let Writing { txn, mut turn, savepoint_due: _, released: _, poisoned, taken, begun } = writing;
+    let Writing { txn, mut turn, poisoned, taken, begun } = writing;
     let poisoned = poisoned.into_inner();
     let committing = Instant::now();
     if let Some(txn) = txn {
-        turn.group = Some(Group { txn, waiting: Vec::new(), units: 1, abandoned: false, unit_open: false.into() });
+        let unit = UNIT_ENDED.into();
+        turn.group = Some(Group { txn, waiting: Vec::new(), units: 1, abandoned: false, unit });
     } else {
         // Released with its last writes, unless it wrote nothing since.
         let group = turn.group.as_ref().expect("a unit joins an open group");
-        let released = if group.unit_open.load(Ordering::Acquire) {
+        let released = if group.unit.load(Ordering::Acquire) == UNIT_OPEN {
             let released = group.txn.execute_unprepared(UNIT_RELEASE).await.map(|_| ()).map_err(StoreError::from);
             if released.is_ok() {
-                group.unit_open.store(false, Ordering::Release);
+                group.unit.store(UNIT_ENDED, Ordering::Release);
             }
             released
         } else {
@@ -704,10 +700,8 @@ async fn commit_writing(store: &Store, writing: Writing) -> Result<()> {
 /// Ends a unit that failed: only its own changes are undone (its SAVEPOINT)
 /// unless its failure may have ended the group's transaction.
 async fn rollback_writing(store: &Store, writing: Writing) {
-    let Writing { txn, mut turn, released, poisoned, .. } = writing;
-    let Some(txn) = txn else {
-        return rollback_joined(store, turn, released.into_inner(), poisoned.into_inner()).await;
-    };
+    let Writing { txn, mut turn, poisoned, .. } = writing;
+    let Some(txn) = txn else { return rollback_joined(store, turn, poisoned.into_inner()).await };
     if txn.rollback().await.is_ok() {
         turn.dirty = false;
     } else if let Err(e) = turn.settle().await {
@@ -720,26 +714,28 @@ async fn rollback_writing(store: &Store, writing: Writing) {
 /// gone between its last writes and its commit) has its changes in the
 /// group's already; they are committed with it, as those of a caller that
 /// gave up waiting for the group's COMMIT are.
-async fn rollback_joined(store: &Store, mut turn: Turn, released: bool, poisoned: bool) {
+async fn rollback_joined(store: &Store, mut turn: Turn, poisoned: bool) {
     let writer = store.inner.writer.as_ref().expect("SQLite");
     let group = turn.group.as_mut().expect("a unit joins an open group");
-    let rolled_back = if group.unit_open.load(Ordering::Acquire) {
-        // No such savepoint: the call that carried it was cancelled before
-        // it ran (nothing of the unit was written) or after its RELEASE.
-        let undone = match group.txn.execute_unprepared(UNIT_ROLLBACK).await {
-            Ok(_) => true,
-            Err(e) => e.to_string().contains("no such savepoint"),
-        };
-        if undone {
-            group.unit_open.store(false, Ordering::Release);
+    let rolled_back = match group.unit.load(Ordering::Acquire) {
+        UNIT_OPEN => {
+            // No such savepoint: the call that carried it was cancelled
+            // before it ran (nothing of the unit was written) or after its RELEASE.
+            let undone = match group.txn.execute_unprepared(UNIT_ROLLBACK).await {
+                Ok(_) => true,
+                Err(e) => e.to_string().contains("no such savepoint"),
+            };
+            if undone {
+                group.unit.store(UNIT_ENDED, Ordering::Release);
+            }
+            undone
         }
-        undone
-    } else {
-        true
+        UNIT_ENDED if !poisoned => {
+            group.units += 1; // released: its changes are the group's
+            true
+        }
+        _ => true,
     };
-    if released && !poisoned {
-        group.units += 1;
-    }
     if !rolled_back || poisoned {
         let why = StoreError::unavailable(
             Cause::Busy,
@@ -765,7 +761,7 @@ async fn commit_group(store: &Store, conn: &mut WriterConn) -> Result<()> {
     let commit = async move {
         // The SAVEPOINT of a unit abandoned midway: its changes are undone
         // before the others commit (as the driver does for its own).
-        if group.unit_open.load(Ordering::Acquire) {
+        if group.unit.load(Ordering::Acquire) == UNIT_OPEN {
             let _ = group.txn.execute_unprepared(UNIT_ROLLBACK).await;
         }
         let mut result = group.txn.commit().await.map_err(StoreError::from);

@@ -177,7 +177,7 @@ impl Batch {
 
     pub async fn run(self, c: &impl ConnectionTrait) -> Result<()> {
         if c.get_database_backend() != DbBackend::Postgres {
-            return self.run_then(c, "").await;
+            return self.run_then(c, None).await;
         }
         let mut groups: Vec<Vec<Part>> = vec![Vec::new()];
         let mut params = 0;
@@ -205,21 +205,19 @@ impl Batch {
         }
         Ok(())
     }
-}
 
-impl Batch {
     /// Runs the statements on SQLite, then `tail` (no placeholders) in the
     /// same call as the last of them. One call holds every statement it can:
     /// each call is a round trip to the thread that owns the connection.
-    pub(super) async fn run_then(self, c: &impl ConnectionTrait, tail: &str) -> Result<()> {
+    pub(super) async fn run_then(self, c: &impl ConnectionTrait, tail: Option<&str>) -> Result<()> {
         let mut lists = as_statement_lists(self.parts);
-        match lists.last_mut() {
-            Some((sql, _)) if !tail.is_empty() => {
+        match (lists.last_mut(), tail) {
+            (Some((sql, _)), Some(tail)) => {
                 sql.push_str(";\n");
                 sql.push_str(tail);
             }
-            None if !tail.is_empty() => lists.push((tail.to_owned(), Vec::new())),
-            _ => {}
+            (None, Some(tail)) => lists.push((tail.to_owned(), Vec::new())),
+            (_, None) => {}
         }
         for (sql, values) in lists {
             c.execute_raw(statement(c, &sql, values)).await?;
