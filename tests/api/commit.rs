@@ -220,18 +220,7 @@ async fn units_that_commit_roll_back_or_give_up_at_random_leave_exactly_the_comm
     let mut committed: Vec<i64> = units.join_all().await.into_iter().flatten().collect();
     committed.sort_unstable();
     assert!(committed.len() >= 100, "{} commits", committed.len());
-    if let (Some(after), Some(before)) = (store.writer_held(), before) {
-        let held = after - before;
-        assert!(held.commits < held.transactions, "no unit shared a COMMIT: {held:?}");
-    }
-    let tx =
-        tokio::time::timeout(Duration::from_secs(5), store.write()).await.expect("the writer is free").expect("begin");
-    tx.commit().await.expect("commit");
-    let rows = db
-        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT id FROM chaos_rows ORDER BY id"))
-        .await
-        .expect("read back");
-    let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
+    let ids = shared_commits_then_rows(&store, before, "chaos_rows").await;
     assert_eq!(ids, committed, "exactly the committed rows");
 }
 
@@ -278,6 +267,17 @@ async fn last_writes_that_fail_in_a_group_take_back_only_their_own_unit(app: Tes
     kept.push(-1);
     kept.sort_unstable();
     assert_eq!(kept.len(), 1 + 160 * 3);
+    let ids = shared_commits_then_rows(&store, before, "last_rows").await;
+    assert_eq!(ids, kept, "exactly the rows of the units that committed");
+}
+
+/// After many units at once: that some shared a COMMIT (SQLite), that the
+/// writer is free (no group left open), and the ids `table` holds.
+async fn shared_commits_then_rows(
+    store: &reprise::store::Store,
+    before: Option<reprise::store::WriterHeld>,
+    table: &str,
+) -> Vec<i64> {
     if let (Some(after), Some(before)) = (store.writer_held(), before) {
         let held = after - before;
         assert!(held.commits < held.transactions, "no unit shared a COMMIT: {held:?}");
@@ -285,12 +285,10 @@ async fn last_writes_that_fail_in_a_group_take_back_only_their_own_unit(app: Tes
     let tx =
         tokio::time::timeout(Duration::from_secs(5), store.write()).await.expect("the writer is free").expect("begin");
     tx.commit().await.expect("commit");
-    let rows = db
-        .query_all_raw(Statement::from_string(db.get_database_backend(), "SELECT id FROM last_rows ORDER BY id"))
-        .await
-        .expect("read back");
-    let ids: Vec<i64> = rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect();
-    assert_eq!(ids, kept, "exactly the rows of the units that committed");
+    let db = store.connection();
+    let sql = format!("SELECT id FROM {table} ORDER BY id");
+    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.expect("read back");
+    rows.iter().map(|r| r.try_get_by_index(0).expect("id")).collect()
 }
 
 /// The database fills up while many callers write at once (starts and the
